@@ -1,0 +1,176 @@
+package controlplane
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"tailscale.com/types/logger"
+)
+
+// Environment variables read by ConfigFromEnv. They are the same in every
+// TSymbiote daemon.
+const (
+	EnvOAuthClientID     = "TS_OAUTH_CLIENT_ID"
+	EnvOAuthClientSecret = "TS_OAUTH_CLIENT_SECRET"
+	EnvAPIKey            = "TS_API_KEY"
+	EnvTailnet           = "TS_TAILNET"
+	EnvAPIURL            = "TS_API_URL"
+	EnvControlURL        = "TS_CONTROL_URL"
+	EnvHeadscaleURL      = "HEADSCALE_URL"
+	EnvHeadscaleAPIKey   = "HEADSCALE_API_KEY"
+)
+
+// Backend names.
+const (
+	BackendTailscale = "tailscale"
+	BackendHeadscale = "headscale"
+)
+
+// Config selects and configures a control-plane backend.
+type Config struct {
+	// ControlURL is where nodes log in (TS_CONTROL_URL). Empty means
+	// Tailscale's default for the Tailscale backend, and HeadscaleURL for
+	// the Headscale backend.
+	ControlURL string
+
+	// Tailscale API v2: either an OAuth client or an API key.
+	OAuthClientID     string
+	OAuthClientSecret Secret
+	// Scopes requested for OAuth tokens; empty asks for the client's own.
+	Scopes  []string
+	APIKey  Secret
+	Tailnet string // "-" (the credential's own tailnet) when empty
+	APIURL  string // Tailscale API base URL; empty is the public API
+
+	// Headscale.
+	HeadscaleURL    string
+	HeadscaleAPIKey Secret
+}
+
+// ConfigFromEnv reads the control-plane configuration from the environment
+// through getenv (os.Getenv in a daemon). It fails, naming the variables, when
+// no backend or both are configured, or when a backend is half configured.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	get := func(k string) string { return strings.TrimSpace(getenv(k)) }
+	c := Config{
+		ControlURL:        get(EnvControlURL),
+		OAuthClientID:     get(EnvOAuthClientID),
+		OAuthClientSecret: Secret(get(EnvOAuthClientSecret)),
+		APIKey:            Secret(get(EnvAPIKey)),
+		Tailnet:           get(EnvTailnet),
+		APIURL:            get(EnvAPIURL),
+		HeadscaleURL:      get(EnvHeadscaleURL),
+		HeadscaleAPIKey:   Secret(get(EnvHeadscaleAPIKey)),
+	}
+	return c, c.Validate()
+}
+
+// Backend reports which backend c selects, or "" if none.
+func (c *Config) Backend() string {
+	switch {
+	case c.HeadscaleURL != "" || !c.HeadscaleAPIKey.IsZero():
+		return BackendHeadscale
+	case c.OAuthClientID != "" || !c.OAuthClientSecret.IsZero() || !c.APIKey.IsZero():
+		return BackendTailscale
+	}
+	return ""
+}
+
+// Validate checks that exactly one backend is fully configured and that its
+// URLs parse. Errors name the environment variables to fix, never values.
+func (c *Config) Validate() error {
+	ts := c.OAuthClientID != "" || !c.OAuthClientSecret.IsZero() || !c.APIKey.IsZero()
+	hs := c.HeadscaleURL != "" || !c.HeadscaleAPIKey.IsZero()
+	switch {
+	case ts && hs:
+		return fmt.Errorf("control plane: both Tailscale (%s/%s or %s) and Headscale (%s/%s) are configured; set only one",
+			EnvOAuthClientID, EnvOAuthClientSecret, EnvAPIKey, EnvHeadscaleURL, EnvHeadscaleAPIKey)
+	case !ts && !hs:
+		return fmt.Errorf("control plane: no credentials; set %s and %s (or %s) for Tailscale, or %s and %s for Headscale",
+			EnvOAuthClientID, EnvOAuthClientSecret, EnvAPIKey, EnvHeadscaleURL, EnvHeadscaleAPIKey)
+	case hs:
+		if c.HeadscaleURL == "" {
+			return fmt.Errorf("control plane: %s is set but %s is empty", EnvHeadscaleAPIKey, EnvHeadscaleURL)
+		}
+		if c.HeadscaleAPIKey.IsZero() {
+			return fmt.Errorf("control plane: %s is set but %s is empty", EnvHeadscaleURL, EnvHeadscaleAPIKey)
+		}
+		if err := checkURL(EnvHeadscaleURL, c.HeadscaleURL); err != nil {
+			return err
+		}
+	default:
+		oauth := c.OAuthClientID != "" || !c.OAuthClientSecret.IsZero()
+		if oauth && !c.APIKey.IsZero() {
+			return fmt.Errorf("control plane: both an OAuth client (%s/%s) and %s are set; set only one",
+				EnvOAuthClientID, EnvOAuthClientSecret, EnvAPIKey)
+		}
+		if oauth && c.OAuthClientID == "" {
+			return fmt.Errorf("control plane: %s is set but %s is empty", EnvOAuthClientSecret, EnvOAuthClientID)
+		}
+		if oauth && c.OAuthClientSecret.IsZero() {
+			return fmt.Errorf("control plane: %s is set but %s is empty", EnvOAuthClientID, EnvOAuthClientSecret)
+		}
+		if c.APIURL != "" {
+			if err := checkURL(EnvAPIURL, c.APIURL); err != nil {
+				return err
+			}
+		}
+	}
+	if c.ControlURL != "" {
+		if err := checkURL(EnvControlURL, c.ControlURL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func checkURL(name, raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return fmt.Errorf("control plane: %s must be an http or https URL with a host, got %q", name, redactURL(raw))
+	}
+	return nil
+}
+
+// redactURL drops any userinfo so that a URL with a password in it can be
+// quoted in an error.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		if strings.Contains(raw, "@") {
+			return "<unparseable URL>"
+		}
+		return raw
+	}
+	if u.User != nil {
+		u.User = url.User("redacted")
+	}
+	return u.String()
+}
+
+// New returns the Client that cfg selects.
+func New(logf logger.Logf, cfg Config) (Client, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	switch cfg.Backend() {
+	case BackendHeadscale:
+		return NewHeadscale(logf, cfg)
+	case BackendTailscale:
+		return NewTailscale(logf, cfg)
+	}
+	return nil, errors.New("control plane: no backend configured")
+}
+
+// EffectiveControlURL is the URL nodes log in to under cfg.
+func (c *Config) EffectiveControlURL() string {
+	if c.ControlURL != "" {
+		return c.ControlURL
+	}
+	if c.Backend() == BackendHeadscale {
+		return c.HeadscaleURL
+	}
+	return ""
+}
