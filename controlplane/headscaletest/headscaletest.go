@@ -101,12 +101,12 @@ type Options struct {
 
 // Server is a running Headscale.
 type Server struct {
-	URL    string                // server_url: the control URL and API base
-	APIKey controlplane.Secret   // an API key for URL
-	Client controlplane.Client   // a Headscale client using APIKey
-	Config controlplane.Config   // the configuration Client was made from
-	Dir    string                // temporary directory holding config, keys, DB and socket
-	STUN   string                // host:port of the STUN server
+	URL    string              // server_url: the control URL and API base
+	APIKey controlplane.Secret // an API key for URL
+	Client controlplane.Client // a Headscale client using APIKey
+	Config controlplane.Config // the configuration Client was made from
+	Dir    string              // temporary directory holding config, keys, DB and socket
+	STUN   string              // host:port of the STUN server
 
 	binary   string
 	cfgPath  string
@@ -189,7 +189,7 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	go func() { s.cmd.Wait(); close(s.done) }()
+	go func() { _ = s.cmd.Wait(); close(s.done) }()
 
 	if err := s.waitHealthy(ctx); err != nil {
 		return nil, fmt.Errorf("%w; last output:\n%s", err, out.tail())
@@ -271,10 +271,10 @@ func (s *Server) UserAuthKey(ctx context.Context, ephemeral bool) (controlplane.
 
 func (s *Server) waitHealthy(ctx context.Context) error {
 	for {
-		req, _ := http.NewRequestWithContext(ctx, "GET", s.URL+"/health", nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.URL+"/health", nil)
 		if res, err := http.DefaultClient.Do(req); err == nil {
 			res.Body.Close()
-			if res.StatusCode == 200 {
+			if res.StatusCode == http.StatusOK {
 				return nil
 			}
 		}
