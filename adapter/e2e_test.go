@@ -1,0 +1,247 @@
+package adapter_test
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+)
+
+// TestEndToEnd is acceptance item 1: an adapter attached to node-a answers
+// a tag:tsymbiote-webui tsnet client over the tailnet with real data.
+func TestEndToEnd(t *testing.T) {
+	w := newWorld(t, nil)
+	c, _ := w.caller(t, "webui", "tag:tsymbiote-webui")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+
+	t.Run("ListTargets", func(t *testing.T) {
+		r, err := c.ListTargets(ctx, &adapterv1.ListTargetsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Targets) != 1 || !r.Targets[0].Reachable || r.DefaultTarget != w.a.Socket {
+			t.Fatalf("ListTargets = %v", r)
+		}
+	})
+
+	t.Run("Status", func(t *testing.T) {
+		r, err := c.Status(ctx, &adapterv1.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Self.GetHostname() != "node-a" || r.BackendState != "Running" {
+			t.Errorf("self = %s, state %s", r.Self.GetHostname(), r.BackendState)
+		}
+		var found bool
+		for _, p := range r.Peers {
+			t.Logf("peer %s %s ips=%v tags=%v online=%v relay=%s cur=%q", p.Hostname, p.Id, p.TailscaleIps, p.Tags, p.Online, p.DerpRegion, p.CurrentAddress)
+			if p.Hostname == "node-b" && len(p.TailscaleIps) > 0 && p.TailscaleIps[0] == w.bIP.String() {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("node-b (%v) not among %d peers", w.bIP, len(r.Peers))
+		}
+	})
+
+	for _, pt := range []adapterv1.PingType{
+		adapterv1.PingType_PING_TYPE_DISCO, adapterv1.PingType_PING_TYPE_TSMP,
+		adapterv1.PingType_PING_TYPE_ICMP, adapterv1.PingType_PING_TYPE_PEERAPI,
+	} {
+		t.Run("Ping/"+strings.TrimPrefix(pt.String(), "PING_TYPE_"), func(t *testing.T) {
+			var r *adapterv1.PingResponse
+			// The first pings after start-up may still be setting up the
+			// path; a few tries keep the test about the API, not timing.
+			for try := 0; try < 5; try++ {
+				var err error
+				r, err = c.Ping(ctx, &adapterv1.PingRequest{Peer: "node-b", Type: pt, Count: 3, Timeout: durationpb.New(5 * time.Second)})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Succeeded == 3 {
+					break
+				}
+			}
+			for _, res := range r.Results {
+				t.Logf("%s seq=%d latency=%v path=%v endpoint=%q derp=%d/%q relay=%q from_status=%v err=%q",
+					pt, res.Seq, res.Latency.AsDuration(), res.Path, res.Endpoint, res.DerpRegionId, res.DerpRegionCode, res.PeerRelay, res.PathFromStatus, res.Error)
+			}
+			if r.Succeeded == 0 || r.AvgLatency.AsDuration() <= 0 {
+				t.Fatalf("no successful %s ping: %v", pt, r)
+			}
+			for _, res := range r.Results {
+				if res.Error == "" && res.Path == adapterv1.PathKind_PATH_KIND_UNSPECIFIED {
+					t.Errorf("seq %d: no path", res.Seq)
+				}
+			}
+			if r.Ip != w.bIP.String() {
+				t.Errorf("ip = %s, want %s", r.Ip, w.bIP)
+			}
+		})
+	}
+
+	t.Run("QueryDNS", func(t *testing.T) {
+		st, err := c.Status(ctx, &adapterv1.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var name string
+		for _, p := range st.Peers {
+			if p.Hostname == "node-b" {
+				name = p.DnsName
+			}
+		}
+		r, err := c.QueryDNS(ctx, &adapterv1.QueryDNSRequest{Name: name, Type: "A"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("QueryDNS %s: rcode=%s answers=%v resolvers=%v", name, r.Rcode, r.Answers, r.Resolvers)
+		if r.Rcode != "SUCCESS" || len(r.Answers) == 0 || r.Answers[0].Data != w.bIP.String() {
+			t.Errorf("QueryDNS(%s) = %v, want %s", name, r, w.bIP)
+		}
+	})
+
+	t.Run("Prefs", func(t *testing.T) {
+		r, err := c.Prefs(ctx, &adapterv1.PrefsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("prefs: control=%s want_running=%v corp_dns=%v hostname=%s tags=%v node=%s", r.ControlUrl, r.WantRunning, r.CorpDns, r.Hostname, r.AdvertiseTags, r.NodeId)
+		if r.ControlUrl != w.hs.URL || !r.WantRunning || r.CorpDns || r.Hostname != "node-a" {
+			t.Errorf("prefs = %v", r)
+		}
+	})
+
+	t.Run("DNSConfig", func(t *testing.T) {
+		r, err := c.DNSConfig(ctx, &adapterv1.DNSConfigRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("dns config: magic_dns=%v domains=%v accept_dns=%v routes=%d os_ns=%v os_err=%q", r.MagicDns, r.Domains, r.AcceptDns, len(r.Routes), r.OsNameservers, r.OsError)
+		if r.AcceptDns || len(r.Domains) == 0 {
+			t.Errorf("dns config = %v", r)
+		}
+	})
+
+	t.Run("ServeConfig", func(t *testing.T) {
+		r, err := c.ServeConfig(ctx, &adapterv1.ServeConfigRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("serve config: %s", r.Json)
+	})
+
+	t.Run("Netcheck", func(t *testing.T) {
+		r, err := c.Netcheck(ctx, &adapterv1.NetcheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("netcheck: udp=%v v4=%v global_v4=%s preferred=%d/%s regions=%v took=%v", r.Udp, r.Ipv4, r.GlobalV4, r.PreferredDerpId, r.PreferredDerpCode, r.Regions, r.Took.AsDuration())
+		if !r.Udp || r.PreferredDerpId == 0 || len(r.Regions) == 0 {
+			t.Errorf("netcheck = %v", r)
+		}
+	})
+
+	t.Run("WhoIs", func(t *testing.T) {
+		r, err := c.WhoIs(ctx, &adapterv1.WhoIsRequest{Address: w.bIP.String()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("whois %s: node=%s %s tags=%v user=%s", w.bIP, r.Node.GetId(), r.Node.GetHostname(), r.Node.GetTags(), r.UserLoginName)
+		if r.Node.GetHostname() != "node-b" || len(r.Node.GetTags()) != 1 || r.Node.Tags[0] != "tag:test" {
+			t.Errorf("whois = %v", r)
+		}
+	})
+
+	t.Run("DERPMap", func(t *testing.T) {
+		r, err := c.DERPMap(ctx, &adapterv1.DERPMapRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Regions) != 1 || r.Regions[0].RegionId != 999 || len(r.Regions[0].Nodes) == 0 {
+			t.Fatalf("DERP map = %v", r)
+		}
+		t.Logf("derp map: region %d %s nodes=%v", r.Regions[0].RegionId, r.Regions[0].RegionCode, r.Regions[0].Nodes)
+	})
+
+	t.Run("StreamLogs", func(t *testing.T) {
+		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		defer scancel()
+		s, err := c.StreamLogs(sctx, &adapterv1.StreamLogsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Pings make node-a log; keep it busy until lines arrive.
+		go func() {
+			for sctx.Err() == nil {
+				c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_TSMP})
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+		var lines []string
+		for len(lines) < 3 {
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatalf("after %d lines: %v", len(lines), err)
+			}
+			lines = append(lines, m.Line)
+		}
+		t.Logf("log lines: %q", lines)
+	})
+
+	t.Run("StreamBusEvents", func(t *testing.T) {
+		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		defer scancel()
+		s, err := c.StreamBusEvents(sctx, &adapterv1.StreamBusEventsRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			for sctx.Err() == nil {
+				c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_DISCO})
+				time.Sleep(200 * time.Millisecond)
+			}
+		}()
+		// The first message is the daemon's "[event listener connected]".
+		for n := 0; ; n++ {
+			m, err := s.Recv()
+			if err != nil {
+				t.Fatalf("after %d messages: %v", n, err)
+			}
+			if m.Type != "" {
+				t.Logf("bus event #%d: %s from %s to %v: %.120s", m.Count, m.Type, m.From, m.To, m.Json)
+				break
+			}
+		}
+	})
+}
+
+// recvErr returns the first error of a server stream.
+func recvErr[T any](s grpc.ServerStreamingClient[T], err error) error {
+	if err != nil {
+		return err
+	}
+	for {
+		if _, err := s.Recv(); err != nil {
+			if err == io.EOF {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+func wantCode(t *testing.T, what string, err error, want codes.Code) {
+	t.Helper()
+	if got := status.Code(err); got != want {
+		t.Errorf("%s: code %v (%v), want %v", what, got, err, want)
+	}
+}

@@ -1,0 +1,205 @@
+// Package tailscaledtest runs real tailscaled daemons (the pinned build in
+// ./bin) for tests: userspace networking, their own socket, state directory
+// and WireGuard port, offline-clean (no log upload, plain-HTTP DERP, no port
+// mapper probes). Each daemon dies with the test process (Pdeathsig) and is
+// killed, and its directory removed, by the test's cleanup.
+package tailscaledtest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"tailscale.com/client/local"
+	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+)
+
+// Env is the environment every daemon and CLI call gets: no log upload,
+// DERP over plain HTTP (Headscale's embedded DERP), and no UPnP/NAT-PMP/PCP
+// probes of the machine's gateway.
+var Env = []string{
+	"TS_NO_LOGS_NO_SUPPORT=true",
+	"TS_DEBUG_USE_DERP_HTTP=1",
+	"TS_DISABLE_PORTMAPPER=1",
+}
+
+// Daemon is one running tailscaled.
+type Daemon struct {
+	Name     string
+	Dir      string // holds the socket and state; short, for the socket path limit
+	Socket   string
+	StateDir string
+
+	bin, cli string
+	logf     func(string, ...any)
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{}
+	out  *tailBuffer
+}
+
+// Start starts a tailscaled named name for t.
+func Start(t testing.TB, name string) *Daemon {
+	t.Helper()
+	bin, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
+	if err != nil {
+		t.Fatalf("tailscaled: %v (run hack/build-bin.sh tailscaled)", err)
+	}
+	cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION")
+	if err != nil {
+		t.Fatalf("tailscale CLI: %v (run hack/build-bin.sh tailscale)", err)
+	}
+	// t.TempDir paths can exceed the 108-byte unix socket limit.
+	dir, err := os.MkdirTemp("", "tsd-"+name+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := &Daemon{
+		Name: name, Dir: dir,
+		Socket:   filepath.Join(dir, "tailscaled.sock"),
+		StateDir: filepath.Join(dir, "state"),
+		bin:      bin, cli: cli, logf: t.Logf,
+	}
+	t.Cleanup(func() {
+		d.Stop()
+		if t.Failed() {
+			t.Logf("tailscaled %s last output:\n%s", name, d.Output())
+		}
+		os.RemoveAll(dir)
+	})
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// Restart starts the daemon again after Stop, with the same state, socket
+// and name. It waits until the socket answers.
+func (d *Daemon) Restart() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd != nil {
+		return fmt.Errorf("tailscaled %s already running", d.Name)
+	}
+	cmd := exec.Command(d.bin,
+		"--tun=userspace-networking",
+		"--socket="+d.Socket,
+		"--statedir="+d.StateDir,
+		"--port=0",
+		"--no-logs-no-support",
+	)
+	cmd.Env = append(os.Environ(), Env...)
+	d.out = &tailBuffer{}
+	cmd.Stdout, cmd.Stderr = d.out, d.out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting tailscaled %s: %w", d.Name, err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	d.cmd, d.done = cmd, done
+
+	lc := d.Client()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := lc.StatusWithoutPeers(ctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-done:
+			return fmt.Errorf("tailscaled %s exited during start-up:\n%s", d.Name, d.out.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("tailscaled %s socket never answered: %v", d.Name, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop kills the daemon (SIGKILL, like a crash) and waits for it. It is
+// safe to call when stopped.
+func (d *Daemon) Stop() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return
+	}
+	syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
+	<-d.done
+	d.cmd, d.done = nil, nil
+	// A killed daemon leaves its socket file behind; remove it so that
+	// "not running" looks the same as after a clean exit.
+	os.Remove(d.Socket)
+}
+
+// Client is a LocalAPI client for the daemon.
+func (d *Daemon) Client() *local.Client {
+	return &local.Client{Socket: d.Socket, UseSocketOnly: true}
+}
+
+// Up logs the daemon in to controlURL with authKey as hostname, without
+// touching the host's DNS.
+func (d *Daemon) Up(ctx context.Context, controlURL, authKey, hostname string) error {
+	_, err := d.CLI(ctx, "up", "--login-server="+controlURL, "--auth-key="+authKey,
+		"--hostname="+hostname, "--accept-dns=false", "--timeout=60s")
+	return err
+}
+
+// CLI runs the tailscale CLI against the daemon. Errors never include the
+// arguments, which may hold a key.
+func (d *Daemon) CLI(ctx context.Context, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, d.cli, append([]string{"--socket=" + d.Socket}, args...)...)
+	cmd.Env = append(os.Environ(), Env...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("tailscale %s on %s: %w: %s", args[0], d.Name, err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
+}
+
+// Output is the daemon's recent output.
+func (d *Daemon) Output() string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.out == nil {
+		return ""
+	}
+	return d.out.String()
+}
+
+// tailBuffer keeps the last 32 KiB written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > 32<<10 {
+		b.buf = b.buf[len(b.buf)-32<<10:]
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}

@@ -1,0 +1,347 @@
+package adapter
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"tailscale.com/tsnet"
+	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/controlplane"
+	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+)
+
+// Defaults, as the seed's flags state them.
+const (
+	DefaultAllowedTag     = "tag:tsymbiote-webui"
+	DefaultHostnamePrefix = "tsymbiote-adapter"
+	DefaultPort           = "3621"
+	DefaultSocket         = "/var/run/tailscale/tailscaled.sock"
+)
+
+// maxRequestBytes bounds a request message. The largest legitimate request
+// is a few hundred bytes; anything bigger is refused by gRPC with
+// ResourceExhausted before it is decoded.
+const maxRequestBytes = 16 << 10
+
+// Config configures Run.
+type Config struct {
+	AllowedTag     string // callers' nodes must carry it
+	Dev            bool   // plain gRPC on localhost, no tsnet, no caller check
+	DiscoverSocket bool   // find tailscaled's socket through /proc
+	Hostname       string // the adapter's tailnet hostname; derived when empty
+	HostnamePrefix string
+	Logout         bool     // register ephemeral and log out (and delete) on exit
+	Port           string   // listen port; "0" picks a free one (tests)
+	Sockets        []string // --socket values: sockets or directories of sockets
+
+	AuthKey    controlplane.Secret // TS_AUTHKEY; empty means interactive login
+	ControlURL string              // empty means Tailscale's default
+	StateDir   string              // tsnet state; tsnet's default when empty
+
+	// ControlPlane, if set, deletes the adapter's node on exit with Logout,
+	// for keys that are not ephemeral (Headscale keeps logged-out nodes).
+	ControlPlane controlplane.Client
+
+	ProcRoot  string      // for DiscoverSocket; /proc when empty
+	TsnetLogf logger.Logf // tsnet's backend logs; discarded when nil
+
+	// OnReady, if set, is called once the adapter is serving.
+	OnReady func(Ready)
+}
+
+// Ready describes a serving adapter.
+type Ready struct {
+	Addr         net.Addr     // the listener's address
+	TailscaleIPs []netip.Addr // empty in dev mode
+	NodeID       string       // stable node ID; empty in dev mode
+	Hostname     string
+}
+
+// Validate checks c and names the flag at fault.
+func (c *Config) Validate() error {
+	if !strings.HasPrefix(c.AllowedTag, "tag:") || len(c.AllowedTag) == len("tag:") || strings.ContainsAny(c.AllowedTag, " ,") {
+		return fmt.Errorf("--allowed-tag %q: want a single ACL tag such as %s", c.AllowedTag, DefaultAllowedTag)
+	}
+	p, err := strconv.Atoi(c.Port)
+	if err != nil || p < 0 || p > 65535 {
+		return fmt.Errorf("--port %q: want a TCP port number", c.Port)
+	}
+	if c.Hostname != "" {
+		if err := checkHostname(c.Hostname); err != nil {
+			return fmt.Errorf("--hostname: %w", err)
+		}
+	} else if err := checkHostname(c.HostnamePrefix); err != nil {
+		return fmt.Errorf("--hostname-prefix: %w", err)
+	}
+	if len(c.Sockets) == 0 && !c.DiscoverSocket {
+		return errors.New("--socket: no tailscaled socket given")
+	}
+	if c.ControlURL != "" {
+		if !strings.HasPrefix(c.ControlURL, "http://") && !strings.HasPrefix(c.ControlURL, "https://") {
+			return fmt.Errorf("control URL %q: want an http or https URL", c.ControlURL)
+		}
+	}
+	return nil
+}
+
+func checkHostname(h string) error {
+	if h == "" || len(h) > 63 {
+		return fmt.Errorf("%q: want 1 to 63 characters", h)
+	}
+	for _, r := range h {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return fmt.Errorf("%q: only letters, digits and '-' are allowed", h)
+		}
+	}
+	return nil
+}
+
+// hostname is --hostname, or the prefix and this machine's name.
+func (c *Config) hostname() string {
+	if c.Hostname != "" {
+		return c.Hostname
+	}
+	h, _ := os.Hostname()
+	h, _, _ = strings.Cut(h, ".")
+	var b strings.Builder
+	for _, r := range strings.ToLower(h) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	name := c.HostnamePrefix
+	if s := strings.Trim(b.String(), "-"); s != "" {
+		name += "-" + s
+	}
+	if len(name) > 63 {
+		name = strings.TrimRight(name[:63], "-")
+	}
+	return name
+}
+
+// Run serves until ctx ends, then shuts down (logging out if asked).
+func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	sockets := cfg.Sockets
+	if cfg.DiscoverSocket {
+		p, err := DiscoverSocket(ctx, logf, cfg.ProcRoot, time.Second)
+		if err != nil {
+			return err
+		}
+		sockets = []string{p}
+	}
+	targets, err := NewTargets(sockets)
+	if err != nil {
+		return err
+	}
+	for _, tg := range targets.List() {
+		logf("target %q: %s", tg.Name, tg.Socket)
+	}
+
+	auth := &authorizer{logf: logf, tag: cfg.AllowedTag}
+	var (
+		ln    net.Listener
+		srv   *tsnet.Server
+		ready = Ready{Hostname: cfg.hostname()}
+	)
+	if cfg.Dev {
+		ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", cfg.Port))
+		if err != nil {
+			return fmt.Errorf("--dev listen: %w", err)
+		}
+		logf("dev mode: plain gRPC on %s, no tailnet, no caller checks", ln.Addr())
+	} else {
+		srv, err = startTsnet(ctx, logf, cfg, ready.Hostname)
+		if err != nil {
+			return err
+		}
+		defer func() { shutdownTsnet(logf, cfg, srv) }()
+		lc, err := srv.LocalClient()
+		if err != nil {
+			return err
+		}
+		auth.whois = lc
+		st, err := lc.StatusWithoutPeers(ctx)
+		if err != nil {
+			return fmt.Errorf("tsnet status: %w", err)
+		}
+		ready.TailscaleIPs = st.TailscaleIPs
+		if st.Self != nil {
+			ready.NodeID = string(st.Self.ID)
+		}
+		ln, err = srv.Listen("tcp", ":"+cfg.Port)
+		if err != nil {
+			return fmt.Errorf("tailnet listen on port %s: %w", cfg.Port, err)
+		}
+		logf("serving on the tailnet as %s (%v) port %s; callers need %s", ready.Hostname, ready.TailscaleIPs, cfg.Port, cfg.AllowedTag)
+	}
+	ready.Addr = ln.Addr()
+	split := newSplitListener(ln)
+	defer split.Close()
+
+	m := newMetrics()
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(maxRequestBytes),
+		grpc.MaxConcurrentStreams(256),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ChainUnaryInterceptor(m.unary, auth.unary),
+		grpc.ChainStreamInterceptor(m.stream, auth.stream),
+	)
+	adapterv1.RegisterAdapterServiceServer(gs, NewService(logf, targets))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+
+	hsrv := &http.Server{
+		Handler:           httpHandler(auth, targets, m),
+		ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog:          nil,
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(split.grpc) }()
+	go func() { errc <- hsrv.Serve(split.http) }()
+	if cfg.OnReady != nil {
+		cfg.OnReady(ready)
+	}
+
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serving: %w", err)
+	}
+	logf("shutting down")
+	hs.Shutdown()
+	split.Close()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(5 * time.Second):
+		gs.Stop() // streams (logs, bus events) never end by themselves
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hsrv.Shutdown(sctx)
+	return err
+}
+
+func startTsnet(ctx context.Context, logf logger.Logf, cfg Config, hostname string) (*tsnet.Server, error) {
+	tl := cfg.TsnetLogf
+	if tl == nil {
+		tl = logger.Discard
+	}
+	srv := &tsnet.Server{
+		Dir:        cfg.StateDir,
+		Hostname:   hostname,
+		ControlURL: cfg.ControlURL,
+		AuthKey:    cfg.AuthKey.Reveal(),
+		Ephemeral:  cfg.Logout,
+		Logf:       tl,
+		// The interactive login URL, when there is no key, goes here.
+		UserLogf: logger.WithPrefix(logf, "tsnet: "),
+	}
+	if cfg.AuthKey.IsZero() {
+		logf("no TS_AUTHKEY: waiting for interactive login (the URL is logged below); tag the node %s", "tag:tsymbiote-adapter")
+	}
+	if _, err := srv.Up(ctx); err != nil {
+		srv.Close()
+		return nil, fmt.Errorf("joining the tailnet: %w", err)
+	}
+	return srv, nil
+}
+
+// shutdownTsnet logs the node out when asked, so that it leaves the tailnet
+// rather than lingering offline, then closes it.
+func shutdownTsnet(logf logger.Logf, cfg Config, srv *tsnet.Server) {
+	defer srv.Close()
+	if !cfg.Logout {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	lc, err := srv.LocalClient()
+	if err != nil {
+		return
+	}
+	var id string
+	if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
+		id = string(st.Self.ID)
+	}
+	if err := lc.Logout(ctx); err != nil {
+		logf("logout: %v", err)
+	} else {
+		logf("logged out")
+	}
+	if cfg.ControlPlane != nil && id != "" {
+		err := cfg.ControlPlane.DeleteDevice(ctx, id)
+		switch {
+		case err == nil:
+			logf("deleted node %s from the control plane", id)
+		case errors.Is(err, controlplane.ErrNotFound):
+			// Ephemeral nodes are gone once logged out.
+		default:
+			logf("deleting node %s: %v", id, err)
+		}
+	}
+}
+
+// httpHandler serves /healthz (open: it says only whether targets answer)
+// and /metrics (same caller check as gRPC).
+func httpHandler(auth *authorizer, targets *Targets, m *metrics) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		type tstat struct {
+			Name      string `json:"name"`
+			Reachable bool   `json:"reachable"`
+			Error     string `json:"error,omitempty"`
+		}
+		var out struct {
+			OK      bool    `json:"ok"`
+			Targets []tstat `json:"targets"`
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+		defer cancel()
+		for _, tg := range targets.List() {
+			t := tstat{Name: tg.Name}
+			if err := targets.ReachableError(ctx, tg); err != nil {
+				t.Error = err.Error()
+			} else {
+				t.Reachable = true
+				out.OK = true
+			}
+			out.Targets = append(out.Targets, t)
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if !out.OK {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(out)
+	})
+	prom := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {
+		if auth.whois != nil {
+			addr, err := net.ResolveTCPAddr("tcp", r.RemoteAddr)
+			if err != nil || auth.checkAddr(r.Context(), "/metrics", addr) != nil {
+				http.Error(w, "forbidden: caller lacks "+auth.tag, http.StatusForbidden)
+				return
+			}
+		}
+		prom.ServeHTTP(w, r)
+	})
+	return mux
+}

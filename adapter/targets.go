@@ -1,0 +1,147 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+
+	"tailscale.com/client/local"
+)
+
+// Target is one tailscaled daemon the adapter answers for.
+type Target struct {
+	Name   string // what requests use to select it
+	Socket string // path of its LocalAPI socket
+}
+
+// Targets resolves request target names to daemons. It is built from the
+// --socket values: a socket path names one target (named by its path); a
+// directory names every *.sock file in it (named by file name without
+// ".sock"), re-read on every call since pods come and go.
+type Targets struct {
+	paths []string
+
+	mu      sync.Mutex
+	clients map[string]*local.Client // by socket path
+}
+
+// NewTargets returns Targets for the given --socket values.
+func NewTargets(paths []string) (*Targets, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("no --socket given")
+	}
+	var clean []string
+	for _, p := range paths {
+		if strings.TrimSpace(p) == "" {
+			return nil, errors.New("--socket: empty path")
+		}
+		p = filepath.Clean(p)
+		if !slices.Contains(clean, p) {
+			clean = append(clean, p)
+		}
+	}
+	return &Targets{paths: clean, clients: map[string]*local.Client{}}, nil
+}
+
+// List returns the targets as they are now.
+func (t *Targets) List() []Target {
+	var out []Target
+	for _, p := range t.paths {
+		fi, err := os.Stat(p)
+		if err != nil || !fi.IsDir() {
+			// A missing socket stays a target: tailscaled may come (back)
+			// later, and a request for it should say Unavailable.
+			out = append(out, Target{Name: p, Socket: p})
+			continue
+		}
+		ents, err := os.ReadDir(p)
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			name, ok := strings.CutSuffix(e.Name(), ".sock")
+			if !ok || e.IsDir() {
+				continue
+			}
+			out = append(out, Target{Name: name, Socket: filepath.Join(p, e.Name())})
+		}
+	}
+	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Default is the target an empty name selects: the only one, when there is
+// exactly one.
+func (t *Targets) Default() (Target, bool) {
+	l := t.List()
+	if len(l) == 1 {
+		return l[0], true
+	}
+	return Target{}, false
+}
+
+// errUnknownTarget and errNoDefault are mapped to NotFound and
+// InvalidArgument.
+var (
+	errUnknownTarget = errors.New("unknown target")
+	errNoDefault     = errors.New("no default target")
+)
+
+// Resolve finds the named target.
+func (t *Targets) Resolve(name string) (Target, error) {
+	l := t.List()
+	if name == "" {
+		if len(l) == 1 {
+			return l[0], nil
+		}
+		return Target{}, fmt.Errorf("%w: the adapter serves %d targets; name one in the request's target field (%s)",
+			errNoDefault, len(l), names(l))
+	}
+	for _, tg := range l {
+		if tg.Name == name {
+			return tg, nil
+		}
+	}
+	return Target{}, fmt.Errorf("%w %q; known targets: %s", errUnknownTarget, name, names(l))
+}
+
+func names(l []Target) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	const max = 20
+	var ns []string
+	for i, tg := range l {
+		if i == max {
+			ns = append(ns, fmt.Sprintf("and %d more", len(l)-max))
+			break
+		}
+		ns = append(ns, fmt.Sprintf("%q", tg.Name))
+	}
+	return strings.Join(ns, ", ")
+}
+
+// Client returns the LocalAPI client for tg. Clients dial per request, so a
+// restarted tailscaled is picked up without reconnect logic here.
+func (t *Targets) Client(tg Target) *local.Client {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c, ok := t.clients[tg.Socket]; ok {
+		return c
+	}
+	c := &local.Client{Socket: tg.Socket, UseSocketOnly: true}
+	t.clients[tg.Socket] = c
+	return c
+}
+
+// ReachableError checks quickly whether tg's daemon answers.
+func (t *Targets) ReachableError(ctx context.Context, tg Target) error {
+	_, err := t.Client(tg).StatusWithoutPeers(ctx)
+	return err
+}
