@@ -53,7 +53,7 @@ func mintKey(t testing.TB, hs *headscaletest.Server, ephemeral bool, tags ...str
 // newWorld starts Headscale, two tailscaled (node-a, node-b) logged in with
 // tag:test keys, and an adapter attached to node-a joined with a
 // tag:tsymbiote-adapter key.
-func newWorld(t testing.TB, adapterCfg func(*adapter.Config)) *world {
+func newWorld(t testing.TB, adapterCfg func(*world, *adapter.Config)) *world {
 	t.Helper()
 	w := &world{hs: headscaletest.Start(t, headscaletest.Options{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -96,7 +96,7 @@ func waitPeer(t testing.TB, ctx context.Context, d *tailscaledtest.Daemon, host 
 	}
 }
 
-func (w *world) startAdapter(t testing.TB, mod func(*adapter.Config)) {
+func (w *world) startAdapter(t testing.TB, mod func(*world, *adapter.Config)) {
 	t.Helper()
 	cfg := adapter.Config{
 		AllowedTag:     adapter.DefaultAllowedTag,
@@ -111,7 +111,7 @@ func (w *world) startAdapter(t testing.TB, mod func(*adapter.Config)) {
 		ControlPlane:   w.hs.Client,
 	}
 	if mod != nil {
-		mod(&cfg)
+		mod(w, &cfg)
 	}
 	readyc := make(chan adapter.Ready, 1)
 	cfg.OnReady = func(r adapter.Ready) { readyc <- r }
@@ -148,6 +148,13 @@ func (w *world) startAdapter(t testing.TB, mod func(*adapter.Config)) {
 // and returns a gRPC client to the adapter over the tailnet.
 func (w *world) caller(t testing.TB, hostname string, tags ...string) (adapterv1.AdapterServiceClient, *tsnet.Server) {
 	t.Helper()
+	conn, ts := w.dial(t, hostname, tags...)
+	return adapterv1.NewAdapterServiceClient(conn), ts
+}
+
+// dial is caller's connection.
+func (w *world) dial(t testing.TB, hostname string, tags ...string) (*grpc.ClientConn, *tsnet.Server) {
+	t.Helper()
 	opts := headscaletest.NodeOptions{Hostname: hostname, Tags: tags}
 	if len(tags) == 0 {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -169,5 +176,5 @@ func (w *world) caller(t testing.TB, hostname string, tags ...string) (adapterv1
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	return adapterv1.NewAdapterServiceClient(conn), ts
+	return conn, ts
 }

@@ -230,12 +230,13 @@ func (s *Service) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapte
 	for i := 1; i <= count; i++ {
 		pctx, cancel := context.WithTimeout(ctx, wait)
 		pr, err := d.PingWithOpts(pctx, ip, pt, local.PingOpts{})
+		timedOut := errors.Is(pctx.Err(), context.DeadlineExceeded)
 		cancel()
 		var r *adapterv1.PingResult
 		switch {
 		case ctx.Err() != nil:
 			return nil, status.FromContextError(ctx.Err()).Err()
-		case err != nil && pctx.Err() != nil:
+		case err != nil && timedOut:
 			r = &adapterv1.PingResult{Seq: int32(i), Error: fmt.Sprintf("no reply within %v", wait)}
 		case err != nil && isTransportError(err):
 			return nil, daemonError(tg, "ping", err)
