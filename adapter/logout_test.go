@@ -1,0 +1,168 @@
+package adapter_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/adapter"
+	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
+	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+)
+
+// TestLogout is acceptance item 5, run through the real command: with
+// --logout (the default) the adapter's node is gone from Headscale after
+// exit; with --logout=false it stays. A third case shows that an ephemeral
+// key needs no API credentials: logging out removes the node.
+func TestLogout(t *testing.T) {
+	hs := headscaletest.Start(t, headscaletest.Options{})
+	d := tailscaledtest.Start(t, "a")
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if err := d.Up(ctx, hs.URL, mintKey(t, hs, false, "tag:test").Reveal(), "node-a"); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "tsymbiote-adapter")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/tsymbiote-adapter")
+	build.Env = append(os.Environ(), "GOWORK=off")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building the command: %v\n%s", err, out)
+	}
+
+	adapterNodes := func() []controlplane.Device {
+		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagAdapter})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return devs
+	}
+
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		wantGone  bool
+		ephemeral bool
+		apiCreds  bool
+	}{
+		{"default --logout, API credentials", nil, true, false, true},
+		{"--logout=false", []string{"--logout=false"}, false, false, true},
+		{"--logout, ephemeral key, no API credentials", []string{"--logout"}, true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			host := "adapter-" + fmt.Sprint(time.Now().UnixNano()%100000)
+			env := append(os.Environ(), tailscaledtest.Env...)
+			env = append(env,
+				"HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir(),
+				"TS_AUTHKEY="+mintKey(t, hs, tc.ephemeral, headscaletest.TagAdapter).Reveal(),
+				"HEADSCALE_URL="+hs.URL,
+			)
+			if tc.apiCreds {
+				env = append(env, "HEADSCALE_API_KEY="+hs.APIKey.Reveal())
+			}
+			cmd := exec.Command(bin, append([]string{"--socket", d.Socket, "--hostname", host, "-p", "3621"}, tc.args...)...)
+			cmd.Env = env
+			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+			stderr, _ := cmd.StderrPipe()
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			ready, scanned := make(chan struct{}), make(chan struct{})
+			var lines []string
+			go func() {
+				defer close(scanned)
+				sc := bufio.NewScanner(stderr)
+				for sc.Scan() {
+					lines = append(lines, sc.Text())
+					if strings.Contains(sc.Text(), "serving on the tailnet") {
+						close(ready)
+					}
+				}
+			}()
+			select {
+			case <-ready:
+			case <-time.After(90 * time.Second):
+				t.Fatalf("adapter not serving within 90s")
+			}
+			var found bool
+			for _, dv := range adapterNodes() {
+				found = found || dv.Hostname == host
+			}
+			if !found {
+				t.Fatalf("adapter %s not in Headscale while running", host)
+			}
+			cmd.Process.Signal(syscall.SIGTERM)
+			<-scanned // all output read before Wait closes the pipe
+			if err := cmd.Wait(); err != nil {
+				t.Errorf("adapter exit: %v", err)
+			}
+			var after *controlplane.Device
+			for _, dv := range adapterNodes() {
+				if dv.Hostname == host {
+					after = &dv
+				}
+			}
+			t.Logf("after exit: present=%v; adapter's last lines: %q", after != nil, lines[max(0, len(lines)-3):])
+			if tc.wantGone && after != nil {
+				t.Errorf("node %s still in Headscale after exit with --logout: %+v", host, *after)
+			}
+			if !tc.wantGone && after == nil {
+				t.Errorf("node %s gone from Headscale after exit with --logout=false", host)
+			}
+		})
+	}
+}
+
+// TestDevMode runs the adapter with --dev: plain gRPC on localhost, no
+// tailnet node, every local caller admitted.
+func TestDevMode(t *testing.T) {
+	d := tailscaledtest.Start(t, "dev")
+	readyc := make(chan adapter.Ready, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- adapter.Run(ctx, logger.WithPrefix(t.Logf, "adapter: "), adapter.Config{
+			AllowedTag: adapter.DefaultAllowedTag, HostnamePrefix: adapter.DefaultHostnamePrefix,
+			Dev: true, Port: "0", Sockets: []string{d.Socket},
+			OnReady: func(r adapter.Ready) { readyc <- r },
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	var r adapter.Ready
+	select {
+	case r = <-readyc:
+	case err := <-errc:
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(r.Addr.String(), "127.0.0.1:") || len(r.TailscaleIPs) != 0 {
+		t.Fatalf("dev mode listening on %v with tailnet IPs %v", r.Addr, r.TailscaleIPs)
+	}
+	c := devClient(t, r.Addr.String())
+	st, err := c.Status(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("dev mode on %s: target %s is %s", r.Addr, st.Target, st.BackendState)
+	code, body := plainGet(t, r.Addr.String(), "/healthz")
+	if code != 200 {
+		t.Errorf("/healthz: %d %s", code, body)
+	}
+	code, body = plainGet(t, r.Addr.String(), "/metrics")
+	if code != 200 || !strings.Contains(body, `tsymbiote_adapter_calls_total{code="OK",method="Status"} 1`) {
+		t.Errorf("/metrics: %d\n%s", code, grepLines(body, "tsymbiote_adapter"))
+	}
+}
