@@ -217,13 +217,16 @@ func (s *Service) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapte
 		}
 	}
 
-	st, err := d.Status(ctx)
+	// An IP needs no lookup, which keeps a disco ping to one LocalAPI call.
+	ip, err := netip.ParseAddr(req.GetPeer())
 	if err != nil {
-		return nil, daemonError(tg, "status", err)
-	}
-	ip, peer, err := findPeer(st, req.GetPeer())
-	if err != nil {
-		return nil, err
+		st, err := d.Status(ctx)
+		if err != nil {
+			return nil, daemonError(tg, "status", err)
+		}
+		if ip, _, err = findPeer(st, req.GetPeer()); err != nil {
+			return nil, err
+		}
 	}
 	resp := &adapterv1.PingResponse{Target: tg.Name, Ip: ip.String()}
 	var sum, lo, hi time.Duration
@@ -260,8 +263,8 @@ func (s *Service) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapte
 		resp.MinLatency, resp.MaxLatency = dur(lo), dur(hi)
 		resp.AvgLatency = dur(sum / time.Duration(resp.Succeeded))
 	}
-	if pt != tailcfg.PingDisco && peer != nil {
-		s.fillPaths(ctx, d, resp, peer)
+	if pt != tailcfg.PingDisco && resp.Succeeded > 0 {
+		s.fillPaths(ctx, d, resp, ip)
 	}
 	return resp, nil
 }
@@ -269,12 +272,12 @@ func (s *Service) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapte
 // fillPaths reads the peer's path from status for ping types that do not
 // report it. A failure here leaves the paths unspecified rather than failing
 // pings that worked.
-func (s *Service) fillPaths(ctx context.Context, d daemon, resp *adapterv1.PingResponse, peer *ipnstate.PeerStatus) {
+func (s *Service) fillPaths(ctx context.Context, d daemon, resp *adapterv1.PingResponse, ip netip.Addr) {
 	st, err := d.Status(ctx)
 	if err != nil {
 		return
 	}
-	now := st.Peer[peer.PublicKey]
+	_, now, _ := findPeer(st, ip.String())
 	if now == nil {
 		return
 	}
