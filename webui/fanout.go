@@ -1,0 +1,538 @@
+package webui
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+)
+
+// FanoutRequest is one call made from many hosts at once.
+type FanoutRequest struct {
+	Kind  string   `json:"kind"`  // "ping" or "dns"
+	Hosts []string `json:"hosts"` // host IDs to call from; every host when empty
+	// Ping: which peers (node IDs); every peer of each host when empty.
+	Peers          []string `json:"peers,omitempty"`
+	PingType       string   `json:"pingType,omitempty"` // disco (default), tsmp, icmp, peerapi
+	Count          int      `json:"count,omitempty"`    // pings per pair; 1 when zero
+	IncludeOffline bool     `json:"includeOffline,omitempty"`
+	// DNS: the name and record type to resolve from every host.
+	DNSName string `json:"dnsName,omitempty"`
+	DNSType string `json:"dnsType,omitempty"`
+	// TimeoutMS is the deadline of each call; 5000 when zero.
+	TimeoutMS int `json:"timeoutMs,omitempty"`
+	// Concurrency bounds calls in flight in total; 64 when zero.
+	Concurrency int `json:"concurrency,omitempty"`
+	// PerHost bounds calls in flight per host; 8 when zero.
+	PerHost int `json:"perHost,omitempty"`
+}
+
+// Limits on a fan-out request.
+const (
+	maxConcurrency  = 512
+	maxPerHost      = 64
+	maxCallTimeout  = 60 * time.Second
+	maxPingCount    = 20
+	maxFanoutCalls  = 100_000
+	keepFanouts     = 16 // finished fan-outs kept for late readers
+	defaultTimeout  = 5 * time.Second
+	defaultConc     = 64
+	defaultPerHost  = 8
+	defaultPingType = "disco"
+)
+
+var pingTypes = map[string]adapterv1.PingType{
+	"disco":   adapterv1.PingType_PING_TYPE_DISCO,
+	"tsmp":    adapterv1.PingType_PING_TYPE_TSMP,
+	"icmp":    adapterv1.PingType_PING_TYPE_ICMP,
+	"peerapi": adapterv1.PingType_PING_TYPE_PEERAPI,
+}
+
+var dnsTypes = []string{"A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"}
+
+// normalize fills defaults and checks r, naming the field at fault.
+func (r *FanoutRequest) normalize() error {
+	switch r.Kind {
+	case "ping":
+		if r.PingType == "" {
+			r.PingType = defaultPingType
+		}
+		r.PingType = strings.ToLower(r.PingType)
+		if _, ok := pingTypes[r.PingType]; !ok {
+			return fmt.Errorf("pingType %q: want disco, tsmp, icmp or peerapi", r.PingType)
+		}
+		if r.Count == 0 {
+			r.Count = 1
+		}
+		if r.Count < 1 || r.Count > maxPingCount {
+			return fmt.Errorf("count %d: want 1 to %d", r.Count, maxPingCount)
+		}
+	case "dns":
+		r.DNSName = strings.TrimSpace(r.DNSName)
+		if r.DNSName == "" || len(r.DNSName) > 253 || strings.ContainsAny(r.DNSName, " \t/") {
+			return fmt.Errorf("dnsName %q: want a DNS name", r.DNSName)
+		}
+		if r.DNSType == "" {
+			r.DNSType = "A"
+		}
+		r.DNSType = strings.ToUpper(r.DNSType)
+		if !contains(dnsTypes, r.DNSType) {
+			return fmt.Errorf("dnsType %q: want one of %s", r.DNSType, strings.Join(dnsTypes, ", "))
+		}
+	default:
+		return fmt.Errorf("kind %q: want ping or dns", r.Kind)
+	}
+	if r.TimeoutMS == 0 {
+		r.TimeoutMS = int(defaultTimeout / time.Millisecond)
+	}
+	if r.TimeoutMS < 1 || time.Duration(r.TimeoutMS)*time.Millisecond > maxCallTimeout {
+		return fmt.Errorf("timeoutMs %d: want 1 to %d", r.TimeoutMS, maxCallTimeout/time.Millisecond)
+	}
+	if r.Concurrency == 0 {
+		r.Concurrency = defaultConc
+	}
+	if r.Concurrency < 1 || r.Concurrency > maxConcurrency {
+		return fmt.Errorf("concurrency %d: want 1 to %d", r.Concurrency, maxConcurrency)
+	}
+	if r.PerHost == 0 {
+		r.PerHost = defaultPerHost
+	}
+	if r.PerHost < 1 || r.PerHost > maxPerHost {
+		return fmt.Errorf("perHost %d: want 1 to %d", r.PerHost, maxPerHost)
+	}
+	return nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// Result is one call's outcome.
+type Result struct {
+	Seq       int     `json:"seq"` // order of arrival, from 1
+	Host      string  `json:"host"`
+	HostNode  string  `json:"hostNode"`
+	HostName  string  `json:"hostName"`
+	Adapter   string  `json:"adapter"`
+	OK        bool    `json:"ok"`
+	Error     string  `json:"error,omitempty"`
+	Code      string  `json:"code,omitempty"` // gRPC code of the error
+	Millis    float64 `json:"ms"`             // the call's own duration
+	StartedAt string  `json:"startedAt"`
+
+	// Ping.
+	Peer       string  `json:"peer,omitempty"` // node ID
+	PeerName   string  `json:"peerName,omitempty"`
+	PeerIP     string  `json:"peerIp,omitempty"`
+	PingType   string  `json:"pingType,omitempty"`
+	LatencyMS  float64 `json:"latencyMs,omitempty"` // average over successful pings
+	Path       string  `json:"path,omitempty"`      // direct, derp, peer-relay, local
+	Endpoint   string  `json:"endpoint,omitempty"`
+	DERPRegion string  `json:"derpRegion,omitempty"`
+	PeerRelay  string  `json:"peerRelay,omitempty"`
+	Sent       int     `json:"sent,omitempty"`
+	Received   int     `json:"received,omitempty"`
+
+	// DNS.
+	DNSName string   `json:"dnsName,omitempty"`
+	Rcode   string   `json:"rcode,omitempty"`
+	Answers []string `json:"answers,omitempty"`
+}
+
+// call is one planned call.
+type call struct {
+	host     HostState
+	peer     *adapterv1.Node
+	peerAddr string
+}
+
+// Fanout is a running or finished fan-out.
+type Fanout struct {
+	ID      string        `json:"id"`
+	Request FanoutRequest `json:"request"`
+	Total   int           `json:"total"`
+	Started time.Time     `json:"started"`
+
+	cancel context.CancelFunc
+
+	mu       sync.Mutex
+	results  []Result
+	done     bool
+	canceled bool
+	finished time.Time
+	changed  chan struct{} // closed and replaced on every change
+}
+
+// FanoutState is a fan-out as JSON.
+type FanoutState struct {
+	ID        string        `json:"id"`
+	Request   FanoutRequest `json:"request"`
+	Total     int           `json:"total"`
+	Completed int           `json:"completed"`
+	Failed    int           `json:"failed"`
+	Done      bool          `json:"done"`
+	Canceled  bool          `json:"canceled"`
+	Started   time.Time     `json:"started"`
+	ElapsedMS float64       `json:"elapsedMs"`
+	Results   []Result      `json:"results,omitempty"`
+}
+
+// planFanout lists the calls req makes from hosts.
+func planFanout(req *FanoutRequest, hosts []HostState) ([]call, error) {
+	var calls []call
+	for _, h := range hosts {
+		if req.Kind == "dns" {
+			calls = append(calls, call{host: h})
+			continue
+		}
+		if h.Status == nil {
+			// A host whose status failed still counts: its call reports
+			// the failure where it happened.
+			calls = append(calls, call{host: h})
+			continue
+		}
+		for _, p := range h.Status.GetPeers() {
+			if len(req.Peers) > 0 && !contains(req.Peers, p.GetId()) {
+				continue
+			}
+			if !p.GetOnline() && !req.IncludeOffline {
+				continue
+			}
+			addr := pickAddr(p.GetTailscaleIps())
+			if addr == "" {
+				continue
+			}
+			calls = append(calls, call{host: h, peer: p, peerAddr: addr})
+		}
+	}
+	if len(calls) > maxFanoutCalls {
+		return nil, fmt.Errorf("fan-out of %d calls is over the limit of %d; select fewer hosts", len(calls), maxFanoutCalls)
+	}
+	return calls, nil
+}
+
+// pickAddr prefers a peer's IPv4 address.
+func pickAddr(ips []string) string {
+	var v6 string
+	for _, s := range ips {
+		a, err := netip.ParseAddr(s)
+		if err != nil {
+			continue
+		}
+		if a.Is4() {
+			return s
+		}
+		if v6 == "" {
+			v6 = s
+		}
+	}
+	return v6
+}
+
+func newID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// run makes the calls with bounded concurrency, appending results as they
+// arrive. It returns when every call has finished or ctx ended.
+func (f *Fanout) run(ctx context.Context, calls []call, m *metrics) {
+	global := make(chan struct{}, f.Request.Concurrency)
+	byHost := map[string][]call{}
+	var order []string
+	for _, c := range calls {
+		if _, ok := byHost[c.host.ID]; !ok {
+			order = append(order, c.host.ID)
+		}
+		byHost[c.host.ID] = append(byHost[c.host.ID], c)
+	}
+	var wg sync.WaitGroup
+	for _, id := range order {
+		hostCalls := byHost[id]
+		perHost := make(chan struct{}, f.Request.PerHost)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var hwg sync.WaitGroup
+			defer hwg.Wait()
+			for _, c := range hostCalls {
+				select {
+				case perHost <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
+				select {
+				case global <- struct{}{}:
+				case <-ctx.Done():
+					<-perHost
+					return
+				}
+				hwg.Add(1)
+				go func() {
+					defer hwg.Done()
+					defer func() { <-global; <-perHost }()
+					f.add(f.do(ctx, c, m))
+				}()
+			}
+		}()
+	}
+	wg.Wait()
+	f.mu.Lock()
+	f.done = true
+	f.canceled = ctx.Err() != nil
+	f.finished = time.Now()
+	f.notifyLocked()
+	f.mu.Unlock()
+	if m != nil {
+		outcome := "completed"
+		if f.canceled {
+			outcome = "canceled"
+		}
+		m.fanouts.WithLabelValues(f.Request.Kind, outcome).Inc()
+		m.fanoutSeconds.WithLabelValues(f.Request.Kind).Observe(time.Since(f.Started).Seconds())
+	}
+}
+
+func (f *Fanout) add(r Result) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	r.Seq = len(f.results) + 1
+	f.results = append(f.results, r)
+	f.notifyLocked()
+}
+
+func (f *Fanout) notifyLocked() {
+	close(f.changed)
+	f.changed = make(chan struct{})
+}
+
+// do makes one call under the request's deadline.
+func (f *Fanout) do(ctx context.Context, c call, _ *metrics) Result {
+	req := &f.Request
+	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	r := Result{Host: c.host.ID, Adapter: c.host.Adapter, HostName: c.host.Target, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	if st := c.host.Status; st != nil && st.GetSelf() != nil {
+		r.HostNode, r.HostName = st.GetSelf().GetId(), st.GetSelf().GetHostname()
+	}
+	start := time.Now()
+	defer func() { r.Millis = float64(time.Since(start).Microseconds()) / 1000 }()
+	if c.host.Err != nil && req.Kind == "ping" {
+		r.Error, r.Code = "host status: "+c.host.Err.Error(), status.Code(c.host.Err).String()
+		return r
+	}
+	switch req.Kind {
+	case "ping":
+		r.Peer, r.PeerName, r.PeerIP, r.PingType, r.Sent = c.peer.GetId(), c.peer.GetHostname(), c.peerAddr, req.PingType, req.Count
+		// The deadline covers every ping of the call plus the adapter's
+		// own overhead; each ping gets the whole budget as its timeout so
+		// that one slow answer still counts.
+		cctx, cancel := context.WithTimeout(ctx, timeout*time.Duration(req.Count)+time.Second)
+		defer cancel()
+		res, err := c.host.client.Ping(cctx, &adapterv1.PingRequest{
+			Target: c.host.Target, Peer: c.peerAddr, Type: pingTypes[req.PingType],
+			Count: int32(req.Count), Timeout: durationpb.New(timeout),
+		})
+		if err != nil {
+			r.Error, r.Code = callError(ctx, err), status.Code(err).String()
+			return r
+		}
+		fillPing(&r, res)
+	case "dns":
+		r.DNSName = req.DNSName
+		cctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		res, err := c.host.client.QueryDNS(cctx, &adapterv1.QueryDNSRequest{Target: c.host.Target, Name: req.DNSName, Type: req.DNSType})
+		if err != nil {
+			r.Error, r.Code = callError(ctx, err), status.Code(err).String()
+			return r
+		}
+		r.Rcode = res.GetRcode()
+		for _, a := range res.GetAnswers() {
+			r.Answers = append(r.Answers, a.GetType()+" "+a.GetData())
+		}
+		r.OK = res.GetRcode() == "NOERROR"
+		if !r.OK {
+			r.Error = "rcode " + res.GetRcode()
+		}
+	}
+	return r
+}
+
+// callError says why a call failed, telling a cancelled fan-out from an
+// adapter that did not answer in time.
+func callError(ctx context.Context, err error) string {
+	if ctx.Err() != nil {
+		return "canceled"
+	}
+	if s, ok := status.FromError(err); ok {
+		if s.Code() == codes.DeadlineExceeded {
+			return "deadline exceeded: the adapter did not answer in time"
+		}
+		return s.Message()
+	}
+	return err.Error()
+}
+
+func fillPing(r *Result, res *adapterv1.PingResponse) {
+	r.Received = int(res.GetSucceeded())
+	if res.GetSucceeded() == 0 {
+		for _, pr := range res.GetResults() {
+			if pr.GetError() != "" {
+				r.Error = pr.GetError()
+				break
+			}
+		}
+		if r.Error == "" {
+			r.Error = "no answer"
+		}
+		return
+	}
+	r.OK = true
+	r.LatencyMS = float64(res.GetAvgLatency().AsDuration().Microseconds()) / 1000
+	// The last successful ping's path is the one traffic settled on.
+	for i := len(res.GetResults()) - 1; i >= 0; i-- {
+		pr := res.GetResults()[i]
+		if pr.GetError() != "" {
+			continue
+		}
+		r.Path = pathName(pr.GetPath())
+		r.Endpoint = pr.GetEndpoint()
+		r.DERPRegion = pr.GetDerpRegionCode()
+		r.PeerRelay = pr.GetPeerRelay()
+		break
+	}
+}
+
+func pathName(k adapterv1.PathKind) string {
+	switch k {
+	case adapterv1.PathKind_PATH_KIND_DIRECT:
+		return PathDirect
+	case adapterv1.PathKind_PATH_KIND_DERP:
+		return PathDERP
+	case adapterv1.PathKind_PATH_KIND_PEER_RELAY:
+		return PathPeerRelay
+	case adapterv1.PathKind_PATH_KIND_LOCAL:
+		return PathLocal
+	}
+	return ""
+}
+
+// State returns the fan-out as JSON, with results from index from on.
+func (f *Fanout) State(withResults bool) FanoutState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := FanoutState{ID: f.ID, Request: f.Request, Total: f.Total, Completed: len(f.results), Done: f.done, Canceled: f.canceled, Started: f.Started}
+	for _, r := range f.results {
+		if !r.OK {
+			s.Failed++
+		}
+	}
+	end := time.Now()
+	if f.done {
+		end = f.finished
+	}
+	s.ElapsedMS = float64(end.Sub(f.Started).Microseconds()) / 1000
+	if withResults {
+		s.Results = append([]Result(nil), f.results...)
+	}
+	return s
+}
+
+// since returns the results from index i on, whether the fan-out is done,
+// and a channel closed at the next change.
+func (f *Fanout) since(i int) ([]Result, bool, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var rs []Result
+	if i < len(f.results) {
+		rs = append(rs, f.results[i:]...)
+	}
+	return rs, f.done, f.changed
+}
+
+// Cancel stops the fan-out; calls in flight end as canceled.
+func (f *Fanout) Cancel() { f.cancel() }
+
+// fanouts keeps the running fan-outs and the last finished ones.
+type fanouts struct {
+	mu    sync.Mutex
+	byID  map[string]*Fanout
+	order []string
+}
+
+func newFanouts() *fanouts { return &fanouts{byID: map[string]*Fanout{}} }
+
+func (fs *fanouts) add(f *Fanout) {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	fs.byID[f.ID] = f
+	fs.order = append(fs.order, f.ID)
+	// Forget the oldest finished ones beyond keepFanouts.
+	for len(fs.order) > keepFanouts {
+		old := fs.byID[fs.order[0]]
+		old.mu.Lock()
+		done := old.done
+		old.mu.Unlock()
+		if !done {
+			break
+		}
+		delete(fs.byID, fs.order[0])
+		fs.order = fs.order[1:]
+	}
+}
+
+func (fs *fanouts) get(id string) *Fanout {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	return fs.byID[id]
+}
+
+func (fs *fanouts) cancelAll() {
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	for _, f := range fs.byID {
+		f.cancel()
+	}
+}
+
+// startFanout plans and starts a fan-out in the background. The fan-out
+// outlives the HTTP request that started it; base bounds its life.
+func startFanout(base context.Context, req FanoutRequest, hosts []HostState, m *metrics) (*Fanout, error) {
+	if err := req.normalize(); err != nil {
+		return nil, err
+	}
+	sel, err := hostsByID(hosts, req.Hosts)
+	if err != nil {
+		return nil, err
+	}
+	if len(sel) == 0 {
+		return nil, errors.New("hosts: no adapters answered; nothing to call from")
+	}
+	calls, err := planFanout(&req, sel)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(base)
+	f := &Fanout{ID: newID(), Request: req, Total: len(calls), Started: time.Now(), cancel: cancel, changed: make(chan struct{})}
+	go func() {
+		defer cancel()
+		f.run(ctx, calls, m)
+	}()
+	return f, nil
+}

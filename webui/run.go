@@ -1,0 +1,227 @@
+package webui
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"tailscale.com/tsnet"
+	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/controlplane"
+)
+
+// Run serves until ctx ends, then shuts down (logging out if asked).
+//
+// Without --dev the WebUI is a tsnet node: it serves the browser on the
+// tailnet and calls adapters over it. With --dev it serves plain HTTP on
+// 127.0.0.1, and still joins the tailnet (when it has a key or can mint
+// one) for its outbound calls, because adapters listen only on the tailnet
+// and admit only tag:tsymbiote-webui nodes. With --dev and --adapter it
+// does not join at all and dials the given addresses directly (adapters
+// run with --dev).
+func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	hostname := cfg.hostname()
+	var (
+		srv   *tsnet.Server
+		dial  DialFunc
+		whois whoIser
+		ready = Ready{Hostname: hostname}
+	)
+	if cfg.needsTailnet() {
+		var err error
+		srv, err = startTsnet(ctx, logf, &cfg, hostname)
+		if err != nil {
+			return err
+		}
+		defer shutdownTsnet(logf, &cfg, srv)
+		lc, err := srv.LocalClient()
+		if err != nil {
+			return err
+		}
+		if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
+			ready.NodeID = string(st.Self.ID)
+			logf("joined the tailnet as %s (%s, %v)", hostname, st.Self.ID, st.TailscaleIPs)
+		}
+		dial = srv.Dial
+		if !cfg.Dev {
+			whois = lc
+		}
+	} else {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+
+	var disc Discoverer
+	if len(cfg.Adapters) > 0 {
+		disc = staticDiscoverer(cfg.Adapters)
+	} else {
+		disc = &controlPlaneDiscoverer{cp: cfg.ControlPlane, port: cfg.AdapterPort}
+	}
+
+	var (
+		ln  net.Listener
+		err error
+	)
+	if cfg.Dev {
+		ln, err = net.Listen("tcp", net.JoinHostPort("127.0.0.1", cfg.Port))
+		if err != nil {
+			return fmt.Errorf("--dev listen: %w", err)
+		}
+		ready.URL = "http://" + ln.Addr().String()
+		if len(cfg.AllowedUsers) > 0 {
+			logf("--dev: serving on localhost, where callers have no tailnet identity; --allowed-users is not enforced")
+		}
+	} else {
+		ln, err = srv.Listen("tcp", ":"+cfg.Port)
+		if err != nil {
+			return fmt.Errorf("tailnet listen on port %s: %w", cfg.Port, err)
+		}
+		ready.URL = fmt.Sprintf("http://%s:%s", hostname, cfg.Port)
+	}
+	ready.Addr = ln.Addr()
+	defer ln.Close()
+
+	m := newMetrics()
+	reg := NewRegistry(logf, disc, dial, m, cfg.CallTimeout)
+	defer reg.Close()
+	if err := reg.Refresh(ctx); err != nil {
+		// Not fatal: the control plane may come back; /healthz says so.
+		logf("finding adapters: %v", err)
+	}
+	base, cancelBase := context.WithCancel(ctx)
+	defer cancelBase()
+	every := cfg.RefreshInterval
+	if every <= 0 {
+		every = 15 * time.Second
+	}
+	go reg.Loop(base, every)
+
+	timeout := cfg.CallTimeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	s := NewServer(base, logf, reg, cfg.ControlPlane, &gate{whois: whois, allowed: cfg.AllowedUsers}, m, timeout)
+	if !s.hasAsset {
+		logf("frontend not built: serving a placeholder page at / (run npm run build in webui/frontend before go build)")
+	}
+	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- hs.Serve(ln) }()
+	logf("serving the WebUI on %s", ready.URL)
+	if cfg.OnReady != nil {
+		cfg.OnReady(ready)
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+		err = fmt.Errorf("serving: %w", err)
+	}
+	logf("shutting down")
+	s.fanouts.cancelAll()
+	cancelBase() // ends log streams and SSE loops waiting on fan-outs
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	hs.Shutdown(sctx)
+	return err
+}
+
+func startTsnet(ctx context.Context, logf logger.Logf, cfg *Config, hostname string) (*tsnet.Server, error) {
+	key := cfg.AuthKey
+	if cfg.GenerateAuth {
+		k, err := cfg.ControlPlane.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
+			Tags:          []string{TagWebUI},
+			Ephemeral:     true,
+			Preauthorized: true,
+			Expiry:        10 * time.Minute,
+			Description:   "tsymbiote webui " + hostname,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("--generate-auth: minting a %s key: %w", TagWebUI, err)
+		}
+		key = k.Key
+		logf("minted an ephemeral %s auth key (%s)", TagWebUI, k.ID)
+	}
+	dir := cfg.StateDir
+	if dir == "" && cfg.Logout {
+		// An ephemeral node that logs out on exit has nothing worth
+		// keeping across runs.
+		d, err := os.MkdirTemp("", "tsymbiote-webui-")
+		if err != nil {
+			return nil, err
+		}
+		dir = d
+		cfg.StateDir = d
+		cfg.removeStateDir = true
+	}
+	tl := cfg.TsnetLogf
+	if tl == nil {
+		tl = logger.Discard
+	}
+	srv := &tsnet.Server{
+		Dir:        dir,
+		Hostname:   hostname,
+		ControlURL: cfg.ControlURL,
+		AuthKey:    key.Reveal(),
+		Ephemeral:  cfg.Logout,
+		Logf:       tl,
+		UserLogf:   logger.WithPrefix(logf, "tsnet: "),
+	}
+	if key.IsZero() {
+		logf("no auth key (TS_AUTHKEY, or --generate-auth): waiting for interactive login (URL below); tag the node %s", TagWebUI)
+	}
+	if _, err := srv.Up(ctx); err != nil {
+		srv.Close()
+		if cfg.removeStateDir {
+			os.RemoveAll(dir)
+		}
+		return nil, fmt.Errorf("joining the tailnet: %w", err)
+	}
+	return srv, nil
+}
+
+// shutdownTsnet logs the node out when asked, so that it leaves the tailnet
+// rather than lingering offline, deletes it from the control plane (which
+// Headscale needs even for ephemeral nodes to vanish at once), then closes.
+func shutdownTsnet(logf logger.Logf, cfg *Config, srv *tsnet.Server) {
+	defer func() {
+		srv.Close()
+		if cfg.removeStateDir {
+			os.RemoveAll(cfg.StateDir)
+		}
+	}()
+	if !cfg.Logout {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	lc, err := srv.LocalClient()
+	if err != nil {
+		return
+	}
+	var id string
+	if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
+		id = string(st.Self.ID)
+	}
+	if err := lc.Logout(ctx); err != nil {
+		logf("logout: %v", err)
+	} else {
+		logf("logged out")
+	}
+	if cfg.ControlPlane != nil && id != "" {
+		err := cfg.ControlPlane.DeleteDevice(ctx, id)
+		switch {
+		case err == nil:
+			logf("deleted node %s from the control plane", id)
+		case errors.Is(err, controlplane.ErrNotFound):
+		default:
+			logf("deleting node %s: %v", id, err)
+		}
+	}
+}
