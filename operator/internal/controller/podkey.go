@@ -1,0 +1,317 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+
+	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/operator/internal/sidecar"
+)
+
+// Labels and annotations on the Secrets the operator makes.
+const (
+	LabelManagedBy     = "app.kubernetes.io/managed-by"
+	ManagedByValue     = "tsymbiote-operator"
+	AnnotationExpires  = "tsymbiote.dhouti.dev/key-expires"
+	AnnotationKeyID    = "tsymbiote.dhouti.dev/key-id"
+	AnnotationNodeID   = "tsymbiote.dhouti.dev/node-id"
+	AnnotationPodUID   = "tsymbiote.dhouti.dev/pod-uid"
+	defaultKeyExpiry   = time.Hour
+	defaultPoll        = 30 * time.Second
+	defaultGiveUpAfter = 10 * time.Minute
+)
+
+// PodKeyReconciler gives each injected pod an ephemeral, preauthorized,
+// single-use auth key tagged tag:tsymbiote-adapter, in a Secret the pod owns
+// (so that the garbage collector removes it with the pod). Until the
+// adapter's node shows up in the control plane it re-mints a key that is
+// about to expire. When the pod is deleted it deletes the node, then
+// releases the pod's finalizer.
+type PodKeyReconciler struct {
+	Client       client.Client
+	ControlPlane controlplane.Client
+
+	// KeyExpiry is how long a minted key is valid; 1h when zero.
+	KeyExpiry time.Duration
+	// RenewBefore re-mints an unused key this long before it expires;
+	// KeyExpiry/4 when zero.
+	RenewBefore time.Duration
+	// Poll is how often a pod whose node has not registered is checked
+	// again; 30s when zero.
+	Poll time.Duration
+	// GiveUpAfter is how long after a pod's deletion the controller keeps
+	// trying to delete its node before it releases the pod anyway (the
+	// node is ephemeral, so the control plane removes it eventually); 10m
+	// when zero.
+	GiveUpAfter time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// +kubebuilder:rbac:groups="",resources=pods,verbs=get;list;watch;update;patch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch;delete
+
+// SetupWithManager registers the reconciler with mgr.
+func (r *PodKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	injected := predicate.NewPredicateFuncs(func(o client.Object) bool {
+		_, ok := o.GetAnnotations()[sidecar.AnnotationInjected]
+		return ok
+	})
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("podkey").
+		For(&corev1.Pod{}, builder.WithPredicates(injected)).
+		Owns(&corev1.Secret{}).
+		Complete(r)
+}
+
+func (r *PodKeyReconciler) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+func (r *PodKeyReconciler) expiry() time.Duration {
+	if r.KeyExpiry > 0 {
+		return r.KeyExpiry
+	}
+	return defaultKeyExpiry
+}
+
+func (r *PodKeyReconciler) renewBefore() time.Duration {
+	if r.RenewBefore > 0 {
+		return r.RenewBefore
+	}
+	return r.expiry() / 4
+}
+
+func (r *PodKeyReconciler) poll() time.Duration {
+	if r.Poll > 0 {
+		return r.Poll
+	}
+	return defaultPoll
+}
+
+func (r *PodKeyReconciler) giveUpAfter() time.Duration {
+	if r.GiveUpAfter > 0 {
+		return r.GiveUpAfter
+	}
+	return defaultGiveUpAfter
+}
+
+// Reconcile implements reconcile.Reconciler.
+func (r *PodKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	logger := log.FromContext(ctx)
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
+		// A pod that is gone took its Secret with it (owner reference);
+		// its node was deleted before the finalizer let it go.
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	secretName := pod.Annotations[sidecar.AnnotationInjected]
+	if secretName == "" {
+		return ctrl.Result{}, nil
+	}
+	if !pod.DeletionTimestamp.IsZero() {
+		return r.finalize(ctx, pod, secretName)
+	}
+	if !controllerutil.ContainsFinalizer(pod, sidecar.Finalizer) {
+		// The webhook adds it; this covers pods admitted by an older
+		// operator or edited by hand.
+		patch := client.MergeFromWithOptions(pod.DeepCopy(), client.MergeFromWithOptimisticLock{})
+		controllerutil.AddFinalizer(pod, sidecar.Finalizer)
+		if err := r.Client.Patch(ctx, pod, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
+		}
+	}
+
+	secret := &corev1.Secret{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: secretName}, secret)
+	switch {
+	case apierrors.IsNotFound(err):
+		return r.createSecret(ctx, pod, secretName)
+	case err != nil:
+		return ctrl.Result{}, fmt.Errorf("getting secret: %w", err)
+	}
+	if !metav1.IsControlledBy(secret, pod) {
+		// A Secret left by an earlier pod of the same name (StatefulSets
+		// reuse names) that the garbage collector has not removed yet.
+		// Replace it rather than adopt it: its key may have been used.
+		logger.Info("replacing the secret of an earlier pod with the same name", "secret", secretName)
+		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
+			return ctrl.Result{}, fmt.Errorf("deleting stale secret: %w", err)
+		}
+		return ctrl.Result{Requeue: true}, nil
+	}
+	if secret.Annotations[AnnotationNodeID] != "" {
+		return ctrl.Result{}, nil // the key was used; nothing more to do
+	}
+
+	host := pod.Annotations[sidecar.AnnotationHostname]
+	dev, err := r.findNode(ctx, host)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if dev != nil {
+		patch := client.MergeFrom(secret.DeepCopy())
+		secret.Annotations[AnnotationNodeID] = dev.ID
+		if err := r.Client.Patch(ctx, secret, patch); err != nil {
+			return ctrl.Result{}, fmt.Errorf("recording node id: %w", err)
+		}
+		logger.Info("adapter node registered", "hostname", host, "node", dev.ID)
+		return ctrl.Result{}, nil
+	}
+
+	expires, _ := time.Parse(time.RFC3339, secret.Annotations[AnnotationExpires])
+	renewAt := expires.Add(-r.renewBefore())
+	if left := renewAt.Sub(r.now()); left > 0 {
+		return ctrl.Result{RequeueAfter: min(left, r.poll())}, nil
+	}
+	key, err := r.mint(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	patch := client.MergeFromWithOptions(secret.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	fillSecret(secret, key, r.ControlPlane.ControlURL())
+	if err := r.Client.Patch(ctx, secret, patch); err != nil {
+		return ctrl.Result{}, fmt.Errorf("updating secret with a fresh key: %w", err)
+	}
+	logger.Info("re-minted an unused adapter key before it expired", "secret", secretName, "expires", key.Expires.UTC().Format(time.RFC3339))
+	return ctrl.Result{RequeueAfter: r.poll()}, nil
+}
+
+func (r *PodKeyReconciler) createSecret(ctx context.Context, pod *corev1.Pod, name string) (ctrl.Result, error) {
+	key, err := r.mint(ctx, pod)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
+		Name:      name,
+		Namespace: pod.Namespace,
+		Labels:    map[string]string{LabelManagedBy: ManagedByValue},
+	}}
+	fillSecret(secret, key, r.ControlPlane.ControlURL())
+	secret.Annotations[AnnotationPodUID] = string(pod.UID)
+	if err := controllerutil.SetControllerReference(pod, secret, r.Client.Scheme(), controllerutil.WithBlockOwnerDeletion(false)); err != nil {
+		return ctrl.Result{}, err
+	}
+	if err := r.Client.Create(ctx, secret); err != nil {
+		if apierrors.IsAlreadyExists(err) {
+			return ctrl.Result{Requeue: true}, nil
+		}
+		return ctrl.Result{}, fmt.Errorf("creating secret: %w", err)
+	}
+	log.FromContext(ctx).Info("minted adapter key", "secret", name, "expires", key.Expires.UTC().Format(time.RFC3339))
+	return ctrl.Result{RequeueAfter: r.poll()}, nil
+}
+
+func (r *PodKeyReconciler) mint(ctx context.Context, pod *corev1.Pod) (*controlplane.AuthKey, error) {
+	key, err := r.ControlPlane.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
+		Tags:          []string{sidecar.AdapterTag},
+		Ephemeral:     true,
+		Preauthorized: true,
+		Reusable:      false,
+		Expiry:        r.expiry(),
+		Description:   "tsymbiote adapter " + pod.Namespace + "/" + pod.Name,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("minting adapter key: %w", err)
+	}
+	return key, nil
+}
+
+func fillSecret(s *corev1.Secret, key *controlplane.AuthKey, controlURL string) {
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[AnnotationExpires] = key.Expires.UTC().Format(time.RFC3339)
+	s.Annotations[AnnotationKeyID] = key.ID
+	s.Type = corev1.SecretTypeOpaque
+	s.Data = map[string][]byte{sidecar.SecretKeyAuthKey: []byte(key.Key.Reveal())}
+	if controlURL != "" {
+		s.Data[sidecar.SecretKeyControlURL] = []byte(controlURL)
+	}
+}
+
+// findNode returns the adapter node registered under host, or nil.
+func (r *PodKeyReconciler) findNode(ctx context.Context, host string) (*controlplane.Device, error) {
+	devs, err := r.nodes(ctx, host)
+	if err != nil || len(devs) == 0 {
+		return nil, err
+	}
+	return &devs[0], nil
+}
+
+func (r *PodKeyReconciler) nodes(ctx context.Context, host string) ([]controlplane.Device, error) {
+	if host == "" {
+		return nil, nil
+	}
+	devs, err := r.ControlPlane.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
+	if err != nil {
+		return nil, fmt.Errorf("listing adapter nodes: %w", err)
+	}
+	var out []controlplane.Device
+	for _, d := range devs {
+		if d.Hostname == host || d.Name == host {
+			out = append(out, d)
+		}
+	}
+	return out, nil
+}
+
+// finalize deletes a deleted pod's adapter node and releases the pod.
+func (r *PodKeyReconciler) finalize(ctx context.Context, pod *corev1.Pod, secretName string) (ctrl.Result, error) {
+	if !controllerutil.ContainsFinalizer(pod, sidecar.Finalizer) {
+		return ctrl.Result{}, nil
+	}
+	logger := log.FromContext(ctx)
+	if err := r.deleteNodes(ctx, pod, secretName); err != nil {
+		if r.now().Sub(pod.DeletionTimestamp.Time) < r.giveUpAfter() {
+			return ctrl.Result{}, err
+		}
+		logger.Error(err, "giving up deleting the adapter node; the control plane removes ephemeral nodes once they are offline")
+	}
+	patch := client.MergeFromWithOptions(pod.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(pod, sidecar.Finalizer)
+	if err := r.Client.Patch(ctx, pod, patch); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	return ctrl.Result{}, nil
+}
+
+func (r *PodKeyReconciler) deleteNodes(ctx context.Context, pod *corev1.Pod, secretName string) error {
+	var ids []string
+	secret := &corev1.Secret{}
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: secretName}, secret)
+	if err == nil && metav1.IsControlledBy(secret, pod) && secret.Annotations[AnnotationNodeID] != "" {
+		ids = append(ids, secret.Annotations[AnnotationNodeID])
+	} else {
+		devs, err := r.nodes(ctx, pod.Annotations[sidecar.AnnotationHostname])
+		if err != nil {
+			return err
+		}
+		for _, d := range devs {
+			ids = append(ids, d.ID)
+		}
+	}
+	for _, id := range ids {
+		if err := r.ControlPlane.DeleteDevice(ctx, id); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+			return fmt.Errorf("deleting adapter node %s: %w", id, err)
+		}
+		log.FromContext(ctx).Info("deleted adapter node", "node", id)
+	}
+	return nil
+}

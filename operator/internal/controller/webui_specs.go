@@ -1,0 +1,113 @@
+package controller
+
+import (
+	"maps"
+	"strings"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
+)
+
+// WebUIContainerName is the WebUI container in the StatefulSet's pods.
+const WebUIContainerName = "webui"
+
+const webUIStateDir = "/var/lib/tsymbiote-webui"
+
+// StatefulSetName is the name of a TSymbiote's WebUI StatefulSet.
+func StatefulSetName(t *v1alpha1.TSymbiote) string { return t.Name }
+
+// selectorLabels select a TSymbiote's WebUI pods. They never change, as a
+// StatefulSet's selector is immutable.
+func selectorLabels(t *v1alpha1.TSymbiote) map[string]string {
+	return map[string]string{
+		"app.kubernetes.io/name":       "tsymbiote-webui",
+		"app.kubernetes.io/instance":   t.Name,
+		"app.kubernetes.io/managed-by": ManagedByValue,
+	}
+}
+
+// WebUIStatefulSet is the StatefulSet that runs t's WebUI. The owner
+// reference is set by the caller.
+func WebUIStatefulSet(t *v1alpha1.TSymbiote) *appsv1.StatefulSet {
+	sel := selectorLabels(t)
+	podLabels := maps.Clone(sel)
+	var (
+		podAnnotations map[string]string
+		o              = t.Spec.Pod
+	)
+	if o == nil {
+		o = &v1alpha1.PodOverrides{}
+	}
+	for k, v := range o.Labels {
+		if _, reserved := sel[k]; !reserved {
+			podLabels[k] = v
+		}
+	}
+	if len(o.Annotations) > 0 {
+		podAnnotations = maps.Clone(o.Annotations)
+	}
+
+	args := []string{"--hostname=" + t.EffectiveHostname()}
+	if t.GeneratesAuth() {
+		args = append(args, "--generate-auth=true")
+	} else {
+		args = append(args, "--generate-auth=false")
+	}
+	if len(t.Spec.AllowedUsers) > 0 {
+		args = append(args, "--allowed-users="+strings.Join(t.Spec.AllowedUsers, ","))
+	}
+	env := []corev1.EnvVar{{Name: "XDG_CONFIG_HOME", Value: webUIStateDir}}
+	env = append(env, o.Env...)
+	c := corev1.Container{
+		Name:            WebUIContainerName,
+		Image:           t.Spec.Image,
+		ImagePullPolicy: t.Spec.ImagePullPolicy,
+		Args:            args,
+		EnvFrom: []corev1.EnvFromSource{{
+			SecretRef: &corev1.SecretEnvSource{LocalObjectReference: t.Spec.AuthSecretRef},
+		}},
+		Env:          env,
+		VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: webUIStateDir}},
+		SecurityContext: &corev1.SecurityContext{
+			AllowPrivilegeEscalation: ptr.To(false),
+			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+		},
+	}
+	if o.Resources != nil {
+		c.Resources = *o.Resources.DeepCopy()
+	}
+	return &appsv1.StatefulSet{
+		TypeMeta: metav1.TypeMeta{APIVersion: "apps/v1", Kind: "StatefulSet"},
+		ObjectMeta: metav1.ObjectMeta{
+			Name:      StatefulSetName(t),
+			Namespace: t.Namespace,
+			Labels:    maps.Clone(sel),
+		},
+		Spec: appsv1.StatefulSetSpec{
+			// One replica: the WebUI has one static tailnet hostname.
+			Replicas:    ptr.To[int32](1),
+			ServiceName: StatefulSetName(t),
+			Selector:    &metav1.LabelSelector{MatchLabels: sel},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: podLabels, Annotations: podAnnotations},
+				Spec: corev1.PodSpec{
+					Containers:         []corev1.Container{c},
+					ServiceAccountName: o.ServiceAccountName,
+					NodeSelector:       o.NodeSelector,
+					Tolerations:        o.Tolerations,
+					Affinity:           o.Affinity,
+					ImagePullSecrets:   o.ImagePullSecrets,
+					PriorityClassName:  o.PriorityClassName,
+					Volumes: []corev1.Volume{{
+						Name:         "state",
+						VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}},
+					}},
+				},
+			},
+		},
+	}
+}
