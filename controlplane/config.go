@@ -97,7 +97,7 @@ func (c *Config) Validate() error {
 		if c.HeadscaleAPIKey.IsZero() {
 			return fmt.Errorf("control plane: %s is set but %s is empty", EnvHeadscaleURL, EnvHeadscaleAPIKey)
 		}
-		if err := checkURL(EnvHeadscaleURL, c.HeadscaleURL); err != nil {
+		if err := checkURL(EnvHeadscaleURL, c.HeadscaleURL, c.secrets()...); err != nil {
 			return err
 		}
 	default:
@@ -113,25 +113,51 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("control plane: %s is set but %s is empty", EnvOAuthClientID, EnvOAuthClientSecret)
 		}
 		if c.APIURL != "" {
-			if err := checkURL(EnvAPIURL, c.APIURL); err != nil {
+			if err := checkURL(EnvAPIURL, c.APIURL, c.secrets()...); err != nil {
 				return err
 			}
 		}
 	}
 	if c.ControlURL != "" {
-		if err := checkURL(EnvControlURL, c.ControlURL); err != nil {
+		if err := checkURL(EnvControlURL, c.ControlURL, c.secrets()...); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func checkURL(name, raw string) error {
+// secrets lists c's credentials, so that errors can avoid quoting them.
+func (c *Config) secrets() []Secret {
+	return []Secret{c.OAuthClientSecret, c.APIKey, c.HeadscaleAPIKey}
+}
+
+// checkURL checks that raw, the value of the variable name, is an http(s)
+// URL with a host. Its error quotes raw (minus any password) to help fix a
+// typo, unless raw holds one of secrets or looks like a key: a credential
+// pasted into the wrong variable must not end up in a log.
+func checkURL(name, raw string, secrets ...Secret) error {
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return fmt.Errorf("control plane: %s must be an http or https URL with a host, got %q", name, redactURL(raw))
+		got := fmt.Sprintf("%q", redactURL(raw))
+		if looksSecret(raw, secrets) {
+			got = "a value that looks like a credential (are two variables swapped?)"
+		}
+		return fmt.Errorf("control plane: %s must be an http or https URL with a host, got %s", name, got)
 	}
 	return nil
+}
+
+func looksSecret(raw string, secrets []Secret) bool {
+	low := strings.ToLower(raw)
+	if strings.Contains(low, "tskey-") || strings.Contains(low, "hskey-") {
+		return true
+	}
+	for _, s := range secrets {
+		if !s.IsZero() && strings.Contains(raw, s.Reveal()) {
+			return true
+		}
+	}
+	return false
 }
 
 // redactURL drops any userinfo so that a URL with a password in it can be
@@ -144,9 +170,10 @@ func redactURL(raw string) string {
 		}
 		return raw
 	}
-	if u.User != nil {
-		u.User = url.User("redacted")
+	if u.User == nil {
+		return raw
 	}
+	u.User = url.User("redacted")
 	return u.String()
 }
 

@@ -40,7 +40,7 @@ func NewHeadscale(logf logger.Logf, cfg Config) (Client, error) {
 	if cfg.HeadscaleURL == "" || cfg.HeadscaleAPIKey.IsZero() {
 		return nil, fmt.Errorf("control plane: headscale needs %s and %s", EnvHeadscaleURL, EnvHeadscaleAPIKey)
 	}
-	if err := checkURL(EnvHeadscaleURL, cfg.HeadscaleURL); err != nil {
+	if err := checkURL(EnvHeadscaleURL, cfg.HeadscaleURL, cfg.secrets()...); err != nil {
 		return nil, err
 	}
 	u, _ := url.Parse(strings.TrimSuffix(cfg.HeadscaleURL, "/"))

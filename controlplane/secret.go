@@ -1,6 +1,10 @@
 package controlplane
 
-import "log/slog"
+import (
+	"fmt"
+	"io"
+	"log/slog"
+)
 
 // Secret is a credential (an auth key, an API key, an OAuth secret). It prints
 // as a placeholder in every format verb and in structured logs, so that a log
@@ -26,6 +30,23 @@ func (s Secret) String() string {
 
 // GoString implements fmt.GoStringer, for %#v.
 func (s Secret) GoString() string { return `controlplane.Secret("` + s.String() + `")` }
+
+// Format implements fmt.Formatter. Without it, verbs that have no Stringer
+// fallback (%d, %t, ...) print the raw value as "%!d(controlplane.Secret=...)".
+func (s Secret) Format(f fmt.State, verb rune) {
+	switch verb {
+	case 'v':
+		if f.Flag('#') {
+			io.WriteString(f, s.GoString())
+			return
+		}
+		fallthrough
+	case 's', 'q', 'x', 'X':
+		fmt.Fprintf(f, fmt.FormatString(f, verb), s.String())
+	default:
+		fmt.Fprintf(f, "%%!%c(controlplane.Secret=%s)", verb, s.String())
+	}
+}
 
 // LogValue implements slog.LogValuer.
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }

@@ -1,16 +1,21 @@
 package controlplane
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
 	tsapi "tailscale.com/client/tailscale/v2"
 	"tailscale.com/types/logger"
 )
@@ -32,22 +37,28 @@ func NewTailscale(logf logger.Logf, cfg Config) (Client, error) {
 	api := &tsapi.Client{
 		Tailnet:   cfg.Tailnet,
 		UserAgent: "tsymbiote",
-		HTTP:      &http.Client{Timeout: time.Minute},
+		HTTP: &http.Client{
+			Timeout:   time.Minute,
+			Transport: apiErrorTransport{http.DefaultTransport},
+		},
 	}
 	if cfg.APIURL != "" {
-		if err := checkURL(EnvAPIURL, cfg.APIURL); err != nil {
+		if err := checkURL(EnvAPIURL, cfg.APIURL, cfg.secrets()...); err != nil {
 			return nil, err
 		}
 		u, _ := url.Parse(strings.TrimSuffix(cfg.APIURL, "/"))
+		// The credential is the API key or token; a password in the URL
+		// would only end up in error messages.
+		u.User = nil
 		api.BaseURL = u
 	}
 	switch {
 	case cfg.OAuthClientID != "" && !cfg.OAuthClientSecret.IsZero():
-		api.Auth = &tsapi.OAuth{
+		api.Auth = &oauthAuth{cfg: clientcredentials.Config{
 			ClientID:     cfg.OAuthClientID,
 			ClientSecret: cfg.OAuthClientSecret.Reveal(),
 			Scopes:       cfg.Scopes,
-		}
+		}}
 		c.credVars = EnvOAuthClientID + "/" + EnvOAuthClientSecret
 	case !cfg.APIKey.IsZero():
 		api.APIKey = cfg.APIKey.Reveal()
@@ -61,6 +72,115 @@ func NewTailscale(logf logger.Logf, cfg Config) (Client, error) {
 		c.base = api.BaseURL.String()
 	}
 	return c, nil
+}
+
+// oauthAuth is tsapi.OAuth, except that the token request runs under the
+// API request's context and transport. tsapi.OAuth fetches tokens with
+// context.Background and http.DefaultClient, so a token endpoint that
+// accepts the connection and never answers hangs the caller forever,
+// whatever its deadline.
+type oauthAuth struct {
+	cfg clientcredentials.Config
+
+	mu  sync.Mutex
+	tok *oauth2.Token // last token; reused while Valid
+}
+
+// HTTPClient implements tsapi.Auth.
+func (a *oauthAuth) HTTPClient(orig *http.Client, baseURL string) *http.Client {
+	a.cfg.TokenURL = baseURL + "/api/v2/oauth/token"
+	base := orig.Transport
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return &http.Client{
+		Transport:     &oauthTransport{a: a, base: base, tokenClient: &http.Client{Transport: base}},
+		CheckRedirect: orig.CheckRedirect,
+		Jar:           orig.Jar,
+		Timeout:       orig.Timeout,
+	}
+}
+
+func (a *oauthAuth) token(ctx context.Context, hc *http.Client) (*oauth2.Token, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tok.Valid() {
+		return a.tok, nil
+	}
+	tok, err := a.cfg.Token(context.WithValue(ctx, oauth2.HTTPClient, hc))
+	if err != nil {
+		return nil, err
+	}
+	a.tok = tok
+	return tok, nil
+}
+
+// forget drops tok, which the API refused, so that the next call gets a
+// new one.
+func (a *oauthAuth) forget(tok *oauth2.Token) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.tok == tok {
+		a.tok = nil
+	}
+}
+
+type oauthTransport struct {
+	a           *oauthAuth
+	base        http.RoundTripper
+	tokenClient *http.Client
+}
+
+func (t *oauthTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	tok, err := t.a.token(req.Context(), t.tokenClient)
+	if err != nil {
+		if req.Body != nil {
+			req.Body.Close()
+		}
+		return nil, err
+	}
+	req = req.Clone(req.Context())
+	tok.SetAuthHeader(req)
+	res, err := t.base.RoundTrip(req)
+	if err == nil && res.StatusCode == http.StatusUnauthorized {
+		t.a.forget(tok)
+	}
+	return res, err
+}
+
+// apiErrorTransport gives every error response a body in the API's JSON
+// error shape. tsapi decodes error bodies as JSON and, when a proxy or load
+// balancer answers with text or nothing, returns a JSON syntax error that
+// hides the status, so a 401, 404 or 412 would not map onto
+// ErrUnauthorized, ErrNotFound or ErrPolicyConflict.
+type apiErrorTransport struct{ base http.RoundTripper }
+
+func (t apiErrorTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	res, err := t.base.RoundTrip(req)
+	if err != nil || res.StatusCode < 400 {
+		return res, err
+	}
+	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	res.Body.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s response: %w", res.Status, err)
+	}
+	var apiErr tsapi.APIError
+	if json.Unmarshal(data, &apiErr) != nil {
+		msg := strings.Join(strings.Fields(string(data)), " ")
+		if len(msg) > 200 {
+			msg = msg[:200] + "..."
+		}
+		if msg == "" {
+			msg = http.StatusText(res.StatusCode)
+		}
+		data, _ = json.Marshal(tsapi.APIError{Message: msg})
+		res.Header.Set("Content-Type", "application/json")
+	}
+	res.Body = io.NopCloser(bytes.NewReader(data))
+	res.ContentLength = int64(len(data))
+	res.Header.Del("Content-Length")
+	return res, nil
 }
 
 func (c *tailscaleClient) Backend() string    { return BackendTailscale }
@@ -93,11 +213,11 @@ func (c *tailscaleClient) wrap(err error) error {
 	case errors.As(err, &apiErr):
 		switch apiErr.Status {
 		case http.StatusUnauthorized, http.StatusForbidden:
-			return fmt.Errorf("tailscale API at %s rejected %s: %s: %w", c.base, c.credVars, apiErr.Message, ErrUnauthorized)
+			return fmt.Errorf("tailscale API at %s rejected %s (status %d: %s): %w", c.base, c.credVars, apiErr.Status, apiErr.Message, ErrUnauthorized)
 		case http.StatusNotFound:
-			return fmt.Errorf("tailscale API at %s: %s: %w", c.base, apiErr.Message, ErrNotFound)
+			return fmt.Errorf("tailscale API at %s: status %d: %s: %w", c.base, apiErr.Status, apiErr.Message, ErrNotFound)
 		case http.StatusPreconditionFailed:
-			return fmt.Errorf("tailscale API at %s: %s: %w", c.base, apiErr.Message, ErrPolicyConflict)
+			return fmt.Errorf("tailscale API at %s: status %d: %s: %w", c.base, apiErr.Status, apiErr.Message, ErrPolicyConflict)
 		}
 		return fmt.Errorf("tailscale API at %s: %w", c.base, apiErr)
 	}
