@@ -69,7 +69,7 @@ type TSymbioteSpec struct {
 
 // PodOverrides are the parts of the WebUI pod a TSymbiote may set.
 //
-// +kubebuilder:validation:XValidation:rule="!has(self.labels) || self.labels.all(k, !k.startsWith('app.kubernetes.io/'))",message="spec.pod.labels must not set app.kubernetes.io/ labels: the operator owns them for the StatefulSet selector"
+// +kubebuilder:validation:XValidation:rule="!has(self.labels) || self.labels.all(k, !k.startsWith('app.kubernetes.io/'))",message="spec.pod.labels must not set app.kubernetes.io/ labels: the operator owns them for the StatefulSet selector",fieldPath=".labels"
 type PodOverrides struct {
 	// Labels added to the pod.
 	// +optional
@@ -134,7 +134,7 @@ type TSymbioteStatus struct {
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
 // +kubebuilder:resource:shortName=tsym,categories=tsymbiote
-// +kubebuilder:validation:XValidation:rule="has(self.spec.hostname) || (size(self.metadata.name) <= 63 && !self.metadata.name.contains('.'))",message="spec.hostname is required when metadata.name is not a valid hostname (longer than 63 characters or containing dots)"
+// +kubebuilder:validation:XValidation:rule="has(self.spec.hostname) || (size(self.metadata.name) <= 63 && !self.metadata.name.contains('.'))",message="spec.hostname is required when metadata.name is not a valid hostname (longer than 63 characters or containing dots)",fieldPath=".spec.hostname",reason=FieldValueRequired
 // +kubebuilder:printcolumn:name="Hostname",type=string,JSONPath=`.status.hostname`
 // +kubebuilder:printcolumn:name="Image",type=string,JSONPath=`.spec.image`,priority=1
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
