@@ -228,7 +228,7 @@ func TestUnreachableAndRejected(t *testing.T) {
 			t.Errorf("headscale request Authorization = %q", r.Header.Get("Authorization"))
 		}
 		w.WriteHeader(http.StatusUnauthorized)
-		w.Write([]byte("Unauthorized"))
+		_, _ = w.Write([]byte("Unauthorized"))
 	}))
 	defer hs401.Close()
 	ts := newFakeTailscale(t)
@@ -317,15 +317,15 @@ func TestTailscaleErrorsWithoutJSON(t *testing.T) {
 			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				w.Header().Set("Content-Type", "text/html")
 				w.WriteHeader(tc.status)
-				w.Write([]byte(tc.body))
+				_, _ = w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
 			c := newClient(t, map[string]string{"TS_API_URL": srv.URL, "TS_API_KEY": fakeAPIKey})
 			var err error
-			switch tc.is {
-			case controlplane.ErrPolicyConflict:
+			switch {
+			case errors.Is(tc.is, controlplane.ErrPolicyConflict):
 				_, err = c.SetPolicy(ctxT(t), "{}", `"old"`)
-			case controlplane.ErrNotFound:
+			case errors.Is(tc.is, controlplane.ErrNotFound):
 				err = c.DeleteDevice(ctxT(t), "nGONE")
 			default:
 				err = c.Verify(ctxT(t))

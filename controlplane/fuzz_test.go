@@ -119,7 +119,7 @@ func FuzzHeadscaleNodes(f *testing.F) {
 			base:   base,
 			apiKey: "k",
 			hc: &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
-				return &http.Response{StatusCode: 200, Status: "200 OK", Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body)), Request: r}, nil
+				return &http.Response{StatusCode: http.StatusOK, Status: "200 OK", Header: http.Header{}, Body: io.NopCloser(bytes.NewReader(body)), Request: r}, nil
 			})},
 		}
 		devs, err := c.ListDevices(context.Background(), ListOptions{})

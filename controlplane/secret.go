@@ -2,7 +2,6 @@ package controlplane
 
 import (
 	"fmt"
-	"io"
 	"log/slog"
 )
 
@@ -37,7 +36,7 @@ func (s Secret) Format(f fmt.State, verb rune) {
 	switch verb {
 	case 'v':
 		if f.Flag('#') {
-			io.WriteString(f, s.GoString())
+			fmt.Fprint(f, s.GoString())
 			return
 		}
 		fallthrough

@@ -59,6 +59,7 @@ type fakeTailscale struct {
 	fix map[string][]byte // the fixtures, read once
 
 	mu         sync.Mutex
+	rejectNext int // answer this many more valid calls with 401, as for a revoked token
 	tokenCalls int
 	calls      []string       // "METHOD path" of every authenticated API call
 	devices    map[string]int // nodeId -> index in devices.json; deletable
@@ -115,7 +116,7 @@ func etagOf(body string) string {
 func writeJSON(w http.ResponseWriter, code int, body []byte) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
-	w.Write(body)
+	_, _ = w.Write(body)
 }
 
 // config is the environment a daemon would have to reach f.
@@ -206,6 +207,12 @@ func (f *fakeTailscale) api(h http.HandlerFunc) http.HandlerFunc {
 		} else {
 			authorized = r.Header.Get("Authorization") == "Bearer "+f.token
 		}
+		f.mu.Lock()
+		if authorized && f.rejectNext > 0 {
+			f.rejectNext--
+			authorized = false
+		}
+		f.mu.Unlock()
 		if !authorized {
 			writeJSON(w, http.StatusUnauthorized, f.fix["error_unauthorized.json"])
 			return
@@ -255,7 +262,9 @@ func (f *fakeTailscale) serveKeys(w http.ResponseWriter, r *http.Request) {
 	if err := json.Unmarshal(body, &got); err != nil {
 		f.t.Errorf("keys: body %q: %v", body, err)
 	}
-	json.Unmarshal(f.keyReq, &want)
+	if err := json.Unmarshal(f.keyReq, &want); err != nil {
+		f.t.Errorf("key_request.json: %v", err)
+	}
 	if !reflect.DeepEqual(got, want) {
 		f.t.Errorf("keys: request body\n%s\nwant the shape of key_request.json\n%s", body, f.keyReq)
 	}
@@ -283,7 +292,7 @@ func (f *fakeTailscale) serveGetACL(w http.ResponseWriter, r *http.Request) {
 	f.mu.Unlock()
 	w.Header().Set("Content-Type", "application/hujson")
 	w.Header().Set("ETag", `"`+etag+`"`)
-	io.WriteString(w, body)
+	_, _ = io.WriteString(w, body)
 }
 
 func (f *fakeTailscale) serveSetACL(w http.ResponseWriter, r *http.Request) {
@@ -300,7 +309,7 @@ func (f *fakeTailscale) serveSetACL(w http.ResponseWriter, r *http.Request) {
 	f.policy, f.etag = string(body), etagOf(string(body))
 	w.Header().Set("Content-Type", "application/hujson")
 	w.Header().Set("ETag", `"`+f.etag+`"`)
-	w.Write(body)
+	_, _ = w.Write(body)
 }
 
 func (f *fakeTailscale) callLog() []string {
@@ -462,6 +471,32 @@ func TestTailscaleOAuthNoScopes(t *testing.T) {
 	}
 	if n := f.tokens(); n != 1 {
 		t.Errorf("%d token exchanges, want 1", n)
+	}
+}
+
+// TestTailscaleOAuthTokenRevoked shows that a token the API stops accepting
+// is dropped: the call that meets the 401 fails with ErrUnauthorized, and the
+// next one exchanges the client credentials for a new token.
+func TestTailscaleOAuthTokenRevoked(t *testing.T) {
+	f := newFakeTailscale(t)
+	c := f.client(t)
+	ctx := ctxT(t)
+	if err := c.Verify(ctx); err != nil {
+		t.Fatalf("Verify: %v", err)
+	}
+	f.mu.Lock()
+	f.rejectNext = 1
+	f.mu.Unlock()
+	err := c.Verify(ctx)
+	if !errors.Is(err, controlplane.ErrUnauthorized) {
+		t.Fatalf("Verify with a revoked token = %v, want ErrUnauthorized", err)
+	}
+	t.Logf("revoked token: %v", err)
+	if err := c.Verify(ctx); err != nil {
+		t.Fatalf("Verify after the revoked token: %v", err)
+	}
+	if n := f.tokens(); n != 2 {
+		t.Errorf("%d token exchanges, want 2 (one new token after the 401)", n)
 	}
 }
 
