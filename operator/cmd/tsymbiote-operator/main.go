@@ -20,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -77,6 +78,7 @@ func run(args []string, getenv func(string) string) error {
 	fs.StringVar(&o.limits, "adapter-limits", "memory=128Mi", "resource limits of the adapter sidecar")
 	fs.DurationVar(&o.keyExpiry, "key-expiry", time.Hour, "lifetime of each pod's adapter auth key; unused keys are re-minted before they expire")
 	fs.BoolVar(&o.enableTSymbiote, "enable-tsymbiote-controller", true, "run the TSymbiote (WebUI) controller; needs the CRD installed")
+	config.RegisterFlags(fs) // --kubeconfig; $KUBECONFIG or in-cluster otherwise
 	zopts := zap.Options{}
 	zopts.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {

@@ -1,0 +1,291 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
+	"tsymbiote.dhouti.dev/operator/internal/certs"
+	"tsymbiote.dhouti.dev/operator/internal/sidecar"
+	"tsymbiote.dhouti.dev/operator/internal/testenv"
+)
+
+const (
+	ns      = "tsymbiote-system"
+	release = "tsymbiote-operator"
+)
+
+// TestOperatorBinary installs the chart's objects for real, then runs the
+// built operator binary as the chart's ServiceAccount (so only the chart's
+// RBAC lets it do anything) against the real API server and Headscale: it
+// generates its serving certificate and sets the webhook's caBundle, takes
+// the leader lease, answers its probes and metrics, gives an injected pod
+// its key Secret and turns a TSymbiote into a StatefulSet.
+func TestOperatorBinary(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "tsymbiote-operator")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	hs := headscaletest.Start(t, headscaletest.Options{})
+	env := testenv.Start(t, testenv.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range decodeAll(t, testenv.Helm(t, "template", release, testenv.ChartDir(t), "-n", ns)) {
+		if err := c.Patch(ctx, u, client.Apply, client.ForceOwnership, client.FieldOwner("helm")); err != nil {
+			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+
+	// Act as the chart's ServiceAccount.
+	user, err := env.ControlPlane.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":" + release,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	kcPath := filepath.Join(dir, "kubeconfig")
+	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ports := freePorts(t, 3)
+	metrics, probes := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
+	cmd := exec.Command(bin,
+		"--kubeconfig="+kcPath,
+		"--namespace="+ns,
+		"--leader-elect",
+		"--metrics-bind-address="+metrics,
+		"--health-probe-bind-address="+probes,
+		fmt.Sprintf("--webhook-port=%d", ports[2]),
+		"--cert-dir="+filepath.Join(dir, "certs"),
+		"--cert-secret-name="+release+"-webhook-cert",
+		"--webhook-service-name="+release+"-webhook",
+		"--webhook-config-name="+release,
+		"--adapter-image=tsymbiote/adapter:test",
+		"--zap-encoder=json",
+	)
+	cmd.Env = append(os.Environ(), "HEADSCALE_URL="+hs.URL, "HEADSCALE_API_KEY="+hs.APIKey.Reveal())
+	out := &syncBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case err := <-exited:
+			t.Logf("operator exited after SIGTERM: %v", err)
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Error("operator did not exit within 15s of SIGTERM")
+		}
+		if t.Failed() {
+			t.Logf("operator output:\n%s", out.String())
+		}
+	})
+	start := time.Now()
+	testenv.Eventually(t, 60*time.Second, "readyz", func() error {
+		select {
+		case err := <-exited:
+			t.Fatalf("operator exited: %v\n%s", err, out.String())
+		default:
+		}
+		return httpOK("http://" + probes + "/readyz")
+	})
+	t.Logf("operator ready %v after start", time.Since(start).Round(time.Millisecond))
+	if err := httpOK("http://" + probes + "/healthz"); err != nil {
+		t.Error(err)
+	}
+
+	// Serving certificate: kept in a Secret, its CA in the webhook's caBundle.
+	secret := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: release + "-webhook-cert"}, secret); err != nil {
+		t.Fatalf("cert secret: %v", err)
+	}
+	block, _ := pem.Decode(secret.Data[certs.KeyCert])
+	cert, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("serving certificate for %v, valid until %s", cert.DNSNames, cert.NotAfter.Format(time.DateOnly))
+	testenv.Eventually(t, 30*time.Second, "caBundle", func() error {
+		wh := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if err := c.Get(ctx, client.ObjectKey{Name: release}, wh); err != nil {
+			return err
+		}
+		if !bytes.Equal(wh.Webhooks[0].ClientConfig.CABundle, secret.Data[certs.KeyCA]) {
+			return fmt.Errorf("caBundle not set")
+		}
+		return nil
+	})
+	// The webhook server serves that certificate, verifiable with the CA
+	// under the Service's name, as the API server will check it.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(secret.Data[certs.KeyCA])
+	conn, err := tls.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", ports[2]), &tls.Config{
+		RootCAs: pool, ServerName: release + "-webhook." + ns + ".svc",
+	})
+	if err != nil {
+		t.Fatalf("TLS to the webhook server with the generated CA: %v", err)
+	}
+	conn.Close()
+	lease := &coordinationv1.Lease{}
+	testenv.Eventually(t, 30*time.Second, "leader lease", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tsymbiote-operator.tsymbiote.dhouti.dev"}, lease)
+	})
+	t.Logf("leader: %s", *lease.Spec.HolderIdentity)
+	res, err := http.Get("http://" + metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	if !strings.Contains(string(body), `controller_runtime_reconcile_total{controller="podkey"`) {
+		t.Errorf("metrics lack the podkey controller's counters")
+	}
+
+	// An injected pod (created here already injected: the API server cannot
+	// reach this binary's webhook under its service name) gets its Secret.
+	podNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-",
+		Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}}}
+	if err := c.Create(ctx, podNS); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "web-0",
+			Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+	sidecar.Inject(pod, &sidecar.Config{Image: "tsymbiote/adapter:test"})
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "pod key secret", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: sidecar.SecretName("web-0")}, &corev1.Secret{})
+	})
+
+	// A TSymbiote becomes a StatefulSet.
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "webui-auth"},
+		StringData: map[string]string{"HEADSCALE_URL": hs.URL, "HEADSCALE_API_KEY": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Create(ctx, &v1alpha1.TSymbiote{
+		ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "tsymbiote"},
+		Spec:       v1alpha1.TSymbioteSpec{AuthSecretRef: corev1.LocalObjectReference{Name: "webui-auth"}, Image: "tsymbiote/webui:test"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "webui statefulset", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: "tsymbiote"}, &appsv1.StatefulSet{})
+	})
+	if strings.Contains(out.String(), hs.APIKey.Reveal()) {
+		t.Error("the operator logged the Headscale API key")
+	}
+	if n := strings.Count(out.String(), `"level":"error"`); n > 0 {
+		t.Errorf("%d error lines in the operator's log", n)
+	}
+}
+
+func httpOK(url string) error {
+	res, err := http.Get(url)
+	if err != nil {
+		return err
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, res.Status)
+	}
+	return nil
+}
+
+func freePorts(t *testing.T, n int) []int {
+	var ls []net.Listener
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	for _, l := range ls {
+		l.Close()
+	}
+	return ports
+}
+
+func decodeAll(t *testing.T, s string) []*unstructured.Unstructured {
+	t.Helper()
+	d := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(s), 4096)
+	var out []*unstructured.Unstructured
+	for {
+		u := &unstructured.Unstructured{}
+		if err := d.Decode(&u.Object); err != nil {
+			if err == io.EOF {
+				return out
+			}
+			t.Fatalf("decoding helm output: %v", err)
+		}
+		if len(u.Object) > 0 {
+			out = append(out, u)
+		}
+	}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
