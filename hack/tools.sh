@@ -19,6 +19,7 @@ if [ ! -f "$stamp" ]; then
 fi
 
 # Real servers the tests run against, each named with its version.
-for b in headscale tailscaled tailscale etcd kube-apiserver kube-controller-manager; do
+for b in headscale tailscaled tailscale etcd kube-apiserver kube-controller-manager \
+         cni-bridge cni-ptp cni-host-local cni-loopback; do
   hack/build-bin.sh "$b"
 done

@@ -1,0 +1,21 @@
+// Builds the reference CNI plugins (bridge, ptp, host-local, loopback) at the
+// pinned version for the tailscale-cni tests, which chain tailscale-cni after
+// a real bridge or ptp plugin the way a node's conflist does.
+module tsymbiote.dhouti.dev/hack/cni-plugins
+
+go 1.26.8
+
+require github.com/containernetworking/plugins v1.9.1
+
+require (
+	github.com/alexflint/go-filemutex v1.3.0 // indirect
+	github.com/containernetworking/cni v1.3.0 // indirect
+	github.com/coreos/go-iptables v0.8.0 // indirect
+	github.com/networkplumbing/go-nft v0.4.0 // indirect
+	github.com/pkg/errors v0.9.1 // indirect
+	github.com/safchain/ethtool v0.6.2 // indirect
+	github.com/vishvananda/netlink v1.3.1 // indirect
+	github.com/vishvananda/netns v0.0.5 // indirect
+	golang.org/x/sys v0.35.0 // indirect
+	sigs.k8s.io/knftables v0.0.18 // indirect
+)
