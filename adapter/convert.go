@@ -452,14 +452,16 @@ func whoIsResponse(target string, w *apitype.WhoIsResponse) *adapterv1.WhoIsResp
 	r := &adapterv1.WhoIsResponse{Target: target}
 	if n := w.Node; n != nil {
 		node := &adapterv1.Node{
-			Id:       string(n.StableID),
-			Hostname: n.Hostinfo.Hostname(),
-			DnsName:  n.Name,
-			Os:       n.Hostinfo.OS(),
-			Tags:     slices.Clone(n.Tags),
-			Online:   n.Online != nil && *n.Online,
-			Created:  ts(n.Created),
-			Expired:  n.Expired,
+			Id:      string(n.StableID),
+			DnsName: n.Name,
+			Tags:    slices.Clone(n.Tags),
+			Online:  n.Online != nil && *n.Online,
+			Created: ts(n.Created),
+			Expired: n.Expired,
+		}
+		// A node the daemon knows only from control may carry no Hostinfo.
+		if n.Hostinfo.Valid() {
+			node.Hostname, node.Os = n.Hostinfo.Hostname(), n.Hostinfo.OS()
 		}
 		for _, a := range n.Addresses {
 			if a.IsSingleIP() {
