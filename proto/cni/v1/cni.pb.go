@@ -626,6 +626,70 @@ func (x *StatusResponse) GetPods() int32 {
 	return 0
 }
 
+// CNIError travels as a detail of a failed call's gRPC status. It carries
+// the CNI error code the shim returns to the runtime, so that the daemon,
+// which knows why a call failed, decides the code (for example 11, "try
+// again later", when the control plane is unreachable).
+type CNIError struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Msg           string                 `protobuf:"bytes,2,opt,name=msg,proto3" json:"msg,omitempty"`
+	Details       string                 `protobuf:"bytes,3,opt,name=details,proto3" json:"details,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CNIError) Reset() {
+	*x = CNIError{}
+	mi := &file_cni_v1_cni_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CNIError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CNIError) ProtoMessage() {}
+
+func (x *CNIError) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_v1_cni_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CNIError.ProtoReflect.Descriptor instead.
+func (*CNIError) Descriptor() ([]byte, []int) {
+	return file_cni_v1_cni_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *CNIError) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *CNIError) GetMsg() string {
+	if x != nil {
+		return x.Msg
+	}
+	return ""
+}
+
+func (x *CNIError) GetDetails() string {
+	if x != nil {
+		return x.Details
+	}
+	return ""
+}
+
 var File_cni_v1_cni_proto protoreflect.FileDescriptor
 
 const file_cni_v1_cni_proto_rawDesc = "" +
@@ -676,7 +740,11 @@ const file_cni_v1_cni_proto_rawDesc = "" +
 	"\x0eStatusResponse\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x12\n" +
-	"\x04pods\x18\x03 \x01(\x05R\x04pods2\xdb\x01\n" +
+	"\x04pods\x18\x03 \x01(\x05R\x04pods\"J\n" +
+	"\bCNIError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x10\n" +
+	"\x03msg\x18\x02 \x01(\tR\x03msg\x12\x18\n" +
+	"\adetails\x18\x03 \x01(\tR\adetails2\xdb\x01\n" +
 	"\n" +
 	"CNIService\x12.\n" +
 	"\x03Add\x12\x12.cni.v1.AddRequest\x1a\x13.cni.v1.AddResponse\x12.\n" +
@@ -698,7 +766,7 @@ func file_cni_v1_cni_proto_rawDescGZIP() []byte {
 	return file_cni_v1_cni_proto_rawDescData
 }
 
-var file_cni_v1_cni_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_cni_v1_cni_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_cni_v1_cni_proto_goTypes = []any{
 	(*Attachment)(nil),     // 0: cni.v1.Attachment
 	(*AddRequest)(nil),     // 1: cni.v1.AddRequest
@@ -711,6 +779,7 @@ var file_cni_v1_cni_proto_goTypes = []any{
 	(*CheckResponse)(nil),  // 8: cni.v1.CheckResponse
 	(*StatusRequest)(nil),  // 9: cni.v1.StatusRequest
 	(*StatusResponse)(nil), // 10: cni.v1.StatusResponse
+	(*CNIError)(nil),       // 11: cni.v1.CNIError
 }
 var file_cni_v1_cni_proto_depIdxs = []int32{
 	0,  // 0: cni.v1.AddRequest.attachment:type_name -> cni.v1.Attachment
@@ -744,7 +813,7 @@ func file_cni_v1_cni_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cni_v1_cni_proto_rawDesc), len(file_cni_v1_cni_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,93 @@
+package daemon
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"tsymbiote.dhouti.dev/cni/internal/cnierr"
+)
+
+// Metrics are the daemon's Prometheus metrics.
+type Metrics struct {
+	reg      *prometheus.Registry
+	latency  *prometheus.HistogramVec
+	errors   *prometheus.CounterVec
+	podsFunc func() map[string]int
+}
+
+// NewMetrics registers the daemon's metrics in a registry of their own.
+func NewMetrics() *Metrics {
+	m := &Metrics{reg: prometheus.NewRegistry()}
+	m.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "tailscale_cni_op_duration_seconds",
+		Help:    "Duration of CNI operations (add, del, check) as the daemon served them.",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60},
+	}, []string{"op"})
+	m.errors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailscale_cni_errors_total",
+		Help: "Failed CNI operations by operation and kind (the CNI error code's name).",
+	}, []string{"op", "kind"})
+	pods := prometheus.NewDesc("tailscale_cni_pods", "Pods by the state of their tailnet node.", []string{"state"}, nil)
+	m.reg.MustRegister(m.latency, m.errors, collectorFunc{desc: pods, collect: func(ch chan<- prometheus.Metric) {
+		if m.podsFunc == nil {
+			return
+		}
+		for st, n := range m.podsFunc() {
+			ch <- prometheus.MustNewConstMetric(pods, prometheus.GaugeValue, float64(n), st)
+		}
+	}})
+	m.reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+type collectorFunc struct {
+	desc    *prometheus.Desc
+	collect func(chan<- prometheus.Metric)
+}
+
+func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
+
+func (m *Metrics) observe(op string, start time.Time, err error) {
+	m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+	if err != nil {
+		m.errors.WithLabelValues(op, kindName(cnierr.CodeOf(err))).Inc()
+	}
+}
+
+func kindName(code uint32) string {
+	switch code {
+	case cnierr.InvalidEnv:
+		return "invalid_env"
+	case cnierr.InvalidNetConf:
+		return "invalid_netconf"
+	case cnierr.UnknownContainer:
+		return "unknown_container"
+	case cnierr.IOFailure:
+		return "io"
+	case cnierr.TryAgainLater:
+		return "control_plane_unreachable"
+	case cnierr.ControlPlaneRefused:
+		return "control_plane_refused"
+	case cnierr.NodeNotReady:
+		return "node_not_ready"
+	}
+	return "internal"
+}
+
+// Handler serves /metrics and /healthz. Health is the daemon's readiness
+// to ADD pods.
+func (m *Metrics) Handler(ready func() error) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	return mux
+}

@@ -1,0 +1,174 @@
+package daemon
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+	"tsymbiote.dhouti.dev/cni/internal/podnet"
+)
+
+// Recover brings back, after a restart (clean or kill -9), every pod whose
+// netns still exists, with the node identity in its FileStore (so the same
+// node key and addresses), and removes what is left of pods that are gone:
+// their nodes, links, rules, tables, state and sockets. It waits up to the
+// ADD timeout for recovered nodes to run; slower ones keep coming up in the
+// background.
+func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
+	entries, _ := os.ReadDir(filepath.Join(m.cfg.StateDir, "pods"))
+	var live []*pod
+	for _, e := range entries {
+		id := e.Name()
+		if ValidContainerID(id) != nil {
+			continue
+		}
+		rec, err := m.load(id)
+		if err != nil || !rec.Ready || !netnsExists(rec.NetNS) {
+			why := "its netns is gone"
+			switch {
+			case err != nil:
+				why = "its state is unreadable: " + err.Error()
+			case !rec.Ready:
+				why = "its ADD never finished"
+			}
+			if rec == nil {
+				rec = &PodRecord{ContainerID: id}
+			}
+			m.logf("recover: removing pod %s: %s", id, why)
+			p := &pod{rec: *rec, socket: SocketPath(m.cfg.RunDir, rec.Namespace, rec.Pod, id)}
+			unlock := m.lock(id)
+			if err := m.delete(ctx, p); err != nil {
+				m.logf("recover: removing pod %s: %v", id, err)
+			}
+			unlock()
+			removed++
+			continue
+		}
+		p := &pod{rec: *rec, socket: SocketPath(m.cfg.RunDir, rec.Namespace, rec.Pod, id)}
+		m.mu.Lock()
+		m.pods[id] = p
+		m.mu.Unlock()
+		live = append(live, p)
+	}
+
+	n, err := podnet.Sweep(m.logf, m.ownsLink, m.ownsTable)
+	if err != nil {
+		m.logf("recover: sweep: %v", err)
+	}
+	removed += n
+	m.sweepSockets()
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for _, p := range live {
+		wg.Go(func() {
+			if m.recoverPod(ctx, p) {
+				mu.Lock()
+				recovered++
+				mu.Unlock()
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(m.cfg.AddTimeout):
+		m.logf("recover: some pods are still coming up after %v", m.cfg.AddTimeout)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return recovered, removed
+}
+
+func netnsExists(path string) bool {
+	if path == "" {
+		return false
+	}
+	h, err := ns.GetNS(path)
+	if err != nil {
+		return false
+	}
+	h.Close()
+	return true
+}
+
+// recoverPod restarts one pod's node from its stored identity and rewires it.
+func (m *Manager) recoverPod(ctx context.Context, p *pod) bool {
+	id := p.rec.ContainerID
+	unlock := m.lock(id)
+	defer unlock()
+	// Ready is cleared while rewiring so that addrsChanged leaves it alone.
+	p.rec.Ready = false
+	pn := podnet.PodFor(id, p.rec.NetNS, p.rec.Table)
+	if err := podnet.PrepareHost(pn); err != nil {
+		m.logf("recover: pod %s: %v", id, err)
+		return false
+	}
+	b, err := m.startBackend(p, "")
+	if err != nil {
+		m.logf("recover: pod %s: %v", id, err)
+		return false
+	}
+	// No timeout beyond the daemon's life: a node that cannot reach the
+	// control plane now will when it comes back.
+	run, err := b.WaitRunning(ctx)
+	if err != nil {
+		m.logf("recover: pod %s: %v", id, err)
+		return false
+	}
+	if run.NodeID != p.rec.NodeID {
+		m.logf("recover: pod %s came back as node %s, was %s", id, run.NodeID, p.rec.NodeID)
+		p.rec.NodeID = run.NodeID
+	}
+	if err := m.attach(p, run.Addrs); err != nil {
+		m.logf("recover: pod %s: %v", id, err)
+		return false
+	}
+	p.rec.Ready = true
+	if err := m.save(&p.rec); err != nil {
+		m.logf("recover: pod %s: saving state: %v", id, err)
+	}
+	m.logf("recover: pod %s/%s back as %s (%v)", p.rec.Namespace, p.rec.Pod, p.rec.Hostname, p.rec.Addrs)
+	return true
+}
+
+func (m *Manager) ownsLink(name string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.pods {
+		n := podnet.NamesFor(id)
+		if n.HostVeth == name || n.TUN == name {
+			return true
+		}
+	}
+	return false
+}
+
+func (m *Manager) ownsTable(t int) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.tableInUseLocked(t)
+}
+
+// sweepSockets removes socket dirs no pod serves.
+func (m *Manager) sweepSockets() {
+	dir := filepath.Join(m.cfg.RunDir, "pods")
+	entries, _ := os.ReadDir(dir)
+	keep := map[string]bool{}
+	m.mu.Lock()
+	for _, p := range m.pods {
+		keep[filepath.Dir(p.socket)] = true
+	}
+	m.mu.Unlock()
+	for _, e := range entries {
+		d := filepath.Join(dir, e.Name())
+		if !keep[d] {
+			m.logf("sweep: removing leftover socket dir %s", d)
+			os.RemoveAll(d)
+		}
+	}
+}

@@ -1,0 +1,197 @@
+// Package daemon is the node daemon behind the tailscale-cni shim: it keeps
+// one tailnet node per pod (see podbackend), wires it into the pod (see
+// podnet), persists what it needs to recover after a restart, and serves the
+// shim's gRPC service, Prometheus metrics and a health endpoint.
+package daemon
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// Defaults of the daemon's configuration.
+const (
+	DefaultClusterName = "k8s"
+	DefaultTag         = "tag:k8s-pod"
+	DefaultAuthKeyTTL  = 5 * time.Minute
+	DefaultStateDir    = "/var/lib/tailscale-cni"
+	DefaultRunDir      = "/var/run/tailscale-cni"
+	DefaultSocket      = DefaultRunDir + "/daemon.sock"
+	DefaultAddTimeout  = 60 * time.Second
+)
+
+// Config is the daemon's configuration.
+type Config struct {
+	ClusterName string
+	Tags        []string
+	AuthKeyTTL  time.Duration
+	// Ephemeral registers pods as ephemeral nodes, so that the control
+	// plane removes nodes a vanished node left behind on its own.
+	Ephemeral bool
+	StateDir  string // pod state lives in StateDir/pods/<container ID>
+	RunDir    string // pod sockets live in RunDir/pods/<namespace>_<pod>
+	// AddTimeout bounds how long ADD waits for a node to run.
+	AddTimeout time.Duration
+	// IPv6 gives pods their tailnet IPv6 address too (and turns on IPv6
+	// forwarding).
+	IPv6 bool
+}
+
+// WithDefaults fills in zero fields.
+func (c Config) WithDefaults() Config {
+	if c.ClusterName == "" {
+		c.ClusterName = DefaultClusterName
+	}
+	if len(c.Tags) == 0 {
+		c.Tags = []string{DefaultTag}
+	}
+	if c.AuthKeyTTL == 0 {
+		c.AuthKeyTTL = DefaultAuthKeyTTL
+	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if c.RunDir == "" {
+		c.RunDir = DefaultRunDir
+	}
+	if c.AddTimeout == 0 {
+		c.AddTimeout = DefaultAddTimeout
+	}
+	return c
+}
+
+// ParseTags parses TS_TAGS: comma-separated tags, each "tag:<name>".
+func ParseTags(s string) ([]string, error) {
+	var tags []string
+	for _, t := range strings.Split(s, ",") {
+		t = strings.TrimSpace(t)
+		if t == "" {
+			continue
+		}
+		name, ok := strings.CutPrefix(t, "tag:")
+		if !ok || !tagName.MatchString(name) {
+			return nil, fmt.Errorf("TS_TAGS: %q is not a tag (want tag:<letters, digits, dashes>)", t)
+		}
+		tags = append(tags, t)
+	}
+	if len(tags) == 0 {
+		return nil, fmt.Errorf("TS_TAGS: no tags in %q", s)
+	}
+	return tags, nil
+}
+
+var tagName = regexp.MustCompile(`^[a-zA-Z][a-zA-Z0-9-]*$`)
+
+// containerIDRe is what the CNI spec allows in a container ID.
+var containerIDRe = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$`)
+
+// ValidContainerID reports whether id is a CNI container ID that is safe to
+// use as a directory name.
+func ValidContainerID(id string) error {
+	if id == "" {
+		return fmt.Errorf("container ID is empty")
+	}
+	if len(id) > 256 || !containerIDRe.MatchString(id) {
+		return fmt.Errorf("container ID %q has characters outside [a-zA-Z0-9_.-] or is too long", id)
+	}
+	return nil
+}
+
+// k8sName is the charset Kubernetes allows in namespace and pod names, and
+// so in the socket directory name.
+var k8sName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.\-]*[a-z0-9])?$`)
+
+// Hostname is the pod's tailnet hostname: {cluster}-{namespace}-{pod}, made
+// a DNS label (lower case, [a-z0-9-], at most 63 characters). Long names keep
+// their start and get a hash of the whole name so they stay unique. Without
+// Kubernetes names the container ID stands in.
+func Hostname(cluster, namespace, pod, containerID string) string {
+	full := cluster + "-" + namespace + "-" + pod
+	if namespace == "" && pod == "" {
+		full = cluster + "-" + shortID(containerID)
+	}
+	label := dnsLabel(full)
+	if len(label) <= 63 && label == strings.ToLower(full) {
+		return label
+	}
+	sum := sha256.Sum256([]byte(full))
+	suffix := "-" + hex.EncodeToString(sum[:])[:8]
+	if len(label) > 63-len(suffix) {
+		label = strings.TrimRight(label[:63-len(suffix)], "-")
+	}
+	return label + suffix
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+func dnsLabel(s string) string {
+	var b strings.Builder
+	dash := false
+	for _, r := range strings.ToLower(s) {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9'
+		if !ok {
+			if !dash && b.Len() > 0 {
+				b.WriteByte('-')
+			}
+			dash = true
+			continue
+		}
+		b.WriteRune(r)
+		dash = false
+	}
+	out := strings.Trim(b.String(), "-")
+	if out == "" {
+		out = "pod"
+	}
+	return out
+}
+
+// SocketPath is the pod's LocalAPI socket:
+// RunDir/pods/<namespace>_<pod>/tailscaled.sock, or the container ID when
+// the runtime gave no Kubernetes names.
+func SocketPath(runDir, namespace, pod, containerID string) string {
+	dir := namespace + "_" + pod
+	if !k8sName.MatchString(namespace) || !k8sName.MatchString(pod) {
+		dir = containerID
+	}
+	return filepath.Join(runDir, "pods", dir, "tailscaled.sock")
+}
+
+// PodDir is the pod's state dir.
+func PodDir(stateDir, containerID string) string {
+	return filepath.Join(stateDir, "pods", containerID)
+}
+
+// PodRecord is what the daemon persists about a pod (pod.json in its state
+// dir), beside the node's own FileStore.
+type PodRecord struct {
+	ContainerID string         `json:"containerID"`
+	NetNS       string         `json:"netns"`
+	IfName      string         `json:"ifname,omitempty"`
+	Network     string         `json:"network,omitempty"`
+	Namespace   string         `json:"namespace,omitempty"`
+	Pod         string         `json:"pod,omitempty"`
+	PodUID      string         `json:"podUID,omitempty"`
+	Table       int            `json:"table"`
+	Hostname    string         `json:"hostname"`
+	NodeID      string         `json:"nodeID,omitempty"`
+	Addrs       []netip.Prefix `json:"addrs,omitempty"`
+	Created     time.Time      `json:"created"`
+	// Ready is set once ADD completed; a record without it is an ADD that
+	// died half way.
+	Ready bool `json:"ready"`
+}
+
+// RecordFile is PodRecord's name in the pod's state dir.
+const RecordFile = "pod.json"
