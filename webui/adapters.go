@@ -275,6 +275,11 @@ func (r *Registry) Snapshot(ctx context.Context) ([]AdapterState, []HostState, e
 	)
 	for i, a := range adapters {
 		states[i] = AdapterState{ID: a.ID, Name: a.Name, Addr: a.Addr, Online: a.Online}
+		if !a.Online {
+			// Asking would only wait out the deadline.
+			states[i].Error = "offline according to the control plane"
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -294,7 +299,8 @@ func (r *Registry) Snapshot(ctx context.Context) ([]AdapterState, []HostState, e
 }
 
 func (r *Registry) adapterHosts(ctx context.Context, a *adapter) ([]HostState, error) {
-	cctx, cancel := context.WithTimeout(ctx, r.timeout)
+	// One slow adapter must not hold up the whole graph for long.
+	cctx, cancel := context.WithTimeout(ctx, min(r.timeout, 5*time.Second))
 	defer cancel()
 	lt, err := a.client.ListTargets(cctx, &adapterv1.ListTargetsRequest{})
 	if err != nil {

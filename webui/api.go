@@ -182,7 +182,7 @@ func (s *Server) handleStartFanout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.fanouts.add(f)
-	s.logf("fan-out %s: %s, %d calls from %d hosts", f.ID, f.Request.Kind, f.Total, len(f.Request.Hosts))
+	s.logf("fan-out %s: %s, %d calls from %d hosts", f.ID, f.Request.Kind, f.Total, f.Hosts)
 	writeJSON(w, http.StatusAccepted, f.State(false))
 }
 

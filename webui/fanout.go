@@ -166,6 +166,7 @@ type Fanout struct {
 	ID      string        `json:"id"`
 	Request FanoutRequest `json:"request"`
 	Total   int           `json:"total"`
+	Hosts   int           `json:"hosts"` // hosts calling
 	Started time.Time     `json:"started"`
 
 	cancel context.CancelFunc
@@ -366,7 +367,9 @@ func (f *Fanout) do(ctx context.Context, c call, _ *metrics) Result {
 		for _, a := range res.GetAnswers() {
 			r.Answers = append(r.Answers, a.GetType()+" "+a.GetData())
 		}
-		r.OK = res.GetRcode() == "NOERROR"
+		// The proto documents NOERROR; some adapters say SUCCESS, the Go
+		// DNS library's name for the same code.
+		r.OK = res.GetRcode() == "NOERROR" || res.GetRcode() == "SUCCESS"
 		if !r.OK {
 			r.Error = "rcode " + res.GetRcode()
 		}
@@ -529,7 +532,7 @@ func startFanout(base context.Context, req FanoutRequest, hosts []HostState, m *
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(base)
-	f := &Fanout{ID: newID(), Request: req, Total: len(calls), Started: time.Now(), cancel: cancel, changed: make(chan struct{})}
+	f := &Fanout{ID: newID(), Request: req, Total: len(calls), Hosts: len(sel), Started: time.Now(), cancel: cancel, changed: make(chan struct{})}
 	go func() {
 		defer cancel()
 		f.run(ctx, calls, m)

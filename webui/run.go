@@ -47,6 +47,7 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 		}
 		if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
 			ready.NodeID = string(st.Self.ID)
+			ready.TailscaleIPs = st.TailscaleIPs
 			logf("joined the tailnet as %s (%s, %v)", hostname, st.Self.ID, st.TailscaleIPs)
 		}
 		dial = srv.Dial

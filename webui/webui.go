@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -85,6 +86,8 @@ type Ready struct {
 	URL      string   // where a browser reaches it
 	Hostname string
 	NodeID   string // the WebUI's tailnet node, when it has one
+	// TailscaleIPs are the WebUI node's tailnet addresses, when it has one.
+	TailscaleIPs []netip.Addr
 }
 
 // Validate checks c and names the flag at fault.
