@@ -47,14 +47,21 @@ const prefaceTimeout = 10 * time.Second
 func (s *splitListener) route(c net.Conn) {
 	c.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	br := bufio.NewReaderSize(c, 64)
-	head, err := br.Peek(len(http2Preface))
-	if err != nil && len(head) == 0 {
+	first, err := br.Peek(1)
+	if err != nil {
 		c.Close()
 		return
 	}
+	isGRPC := false
+	if first[0] == http2Preface[0] {
+		// POST and PUT start with P too; both send more than the
+		// preface's length before waiting for an answer.
+		head, _ := br.Peek(len(http2Preface))
+		isGRPC = bytes.Equal(head, http2Preface)
+	}
 	c.SetReadDeadline(time.Time{})
 	pc := &peekedConn{Conn: c, r: br}
-	if bytes.Equal(head, http2Preface) {
+	if isGRPC {
 		s.grpc.deliver(pc)
 	} else {
 		s.http.deliver(pc)

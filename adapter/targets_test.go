@@ -1,0 +1,173 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestTargets(t *testing.T) {
+	dir := t.TempDir()
+	pods := filepath.Join(dir, "pods")
+	os.Mkdir(pods, 0o755)
+	for _, n := range []string{"pod-a.sock", "pod-b.sock", "README", "sub.sock.d"} {
+		os.WriteFile(filepath.Join(pods, n), nil, 0o600)
+	}
+	one := filepath.Join(dir, "tailscaled.sock")
+
+	tg, err := NewTargets([]string{one})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := tg.Default(); !ok || d.Name != one {
+		t.Errorf("single target default = %v, %v", d, ok)
+	}
+	if got, err := tg.Resolve(""); err != nil || got.Socket != one {
+		t.Errorf(`Resolve("") = %v, %v`, got, err)
+	}
+
+	tg, _ = NewTargets([]string{one, pods, one + "/"})
+	l := tg.List()
+	var names []string
+	for _, x := range l {
+		names = append(names, x.Name)
+	}
+	if strings.Join(names, ",") != one+",pod-a,pod-b" {
+		t.Errorf("List = %v", names)
+	}
+	if _, err := tg.Resolve(""); !errors.Is(err, errNoDefault) {
+		t.Errorf(`Resolve("") among 3 = %v`, err)
+	}
+	if got, err := tg.Resolve("pod-b"); err != nil || got.Socket != filepath.Join(pods, "pod-b.sock") {
+		t.Errorf("Resolve(pod-b) = %v, %v", got, err)
+	}
+	if _, err := tg.Resolve("pod-c"); !errors.Is(err, errUnknownTarget) || !strings.Contains(err.Error(), `"pod-a"`) {
+		t.Errorf("Resolve(pod-c) = %v", err)
+	}
+	// Pods come and go: the directory is read on every call.
+	os.WriteFile(filepath.Join(pods, "pod-c.sock"), nil, 0o600)
+	if _, err := tg.Resolve("pod-c"); err != nil {
+		t.Errorf("new pod not seen: %v", err)
+	}
+	if _, err := NewTargets(nil); err == nil {
+		t.Error("NewTargets(nil) succeeded")
+	}
+	if _, err := NewTargets([]string{" "}); err == nil {
+		t.Error("NewTargets(blank) succeeded")
+	}
+}
+
+// TestDiscoverSocket builds a fake /proc with a tailscaled process whose
+// socket appears only after a while, as in a pod whose tailscaled starts
+// after the sidecar.
+func TestDiscoverSocket(t *testing.T) {
+	proc := t.TempDir()
+	mk := func(pid, comm string, cmdline ...string) string {
+		d := filepath.Join(proc, pid)
+		os.MkdirAll(filepath.Join(d, "root"), 0o755)
+		os.WriteFile(filepath.Join(d, "comm"), []byte(comm+"\n"), 0o644)
+		os.WriteFile(filepath.Join(d, "cmdline"), []byte(strings.Join(cmdline, "\x00")+"\x00"), 0o644)
+		return filepath.Join(d, "root")
+	}
+	mk("1", "pause", "/pause")
+	root := mk("42", "tailscaled", "/usr/local/bin/tailscaled", "--socket=/tmp/ts/custom.sock", "--statedir=/var/lib/ts")
+	os.MkdirAll(filepath.Join(proc, "self"), 0o755)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	done := make(chan struct{})
+	var got string
+	var err error
+	go func() {
+		defer close(done)
+		got, err = DiscoverSocket(ctx, t.Logf, proc, 20*time.Millisecond)
+	}()
+	time.Sleep(100 * time.Millisecond)
+	sock := filepath.Join(root, "tmp/ts/custom.sock")
+	os.MkdirAll(filepath.Dir(sock), 0o755)
+	// Only a real socket counts, not a file of that name.
+	l, lerr := net.Listen("unix", sock)
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	defer l.Close()
+	<-done
+	if err != nil || got != sock {
+		t.Fatalf("DiscoverSocket = %q, %v; want %q", got, err, sock)
+	}
+
+	// A usual path is found without a --socket argument.
+	proc2 := t.TempDir()
+	proc = proc2
+	root2 := mk("7", "tailscaled", "tailscaled")
+	def := filepath.Join(root2, "var/run/tailscale/tailscaled.sock")
+	os.MkdirAll(filepath.Dir(def), 0o755)
+	l2, err := net.Listen("unix", def)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if got, err := DiscoverSocket(ctx, t.Logf, proc2, time.Millisecond); err != nil || got != def {
+		t.Errorf("default path: %q, %v", got, err)
+	}
+
+	// Nothing there: it keeps trying until the context ends.
+	empty := t.TempDir()
+	sctx, scancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer scancel()
+	if _, err := DiscoverSocket(sctx, t.Logf, empty, 10*time.Millisecond); err == nil || !strings.Contains(err.Error(), "no tailscaled process") {
+		t.Errorf("empty proc: %v", err)
+	}
+}
+
+func TestSocketArgs(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"tailscaled", "--socket=/a.sock"}, "/a.sock"},
+		{[]string{"tailscaled", "-socket", "/b.sock"}, "/b.sock"},
+		{[]string{"tailscaled", "--statedir", "socket"}, ""},
+		{[]string{"tailscaled"}, ""},
+	} {
+		got := strings.Join(socketArgs(tc.args), ",")
+		if got != tc.want {
+			t.Errorf("socketArgs(%q) = %q, want %q", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	ok := Config{AllowedTag: DefaultAllowedTag, HostnamePrefix: DefaultHostnamePrefix, Port: DefaultPort, Sockets: []string{DefaultSocket}}
+	if err := ok.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		mod  func(*Config)
+		want string
+	}{
+		{func(c *Config) { c.AllowedTag = "tsymbiote-webui" }, "--allowed-tag"},
+		{func(c *Config) { c.AllowedTag = "tag:a,tag:b" }, "--allowed-tag"},
+		{func(c *Config) { c.Port = "http" }, "--port"},
+		{func(c *Config) { c.Port = "70000" }, "--port"},
+		{func(c *Config) { c.Hostname = "bad name" }, "--hostname"},
+		{func(c *Config) { c.HostnamePrefix = "" }, "--hostname-prefix"},
+		{func(c *Config) { c.Sockets = nil }, "--socket"},
+		{func(c *Config) { c.ControlURL = "ftp://x" }, "control URL"},
+	} {
+		c := ok
+		tc.mod(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("Validate = %v, want an error naming %s", err, tc.want)
+		}
+	}
+	c := ok
+	if h := c.hostname(); !strings.HasPrefix(h, DefaultHostnamePrefix) || len(h) > 63 {
+		t.Errorf("hostname() = %q", h)
+	}
+}
