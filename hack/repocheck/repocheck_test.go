@@ -116,20 +116,20 @@ func TestPinsAgree(t *testing.T) {
 	root := repoRoot(t)
 	pins := readPins(t, root)
 	want := func(path string) (pin, version string, ok bool) {
-		switch {
-		case path == "tailscale.com":
+		switch path {
+		case "tailscale.com":
 			pin = "TAILSCALE_VERSION"
-		case path == "github.com/juanfont/headscale":
+		case "github.com/juanfont/headscale":
 			pin = "HEADSCALE_VERSION"
-		case path == "k8s.io/kubernetes":
+		case "k8s.io/kubernetes":
 			pin = "KUBERNETES_VERSION"
-		case path == "sigs.k8s.io/controller-runtime":
+		case "sigs.k8s.io/controller-runtime":
 			pin = "CONTROLLER_RUNTIME_VERSION"
-		case path == "go.etcd.io/etcd/server/v3":
+		case "go.etcd.io/etcd/server/v3":
 			pin = "ETCD_VERSION"
-		case path == "github.com/containernetworking/plugins":
+		case "github.com/containernetworking/plugins":
 			pin = "CNI_PLUGINS_VERSION"
-		case path == "k8s.io/api", path == "k8s.io/apimachinery", path == "k8s.io/client-go", path == "k8s.io/apiextensions-apiserver":
+		case "k8s.io/api", "k8s.io/apimachinery", "k8s.io/client-go", "k8s.io/apiextensions-apiserver":
 			pin = "K8S_MODULES_VERSION"
 		default:
 			return "", "", false
