@@ -1,0 +1,73 @@
+package webui
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"tsymbiote.dhouti.dev/webui/frontend"
+)
+
+// TestBrowser runs frontend/e2e/run.mjs (playwright-core in Debian's
+// Chromium) against the WebUI on the demo topology: the page loads, the
+// graph shows every demo node, "Ping all" colours every edge and fills the
+// matrix, the progress bar reaches 100%, export downloads one JSON row per
+// pair, and a screenshot is saved (under $E2E_OUT_DIR, else the test's
+// temporary directory).
+//
+// It needs the frontend built before the Go test binary (npm run build)
+// and /usr/bin/chromium (hack/apt.sh chromium).
+func TestBrowser(t *testing.T) {
+	skip := t.Skipf
+	if os.Getenv("CI") == "true" {
+		skip = t.Fatalf
+	}
+	if _, ok := frontend.Assets(); !ok {
+		skip("frontend not built into this binary: run npm ci && npm run build in webui/frontend first")
+	}
+	chromium := os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = "/usr/bin/chromium"
+	}
+	if _, err := os.Stat(chromium); err != nil {
+		skip("no Chromium at %s: run hack/apt.sh chromium", chromium)
+	}
+	if _, err := os.Stat("frontend/node_modules/playwright-core"); err != nil {
+		skip("playwright-core not installed: run npm ci in webui/frontend")
+	}
+	node, err := exec.LookPath("node")
+	if err != nil {
+		skip("no node: %v", err)
+	}
+	const nodes = 4
+	d := startDemo(t, nodes, true, nil)
+	g := d.waitGraph(t)
+	var expect []string
+	for _, n := range g.Nodes {
+		expect = append(expect, n.Name)
+	}
+	out := os.Getenv("E2E_OUT_DIR")
+	if out == "" {
+		out = t.TempDir()
+	}
+	out, _ = filepath.Abs(out)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, node, "e2e/run.mjs")
+	cmd.Dir = "frontend"
+	cmd.Env = append(os.Environ(), "WEBUI_URL="+d.url, "EXPECT_NODES="+strings.Join(expect, ","), "OUT_DIR="+out, "CHROMIUM="+chromium, "HOST_NODE="+d.tp.Daemons[0].Name)
+	b, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		t.Log(line)
+	}
+	if err != nil {
+		t.Fatalf("e2e: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(out, "webui.png")); err != nil {
+		t.Errorf("no screenshot: %v", err)
+	}
+}
