@@ -281,7 +281,7 @@ func (e *env) startDaemon() {
 	// Ready once the daemon says so (socket up, control plane verified,
 	// recovery done).
 	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(e.daemonLog.String(), "serving ") || !strings.Contains(e.daemonLog.String(), "ready") {
+	for !strings.Contains(e.daemonLog.String(), "tailscale-cni-daemon: serving ") || !strings.Contains(e.daemonLog.String(), "reachable; ready") {
 		select {
 		case <-done:
 			e.t.Fatalf("daemon exited during start:\n%s", e.daemonLog.String())
