@@ -156,6 +156,7 @@ func run() error {
 // keeps checking so that STATUS and /healthz tell the truth.
 func verifyLoop(ctx context.Context, logf logger.Logf, cp controlplane.Client, m *daemon.Manager) {
 	var last error = errors.New("starting")
+	first := true
 	for {
 		vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := cp.Verify(vctx)
@@ -164,14 +165,14 @@ func verifyLoop(ctx context.Context, logf logger.Logf, cp controlplane.Client, m
 			err = fmt.Errorf("control plane: %w", err)
 		}
 		m.SetReady(err)
-		if (err == nil) != (last == nil) {
+		if first || (err == nil) != (last == nil) {
 			if err != nil {
 				logf("not ready: %v", err)
 			} else {
 				logf("control plane %s reachable; ready", cp.Backend())
 			}
 		}
-		last = err
+		last, first = err, false
 		wait := 30 * time.Second
 		if err != nil {
 			wait = 3 * time.Second

@@ -206,7 +206,10 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 		return nil, err
 	}
 	if rerr, _ := m.Status(); rerr != nil {
-		return nil, cnierr.New(cnierr.TryAgainLater, "tailscale-cni daemon not ready; try again later", rerr)
+		if errors.Is(rerr, controlplane.ErrUnauthorized) {
+			return nil, cnierr.New(cnierr.ControlPlaneRefused, "the control plane refuses the daemon's credentials, so it cannot mint auth keys", rerr)
+		}
+		return nil, cnierr.New(cnierr.TryAgainLater, "tailscale-cni daemon not ready (control plane unreachable?); try again later", rerr)
 	}
 	unlock := m.lock(a.ContainerID)
 	defer unlock()
