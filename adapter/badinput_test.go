@@ -38,7 +38,9 @@ func TestBadInput(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	missing := filepath.Join(dir, "missing", "tailscaled.sock")
 	podDir := filepath.Join(dir, "pods")
-	os.Mkdir(podDir, 0o755)
+	if err := os.Mkdir(podDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
 
 	w := newWorld(t, func(w *world, c *adapter.Config) {
 		c.Sockets = []string{w.a.Socket, missing, podDir}

@@ -3,6 +3,7 @@ package adapter
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -97,16 +98,16 @@ func nodeFromPeer(p *ipnstate.PeerStatus, users map[tailcfg.UserID]tailcfg.UserP
 
 func statusResponse(target string, st *ipnstate.Status) *adapterv1.StatusResponse {
 	r := &adapterv1.StatusResponse{
-		Target:         target,
-		Version:        st.Version,
-		BackendState:   st.BackendState,
-		Tun:            st.TUN,
-		Self:           nodeFromPeer(st.Self, st.User),
-		Health:         slices.Clone(st.Health),
-		MagicDnsSuffix: st.MagicDNSSuffix,
+		Target:       target,
+		Version:      st.Version,
+		BackendState: st.BackendState,
+		Tun:          st.TUN,
+		Self:         nodeFromPeer(st.Self, st.User),
+		Health:       slices.Clone(st.Health),
 	}
 	if st.CurrentTailnet != nil {
 		r.TailnetName = st.CurrentTailnet.Name
+		r.MagicDnsSuffix = st.CurrentTailnet.MagicDNSSuffix
 	}
 	for _, p := range st.Peer {
 		r.Peers = append(r.Peers, nodeFromPeer(p, st.User))
@@ -220,7 +221,7 @@ func parseDNSResponse(raw []byte) (rcode string, answers []*adapterv1.DNSAnswer,
 	}
 	for {
 		rh, err := p.AnswerHeader()
-		if err == dnsmessage.ErrSectionDone {
+		if errors.Is(err, dnsmessage.ErrSectionDone) {
 			break
 		}
 		if err != nil {
@@ -497,7 +498,11 @@ func derpMapResponse(target string, dm *tailcfg.DERPMap) *adapterv1.DERPMapRespo
 		if reg == nil {
 			continue
 		}
-		rr := &adapterv1.DERPRegion{RegionId: int32(id), RegionCode: reg.RegionCode, RegionName: reg.RegionName, Avoid: reg.Avoid, NoMeasureNoHome: reg.NoMeasureNoHome}
+		rr := &adapterv1.DERPRegion{
+			RegionId: int32(id), RegionCode: reg.RegionCode, RegionName: reg.RegionName,
+			Avoid:           reg.Avoid, //nolint:staticcheck // deprecated, but still what the daemon was told
+			NoMeasureNoHome: reg.NoMeasureNoHome,
+		}
 		for _, n := range reg.Nodes {
 			if n == nil {
 				continue

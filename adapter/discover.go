@@ -46,7 +46,7 @@ func DiscoverSocket(ctx context.Context, logf logger.Logf, procRoot string, inte
 		}
 		select {
 		case <-ctx.Done():
-			return "", fmt.Errorf("discover-socket: %w (last: %v)", ctx.Err(), err)
+			return "", fmt.Errorf("discover-socket: %w (last: %w)", ctx.Err(), err)
 		case <-time.After(interval):
 		}
 	}

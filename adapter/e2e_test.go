@@ -2,6 +2,7 @@ package adapter_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -182,7 +183,7 @@ func TestEndToEnd(t *testing.T) {
 		// Pings make node-a log; keep it busy until lines arrive.
 		go func() {
 			for sctx.Err() == nil {
-				c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_TSMP})
+				_, _ = c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_TSMP})
 				time.Sleep(200 * time.Millisecond)
 			}
 		}()
@@ -206,7 +207,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		go func() {
 			for sctx.Err() == nil {
-				c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_DISCO})
+				_, _ = c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_DISCO})
 				time.Sleep(200 * time.Millisecond)
 			}
 		}()
@@ -231,7 +232,7 @@ func recvErr[T any](s grpc.ServerStreamingClient[T], err error) error {
 	}
 	for {
 		if _, err := s.Recv(); err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return nil
 			}
 			return err

@@ -44,16 +44,16 @@ func daemonCode(err error) codes.Code {
 		return codes.FailedPrecondition
 	}
 	if st, ok := httpStatus(err); ok {
-		switch {
-		case st == http.StatusBadRequest:
+		switch st {
+		case http.StatusBadRequest:
 			return codes.InvalidArgument
-		case st == http.StatusNotFound:
+		case http.StatusNotFound:
 			return codes.NotFound
-		case st == http.StatusForbidden, st == http.StatusPreconditionFailed:
+		case http.StatusForbidden, http.StatusPreconditionFailed:
 			return codes.FailedPrecondition
-		case st == http.StatusServiceUnavailable:
+		case http.StatusServiceUnavailable:
 			return codes.Unavailable
-		case st == http.StatusNotImplemented:
+		case http.StatusNotImplemented:
 			return codes.Unimplemented
 		}
 		return codes.Internal

@@ -7,11 +7,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
 	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
@@ -75,7 +79,7 @@ func TestLogout(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+			t.Cleanup(func() { cmd.Process.Kill(); _ = cmd.Wait() })
 			ready, scanned := make(chan struct{}), make(chan struct{})
 			var lines []string
 			go func() {
@@ -157,6 +161,30 @@ func TestDevMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("dev mode on %s: target %s is %s", r.Addr, st.Target, st.BackendState)
+	// The service describes itself through reflection.
+	conn, err := grpc.NewClient("passthrough:///"+r.Addr.String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	lr, err := rs.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var services []string
+	for _, s := range lr.GetListServicesResponse().GetService() {
+		services = append(services, s.Name)
+	}
+	if !slices.Contains(services, "adapter.v1.AdapterService") {
+		t.Errorf("reflection lists %v", services)
+	}
 	code, body := plainGet(t, r.Addr.String(), "/healthz")
 	if code != 200 {
 		t.Errorf("/healthz: %d %s", code, body)

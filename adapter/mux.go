@@ -45,7 +45,7 @@ func (s *splitListener) run() {
 const prefaceTimeout = 10 * time.Second
 
 func (s *splitListener) route(c net.Conn) {
-	c.SetReadDeadline(time.Now().Add(prefaceTimeout))
+	_ = c.SetReadDeadline(time.Now().Add(prefaceTimeout))
 	br := bufio.NewReaderSize(c, 64)
 	first, err := br.Peek(1)
 	if err != nil {
@@ -59,7 +59,7 @@ func (s *splitListener) route(c net.Conn) {
 		head, _ := br.Peek(len(http2Preface))
 		isGRPC = bytes.Equal(head, http2Preface)
 	}
-	c.SetReadDeadline(time.Time{})
+	_ = c.SetReadDeadline(time.Time{})
 	pc := &peekedConn{Conn: c, r: br}
 	if isGRPC {
 		s.grpc.deliver(pc)

@@ -24,7 +24,9 @@ func TestSplitListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { c.Close() })
-		io.WriteString(c, msg)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
 	}
 	read := func(l net.Listener, n int) string {
 		c, err := l.Accept()
@@ -32,7 +34,7 @@ func TestSplitListener(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer c.Close()
-		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		b := make([]byte, n)
 		_, err = io.ReadFull(bufio.NewReader(c), b)
 		if err != nil {

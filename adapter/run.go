@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
@@ -103,11 +104,15 @@ func checkHostname(h string) error {
 		return fmt.Errorf("%q: want 1 to 63 characters", h)
 	}
 	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+		if !isLabelRune(r) {
 			return fmt.Errorf("%q: only letters, digits and '-' are allowed", h)
 		}
 	}
 	return nil
+}
+
+func isLabelRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-'
 }
 
 // hostname is --hostname, or the prefix and this machine's name.
@@ -206,6 +211,9 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 	adapterv1.RegisterAdapterServiceServer(gs, NewService(logf, targets))
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
+	// Reflection makes the service self-describing to tools (grpcurl);
+	// it sits behind the same caller check as everything else.
+	reflection.Register(gs)
 
 	hsrv := &http.Server{
 		Handler:           httpHandler(auth, targets, m),
@@ -236,7 +244,7 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hsrv.Shutdown(sctx)
+	_ = hsrv.Shutdown(sctx)
 	return err
 }
 
@@ -330,7 +338,7 @@ func httpHandler(auth *authorizer, targets *Targets, m *metrics) http.Handler {
 		if !out.OK {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
-		json.NewEncoder(w).Encode(out)
+		_ = json.NewEncoder(w).Encode(out)
 	})
 	prom := promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
 	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) {

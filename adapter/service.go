@@ -305,7 +305,7 @@ func validDNSName(name string) error {
 			return invalidArg("name %q has an empty or over-long (>63 bytes) label", name)
 		}
 		for _, r := range l {
-			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			if !isLabelRune(r) && r != '_' {
 				return invalidArg("name %q contains %q; only letters, digits, '-', '_' and '.' are allowed", name, r)
 			}
 		}

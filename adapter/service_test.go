@@ -100,30 +100,35 @@ func dnsAnswer(name, qt string) []byte {
 	n := dnsmessage.MustNewName(name)
 	b := dnsmessage.NewBuilder(nil, dnsmessage.Header{Response: true, Authoritative: true})
 	b.EnableCompression()
-	b.StartQuestions()
-	b.Question(dnsmessage.Question{Name: n, Type: dnsTypes[qt], Class: dnsmessage.ClassINET})
-	b.StartAnswers()
+	must := func(err error) {
+		if err != nil {
+			panic(err)
+		}
+	}
+	must(b.StartQuestions())
+	must(b.Question(dnsmessage.Question{Name: n, Type: dnsTypes[qt], Class: dnsmessage.ClassINET}))
+	must(b.StartAnswers())
 	h := dnsmessage.ResourceHeader{Name: n, Class: dnsmessage.ClassINET, TTL: 60}
 	target := dnsmessage.MustNewName("target.example.")
 	switch qt {
 	case "A":
-		b.AResource(h, dnsmessage.AResource{A: [4]byte{100, 64, 0, 2}})
+		must(b.AResource(h, dnsmessage.AResource{A: [4]byte{100, 64, 0, 2}}))
 	case "AAAA":
-		b.AAAAResource(h, dnsmessage.AAAAResource{AAAA: netip.MustParseAddr("fd7a:115c:a1e0::2").As16()})
+		must(b.AAAAResource(h, dnsmessage.AAAAResource{AAAA: netip.MustParseAddr("fd7a:115c:a1e0::2").As16()}))
 	case "CNAME":
-		b.CNAMEResource(h, dnsmessage.CNAMEResource{CNAME: target})
+		must(b.CNAMEResource(h, dnsmessage.CNAMEResource{CNAME: target}))
 	case "MX":
-		b.MXResource(h, dnsmessage.MXResource{Pref: 10, MX: target})
+		must(b.MXResource(h, dnsmessage.MXResource{Pref: 10, MX: target}))
 	case "NS":
-		b.NSResource(h, dnsmessage.NSResource{NS: target})
+		must(b.NSResource(h, dnsmessage.NSResource{NS: target}))
 	case "PTR":
-		b.PTRResource(h, dnsmessage.PTRResource{PTR: target})
+		must(b.PTRResource(h, dnsmessage.PTRResource{PTR: target}))
 	case "SOA":
-		b.SOAResource(h, dnsmessage.SOAResource{NS: target, MBox: target, Serial: 1, Refresh: 2, Retry: 3, Expire: 4, MinTTL: 5})
+		must(b.SOAResource(h, dnsmessage.SOAResource{NS: target, MBox: target, Serial: 1, Refresh: 2, Retry: 3, Expire: 4, MinTTL: 5}))
 	case "SRV":
-		b.SRVResource(h, dnsmessage.SRVResource{Priority: 1, Weight: 2, Port: 3, Target: target})
+		must(b.SRVResource(h, dnsmessage.SRVResource{Priority: 1, Weight: 2, Port: 3, Target: target}))
 	case "TXT":
-		b.TXTResource(h, dnsmessage.TXTResource{TXT: []string{"hello", "world"}})
+		must(b.TXTResource(h, dnsmessage.TXTResource{TXT: []string{"hello", "world"}}))
 	}
 	out, err := b.Finish()
 	if err != nil {
@@ -291,6 +296,6 @@ func FuzzParseDNSResponse(f *testing.F) {
 		f.Add(dnsAnswer("a.example.", qt))
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		parseDNSResponse(raw)
+		_, _, _ = parseDNSResponse(raw)
 	})
 }

@@ -11,12 +11,19 @@ import (
 	"time"
 )
 
+func mustT(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestTargets(t *testing.T) {
 	dir := t.TempDir()
 	pods := filepath.Join(dir, "pods")
-	os.Mkdir(pods, 0o755)
+	mustT(t, os.Mkdir(pods, 0o755))
 	for _, n := range []string{"pod-a.sock", "pod-b.sock", "README", "sub.sock.d"} {
-		os.WriteFile(filepath.Join(pods, n), nil, 0o600)
+		mustT(t, os.WriteFile(filepath.Join(pods, n), nil, 0o600))
 	}
 	one := filepath.Join(dir, "tailscaled.sock")
 
@@ -50,7 +57,7 @@ func TestTargets(t *testing.T) {
 		t.Errorf("Resolve(pod-c) = %v", err)
 	}
 	// Pods come and go: the directory is read on every call.
-	os.WriteFile(filepath.Join(pods, "pod-c.sock"), nil, 0o600)
+	mustT(t, os.WriteFile(filepath.Join(pods, "pod-c.sock"), nil, 0o600))
 	if _, err := tg.Resolve("pod-c"); err != nil {
 		t.Errorf("new pod not seen: %v", err)
 	}
@@ -69,14 +76,14 @@ func TestDiscoverSocket(t *testing.T) {
 	proc := t.TempDir()
 	mk := func(pid, comm string, cmdline ...string) string {
 		d := filepath.Join(proc, pid)
-		os.MkdirAll(filepath.Join(d, "root"), 0o755)
-		os.WriteFile(filepath.Join(d, "comm"), []byte(comm+"\n"), 0o644)
-		os.WriteFile(filepath.Join(d, "cmdline"), []byte(strings.Join(cmdline, "\x00")+"\x00"), 0o644)
+		mustT(t, os.MkdirAll(filepath.Join(d, "root"), 0o755))
+		mustT(t, os.WriteFile(filepath.Join(d, "comm"), []byte(comm+"\n"), 0o644))
+		mustT(t, os.WriteFile(filepath.Join(d, "cmdline"), []byte(strings.Join(cmdline, "\x00")+"\x00"), 0o644))
 		return filepath.Join(d, "root")
 	}
 	mk("1", "pause", "/pause")
 	root := mk("42", "tailscaled", "/usr/local/bin/tailscaled", "--socket=/tmp/ts/custom.sock", "--statedir=/var/lib/ts")
-	os.MkdirAll(filepath.Join(proc, "self"), 0o755)
+	mustT(t, os.MkdirAll(filepath.Join(proc, "self"), 0o755))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -89,7 +96,7 @@ func TestDiscoverSocket(t *testing.T) {
 	}()
 	time.Sleep(100 * time.Millisecond)
 	sock := filepath.Join(root, "tmp/ts/custom.sock")
-	os.MkdirAll(filepath.Dir(sock), 0o755)
+	mustT(t, os.MkdirAll(filepath.Dir(sock), 0o755))
 	// Only a real socket counts, not a file of that name.
 	l, lerr := net.Listen("unix", sock)
 	if lerr != nil {
@@ -106,7 +113,7 @@ func TestDiscoverSocket(t *testing.T) {
 	proc = proc2
 	root2 := mk("7", "tailscaled", "tailscaled")
 	def := filepath.Join(root2, "var/run/tailscale/tailscaled.sock")
-	os.MkdirAll(filepath.Dir(def), 0o755)
+	mustT(t, os.MkdirAll(filepath.Dir(def), 0o755))
 	l2, err := net.Listen("unix", def)
 	if err != nil {
 		t.Fatal(err)

@@ -50,7 +50,9 @@ func TestFromEnv(t *testing.T) {
 		t.Errorf("URL only: %+v", c)
 	}
 	c = adapter.Config{Logout: true}
-	fromEnv(logger.Discard, &c, env(map[string]string{"HEADSCALE_URL": "http://hs:8080", "HEADSCALE_API_KEY": "k", "TS_CONTROL_URL": "http://ctl"}))
+	if err := fromEnv(logger.Discard, &c, env(map[string]string{"HEADSCALE_URL": "http://hs:8080", "HEADSCALE_API_KEY": "k", "TS_CONTROL_URL": "http://ctl"})); err != nil {
+		t.Fatal(err)
+	}
 	if c.ControlURL != "http://ctl" || c.ControlPlane == nil {
 		t.Errorf("with API key: URL %q, client %v", c.ControlURL, c.ControlPlane)
 	}

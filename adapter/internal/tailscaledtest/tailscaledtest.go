@@ -105,7 +105,7 @@ func (d *Daemon) Restart() error {
 		return fmt.Errorf("starting tailscaled %s: %w", d.Name, err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	d.cmd, d.done = cmd, done
 
 	lc := d.Client()
@@ -123,7 +123,7 @@ func (d *Daemon) Restart() error {
 		default:
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("tailscaled %s socket never answered: %v", d.Name, err)
+			return fmt.Errorf("tailscaled %s socket never answered: %w", d.Name, err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
