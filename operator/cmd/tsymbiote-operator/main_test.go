@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -116,7 +117,7 @@ func TestOperatorBinary(t *testing.T) {
 			t.Logf("operator exited after SIGTERM: %v", err)
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			t.Logf("killed: %v", <-exited)
 			t.Error("operator did not exit within 15s of SIGTERM")
 		}
 		if t.Failed() {
@@ -262,7 +263,7 @@ func decodeAll(t *testing.T, s string) []*unstructured.Unstructured {
 	for {
 		u := &unstructured.Unstructured{}
 		if err := d.Decode(&u.Object); err != nil {
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				return out
 			}
 			t.Fatalf("decoding helm output: %v", err)

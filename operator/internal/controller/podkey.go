@@ -154,7 +154,7 @@ func (r *PodKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
 			return ctrl.Result{}, fmt.Errorf("deleting stale secret: %w", err)
 		}
-		return ctrl.Result{Requeue: true}, nil
+		return ctrl.Result{RequeueAfter: time.Second}, nil
 	}
 	if secret.Annotations[AnnotationNodeID] != "" {
 		return ctrl.Result{}, nil // the key was used; nothing more to do
@@ -210,7 +210,10 @@ func (r *PodKeyReconciler) createSecret(ctx context.Context, pod *corev1.Pod, na
 	}
 	if err := r.Client.Create(ctx, secret); err != nil {
 		if apierrors.IsAlreadyExists(err) {
-			return ctrl.Result{Requeue: true}, nil
+			// Either the garbage collector has yet to remove an earlier
+			// pod's Secret, or someone else's Secret has the name (the
+			// cache only holds the operator's own).
+			return ctrl.Result{}, fmt.Errorf("secret %s already exists and is not (yet) this pod's; retrying", name)
 		}
 		return ctrl.Result{}, fmt.Errorf("creating secret: %w", err)
 	}

@@ -119,7 +119,7 @@ func TestPodKeys(t *testing.T) {
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("pod still there: %v", err)
+			return fmt.Errorf("pod still there: %w", err)
 		})
 		podGone := time.Since(start)
 		devs, err = hs.Client.ListDevices(ctx, controlplane.ListOptions{})
@@ -131,7 +131,7 @@ func TestPodKeys(t *testing.T) {
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
-			return fmt.Errorf("secret still there: %v", err)
+			return fmt.Errorf("secret still there: %w", err)
 		})
 		t.Logf("after delete: node gone and pod released in %v, secret collected in %v",
 			podGone.Round(time.Millisecond), time.Since(start).Round(time.Millisecond))

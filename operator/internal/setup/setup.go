@@ -86,7 +86,6 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	return nil
 }
 
-
 // EveryReplica wraps f as a runnable that runs on every replica, not only
 // on the leader.
 func EveryReplica(f func(context.Context) error) manager.Runnable { return everyReplica(f) }
@@ -94,4 +93,4 @@ func EveryReplica(f func(context.Context) error) manager.Runnable { return every
 type everyReplica func(context.Context) error
 
 func (f everyReplica) Start(ctx context.Context) error { return f(ctx) }
-func (everyReplica) NeedLeaderElection() bool        { return false }
+func (everyReplica) NeedLeaderElection() bool          { return false }
