@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -194,6 +195,22 @@ func TestEndToEnd(t *testing.T) {
 			t.Errorf("tailscale --socket %s status: %v\n%s", sock, err, out)
 		} else {
 			t.Logf("tailscale status via pod-a's socket:\n%s", out)
+		}
+	}
+
+	// Metrics and health on the daemon's loopback port.
+	for path, want := range map[string]string{
+		"/healthz": "ok",
+		"/metrics": `tailscale_cni_pods{state="Running"} 3`,
+	} {
+		res, err := http.Get("http://" + e.metrics + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		body, _ := io.ReadAll(res.Body)
+		res.Body.Close()
+		if res.StatusCode != 200 || !strings.Contains(string(body), want) {
+			t.Errorf("GET %s: %s, want 200 with %q in:\n%s", path, res.Status, want, body)
 		}
 	}
 

@@ -24,10 +24,10 @@ const (
 	NotAvailable        = 50 // STATUS: cannot service ADD
 	LimitedConnectivity = 51
 
-	Internal             = 100 // a bug or an unexpected kernel error
-	ControlPlaneRefused  = 101 // the control plane rejected our credentials or key request
-	NodeNotReady         = 102 // the pod's node did not come up in time
-	ContainerInUse       = 103 // another ADD for the same container is in progress
+	Internal            = 100 // a bug or an unexpected kernel error
+	ControlPlaneRefused = 101 // the control plane rejected our credentials or key request
+	NodeNotReady        = 102 // the pod's node did not come up in time
+	ContainerInUse      = 103 // another ADD for the same container is in progress
 )
 
 // Error is a failure with its CNI code.

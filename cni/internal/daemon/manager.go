@@ -273,7 +273,11 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	}
 	wctx, cancel := context.WithTimeout(ctx, m.cfg.AddTimeout)
 	defer cancel()
-	run, err := b.WaitRunning(wctx)
+	wait := b.WaitAddresses
+	if m.cfg.AddWaitsForRunning {
+		wait = b.WaitRunning
+	}
+	run, err := wait(wctx)
 	if err != nil {
 		if errors.Is(err, podbackend.ErrLoginFailed) {
 			return nil, cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused the pod's login", err)

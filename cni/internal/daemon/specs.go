@@ -38,6 +38,9 @@ type Config struct {
 	RunDir    string // pod sockets live in RunDir/pods/<namespace>_<pod>
 	// AddTimeout bounds how long ADD waits for a node to run.
 	AddTimeout time.Duration
+	// AddWaitsForRunning makes ADD wait until the node is Running (has a
+	// home DERP), not only registered with its addresses.
+	AddWaitsForRunning bool
 	// IPv6 gives pods their tailnet IPv6 address too (and turns on IPv6
 	// forwarding).
 	IPv6 bool

@@ -74,7 +74,7 @@ type Backend struct {
 	// sandbox of the same pod may replace it, and Close must not remove
 	// that one.
 	sockInfo os.FileInfo
-	cancel context.CancelFunc
+	cancel   context.CancelFunc
 	// ownNetMon is the backend's own monitor when the build cannot share
 	// one; nil otherwise.
 	ownNetMon *netmon.Monitor
@@ -266,11 +266,22 @@ var ErrLoginFailed = errors.New("login failed")
 
 // WaitRunning waits until the node is Running with its addresses.
 func (b *Backend) WaitRunning(ctx context.Context) (*Running, error) {
+	return b.wait(ctx, true)
+}
+
+// WaitAddresses waits until the node is registered and has its addresses
+// (Starting or Running). Running also needs a home DERP, which comes after
+// the first netcheck (seconds); the pod can be wired before that.
+func (b *Backend) WaitAddresses(ctx context.Context) (*Running, error) {
+	return b.wait(ctx, false)
+}
+
+func (b *Backend) wait(ctx context.Context, running bool) (*Running, error) {
 	for {
 		b.mu.Lock()
 		ch, state, msg := b.changed, b.state, b.errMsg
 		b.mu.Unlock()
-		if state == ipn.Running {
+		if state == ipn.Running || (!running && state == ipn.Starting) {
 			if nm := b.lb.NetMap(); nm != nil && nm.SelfNode.Valid() && nm.GetAddresses().Len() > 0 {
 				r := &Running{NodeID: string(nm.SelfNode.StableID())}
 				for _, a := range nm.GetAddresses().All() {
