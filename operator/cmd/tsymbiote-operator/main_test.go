@@ -24,12 +24,14 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
+	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
 	"tsymbiote.dhouti.dev/operator/internal/certs"
@@ -204,6 +206,18 @@ func TestOperatorBinary(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "pod key secret", func() error {
 		return c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: sidecar.SecretName("web-0")}, &corev1.Secret{})
 	})
+	// Deleting it needs the finalizer released, which the chart's RBAC
+	// must allow.
+	if err := c.Delete(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "pod released", func() error {
+		err := c.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return testenv.NotYet("pod still there (%v)", err)
+	})
 
 	// A TSymbiote becomes a StatefulSet.
 	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "webui-auth"},
@@ -218,6 +232,36 @@ func TestOperatorBinary(t *testing.T) {
 	}
 	testenv.Eventually(t, 30*time.Second, "webui statefulset", func() error {
 		return c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: "tsymbiote"}, &appsv1.StatefulSet{})
+	})
+	testenv.Eventually(t, 30*time.Second, "TSymbiote status", func() error {
+		ts := &v1alpha1.TSymbiote{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: "tsymbiote"}, ts); err != nil {
+			return err
+		}
+		if len(ts.Status.Conditions) == 0 || ts.Status.ObservedGeneration != ts.Generation {
+			return testenv.NotYet("status %+v", ts.Status)
+		}
+		return nil
+	})
+	// Deleting the TSymbiote removes its WebUI's node from the tailnet.
+	_, st := hs.NewNode(t, headscaletest.NodeOptions{Hostname: "tsymbiote", Tags: []string{headscaletest.TagWebUI}, Ephemeral: true})
+	t.Logf("stand-in WebUI node %s joined", st.Self.ID)
+	if err := c.Delete(ctx, &v1alpha1.TSymbiote{ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "tsymbiote"}}); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "WebUI node deleted", func() error {
+		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagWebUI})
+		if err == nil && len(devs) > 0 {
+			return testenv.NotYet("%d webui nodes left", len(devs))
+		}
+		return err
+	})
+	testenv.Eventually(t, 30*time.Second, "TSymbiote gone", func() error {
+		err := c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: "tsymbiote"}, &v1alpha1.TSymbiote{})
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return testenv.NotYet("still there (%v)", err)
 	})
 	if strings.Contains(out.String(), hs.APIKey.Reveal()) {
 		t.Error("the operator logged the Headscale API key")

@@ -265,10 +265,12 @@ func (m *Manager) Run(ctx context.Context, every time.Duration) error {
 		case <-t.C:
 		}
 		if err := m.EnsureCert(ctx); err != nil {
-			m.logf("%v", err)
+			if ctx.Err() == nil {
+				m.logf("%v", err)
+			}
 			continue
 		}
-		if err := m.EnsureCABundle(ctx); err != nil {
+		if err := m.EnsureCABundle(ctx); err != nil && ctx.Err() == nil {
 			m.logf("%v", err)
 		}
 	}
