@@ -1,0 +1,24 @@
+{{- define "tailscale-cni.name" -}}
+{{- .Release.Name | trunc 50 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tailscale-cni.labels" -}}
+app.kubernetes.io/name: tailscale-cni
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "tailscale-cni.selector" -}}
+app.kubernetes.io/name: tailscale-cni
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tailscale-cni.image" -}}
+{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- define "tailscale-cni.secretName" -}}
+{{- .Values.controlPlane.existingSecret | default (printf "%s-control-plane" (include "tailscale-cni.name" .)) -}}
+{{- end -}}
