@@ -2,6 +2,7 @@ package webui
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,5 +70,45 @@ func TestBrowser(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "webui.png")); err != nil {
 		t.Errorf("no screenshot: %v", err)
+	}
+}
+
+// TestBrowserScale is the responsiveness check: the same browser run against
+// 100 fully meshed fake adapters (9,900 edges; a ping all is 9,900 calls),
+// printing load, fan-out and frame-gap figures. The fakes answer in 1 ms,
+// so the figures are the WebUI's own cost.
+func TestBrowserScale(t *testing.T) {
+	skip := t.Skipf
+	if os.Getenv("CI") == "true" {
+		skip = t.Fatalf
+	}
+	if _, ok := frontend.Assets(); !ok {
+		skip("frontend not built into this binary: run npm ci && npm run build in webui/frontend first")
+	}
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil && os.Getenv("CHROMIUM") == "" {
+		skip("no Chromium: run hack/apt.sh chromium")
+	}
+	if _, err := os.Stat("frontend/node_modules/playwright-core"); err != nil {
+		skip("playwright-core not installed: run npm ci in webui/frontend")
+	}
+	const n = 100
+	addrs, _ := fakeMesh(t, n, func(i int, f *fakeAdapter) { f.delay = time.Millisecond })
+	_, hs := newTestServer(t, addrs, nil)
+	var expect []string
+	for i := range n {
+		expect = append(expect, fmt.Sprintf("node-%02d", i))
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", "e2e/run.mjs")
+	cmd.Dir = "frontend"
+	cmd.Env = append(os.Environ(), "WEBUI_URL="+hs.URL, "EXPECT_NODES="+strings.Join(expect, ","), "OUT_DIR="+out, "HOST_NODE=node-00")
+	b, err := cmd.CombinedOutput()
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		t.Log(line)
+	}
+	if err != nil {
+		t.Fatalf("e2e: %v", err)
 	}
 }

@@ -56,7 +56,11 @@ func startDemo(t testing.TB, nodes int, perNode bool, mod func(*Config)) *demo {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
-	tp, err := topology.Start(ctx, d.hs, topology.Options{Nodes: nodes, AdapterPerNode: perNode, Logf: t.Logf})
+	var logf func(string, ...any)
+	if nodes <= 10 {
+		logf = t.Logf
+	}
+	tp, err := topology.Start(ctx, d.hs, topology.Options{Nodes: nodes, AdapterPerNode: perNode, Logf: logf})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,7 +91,11 @@ func startWebUIReady(t testing.TB, hs *headscaletest.Server, mod func(*Config), 
 	cfg.OnReady = func(r Ready) { readyc <- r }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- Run(ctx, t.Logf, cfg) }()
+	logf := t.Logf
+	if cfg.quiet {
+		logf = func(string, ...any) {}
+	}
+	go func() { done <- Run(ctx, logf, cfg) }()
 	t.Cleanup(func() {
 		cancel()
 		select {

@@ -78,6 +78,7 @@ type Config struct {
 	OnReady func(Ready)
 
 	removeStateDir bool // StateDir is a temporary directory Run made
+	quiet          bool // tests: no logs
 }
 
 // Ready describes a serving WebUI.

@@ -34,6 +34,27 @@ class Boundary extends Component<{ name: string; children: ReactNode }, { error:
 
 type Tab = "matrix" | "results" | "details";
 
+// useThrottled follows value at most once per ms milliseconds (at once
+// when ms is 0): re-drawing 10,000 edges and matrix cells for every batch
+// of a big fan-out would freeze the page.
+function useThrottled<T>(value: T, ms: number): T {
+  const [shown, setShown] = useState(value);
+  const last = useRef(0);
+  useEffect(() => {
+    if (ms === 0) {
+      setShown(value);
+      return;
+    }
+    const wait = Math.max(0, last.current + ms - Date.now());
+    const t = setTimeout(() => {
+      last.current = Date.now();
+      setShown(value);
+    }, wait);
+    return () => clearTimeout(t);
+  }, [value, ms]);
+  return ms === 0 ? value : shown;
+}
+
 export function App() {
   const [graph, setGraph] = useState<Graph | null>(null);
   const [graphError, setGraphError] = useState<string | null>(null);
@@ -73,11 +94,15 @@ export function App() {
   }, [load]);
 
   const running = fanout !== null && !fanout.done;
+  // The graph and the matrix follow the results at React's pace, so that
+  // the progress bar and the controls stay live during a big fan-out.
+  const deferredResults = useThrottled(results, running && (fanout?.total ?? 0) > 2000 ? 1000 : 0);
+  const pingKind = fanout?.request.kind === "ping";
   const elements = useMemo(
-    () => (graph ? buildElements(graph, fanout?.request.kind === "ping" ? results : [], deferredFilters) : null),
-    [graph, results, fanout, deferredFilters],
+    () => (graph ? buildElements(graph, pingKind ? deferredResults : [], deferredFilters) : null),
+    [graph, deferredResults, pingKind, deferredFilters],
   );
-  const matrix = useMemo(() => buildMatrix(fanout?.request.kind === "ping" ? results : []), [results, fanout]);
+  const matrix = useMemo(() => buildMatrix(pingKind ? deferredResults : []), [deferredResults, pingKind]);
   const options = useMemo(() => (graph ? filterOptions(graph) : { tags: [], oses: [] }), [graph]);
   const selectedNode = graph?.nodes.find((n) => n.id === selected) ?? null;
 
@@ -96,7 +121,7 @@ export function App() {
       setResults([]);
       setFanout(st);
       setTab(kind === "ping" ? "matrix" : "results");
-      stopStream.current = followFanout(st.id, {
+      stopStream.current = followFanout(st.id, st.total, {
         results: (rs) => {
           setResults((prev) => prev.concat(rs));
           setFanout((f) => (f && f.id === st.id ? { ...f, completed: f.completed + rs.length, failed: f.failed + rs.filter((r) => !r.ok).length } : f));

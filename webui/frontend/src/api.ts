@@ -175,6 +175,7 @@ export async function fetchMe(): Promise<Me> {
 // not re-render the page 10,000 times.
 export function followFanout(
   id: string,
+  total: number,
   on: {
     results: (rs: Result[]) => void;
     done: (st: FanoutState) => void;
@@ -192,9 +193,17 @@ export function followFanout(
       on.results(b);
     }
   };
+  // A reconnecting EventSource gets the stream again from the first
+  // result: skip what was already handed over.
+  let lastSeq = 0;
   es.addEventListener("result", (ev) => {
-    batch.push(JSON.parse((ev as MessageEvent).data));
-    if (timer === null) timer = setTimeout(flush, 50);
+    const r: Result = JSON.parse((ev as MessageEvent).data);
+    if (r.seq <= lastSeq) return;
+    lastSeq = r.seq;
+    batch.push(r);
+    // Big fan-outs update less often: re-colouring 10,000 edges costs
+    // more than a quarter-second delay.
+    if (timer === null) timer = setTimeout(flush, total > 2000 ? 300 : 50);
   });
   es.addEventListener("done", (ev) => {
     if (timer !== null) clearTimeout(timer);
