@@ -25,7 +25,11 @@ func TestMain(m *testing.M) {
 	// Headscale: no log upload, plain-HTTP DERP, no gateway probes.
 	headscaletest.OfflineClean()
 	envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
-	os.Exit(m.Run())
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
 }
 
 // world is a tailnet with two real tailscaled nodes and an adapter attached

@@ -62,3 +62,35 @@ func TestInteractiveLogin(t *testing.T) {
 		t.Fatal("Run did not return after cancel")
 	}
 }
+
+// TestForceLogin runs the command three times on one state directory: the
+// second run's new TS_AUTHKEY is ignored (the state holds a login), the
+// third's is used because TSNET_FORCE_LOGIN=1.
+func TestForceLogin(t *testing.T) {
+	hs := headscaletest.Start(t, headscaletest.Options{})
+	d := tailscaledtest.Start(t, "force")
+	home := t.TempDir()
+	run := func(extra ...string) *adapterProc {
+		env := append([]string{
+			"HOME=" + home, "XDG_CONFIG_HOME=" + home, "HEADSCALE_URL=" + hs.URL,
+			"TS_AUTHKEY=" + mintKey(t, hs, false, headscaletest.TagAdapter).Reveal(),
+		}, extra...)
+		p := startAdapterCmd(t, env, "--socket", d.Socket, "--hostname", "adapter-force", "--logout=false")
+		p.stop(t)
+		return p
+	}
+	run()
+	ignored := run()
+	if out := ignored.output(); !strings.Contains(out, "Ignoring authkey") {
+		t.Errorf("second run did not ignore the new key:\n%s", out)
+	}
+	forced := run("TSNET_FORCE_LOGIN=1")
+	if out := forced.output(); strings.Contains(out, "Ignoring authkey") || !strings.Contains(out, "running StartLoginInteractive") {
+		t.Errorf("TSNET_FORCE_LOGIN=1 run did not log in again:\n%s", out)
+	}
+	for _, l := range strings.Split(forced.output(), "\n") {
+		if strings.Contains(l, "StartLoginInteractive") {
+			t.Logf("forced run: %s", l)
+		}
+	}
+}

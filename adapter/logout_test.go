@@ -1,15 +1,10 @@
 package adapter_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -35,13 +30,6 @@ func TestLogout(t *testing.T) {
 	if err := d.Up(ctx, hs.URL, mintKey(t, hs, false, "tag:test").Reveal(), "node-a"); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "tsymbiote-adapter")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/tsymbiote-adapter")
-	build.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("building the command: %v\n%s", err, out)
-	}
-
 	adapterNodes := func() []controlplane.Device {
 		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagAdapter})
 		if err != nil {
@@ -63,40 +51,15 @@ func TestLogout(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			host := "adapter-" + fmt.Sprint(time.Now().UnixNano()%100000)
-			env := append(os.Environ(), tailscaledtest.Env...)
-			env = append(env,
-				"HOME="+t.TempDir(), "XDG_CONFIG_HOME="+t.TempDir(),
-				"TS_AUTHKEY="+mintKey(t, hs, tc.ephemeral, headscaletest.TagAdapter).Reveal(),
-				"HEADSCALE_URL="+hs.URL,
-			)
+			env := []string{
+				"HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir(),
+				"TS_AUTHKEY=" + mintKey(t, hs, tc.ephemeral, headscaletest.TagAdapter).Reveal(),
+				"HEADSCALE_URL=" + hs.URL,
+			}
 			if tc.apiCreds {
 				env = append(env, "HEADSCALE_API_KEY="+hs.APIKey.Reveal())
 			}
-			cmd := exec.Command(bin, append([]string{"--socket", d.Socket, "--hostname", host, "-p", "3621"}, tc.args...)...)
-			cmd.Env = env
-			cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-			stderr, _ := cmd.StderrPipe()
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { cmd.Process.Kill(); _ = cmd.Wait() })
-			ready, scanned := make(chan struct{}), make(chan struct{})
-			var lines []string
-			go func() {
-				defer close(scanned)
-				sc := bufio.NewScanner(stderr)
-				for sc.Scan() {
-					lines = append(lines, sc.Text())
-					if strings.Contains(sc.Text(), "serving on the tailnet") {
-						close(ready)
-					}
-				}
-			}()
-			select {
-			case <-ready:
-			case <-time.After(90 * time.Second):
-				t.Fatalf("adapter not serving within 90s")
-			}
+			p := startAdapterCmd(t, env, append([]string{"--socket", d.Socket, "--hostname", host, "-p", "3621"}, tc.args...)...)
 			var found bool
 			for _, dv := range adapterNodes() {
 				found = found || dv.Hostname == host
@@ -104,18 +67,14 @@ func TestLogout(t *testing.T) {
 			if !found {
 				t.Fatalf("adapter %s not in Headscale while running", host)
 			}
-			cmd.Process.Signal(syscall.SIGTERM)
-			<-scanned // all output read before Wait closes the pipe
-			if err := cmd.Wait(); err != nil {
-				t.Errorf("adapter exit: %v", err)
-			}
+			p.stop(t)
 			var after *controlplane.Device
 			for _, dv := range adapterNodes() {
 				if dv.Hostname == host {
 					after = &dv
 				}
 			}
-			t.Logf("after exit: present=%v; adapter's last lines: %q", after != nil, lines[max(0, len(lines)-3):])
+			t.Logf("after exit: present=%v; adapter's last lines: %q", after != nil, p.lastLines(3))
 			if tc.wantGone && after != nil {
 				t.Errorf("node %s still in Headscale after exit with --logout: %+v", host, *after)
 			}
