@@ -48,7 +48,7 @@ func TestAllowedUsers(t *testing.T) {
 		var lastErr error
 		for range 20 {
 			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
-			req, _ := http.NewRequestWithContext(rctx, "GET", base+path, nil)
+			req, _ := http.NewRequestWithContext(rctx, http.MethodGet, base+path, nil)
 			res, err := c.Do(req)
 			if err != nil {
 				rcancel()

@@ -78,16 +78,16 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
-	enc := json.NewEncoder(w)
-	enc.Encode(v)
+	// A write error means the client went away; nothing to tell it.
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 func writeError(w http.ResponseWriter, code int, err error) {
 	writeJSON(w, code, map[string]string{"error": err.Error()})
 }
 
-// snapshot fetches every host's status, or reuses one younger than maxAge.
-func (s *Server) snapshot(ctx context.Context, maxAge time.Duration) ([]AdapterState, []HostState, error) {
+// snapshot fetches every host's status and remembers it for fan-outs.
+func (s *Server) snapshot(ctx context.Context) ([]AdapterState, []HostState, error) {
 	s.reg.freshen(ctx, 5*time.Second)
 	adapters, hosts, err := s.reg.Snapshot(ctx)
 	s.mu.Lock()
@@ -116,7 +116,7 @@ func (s *Server) handleGraph(w http.ResponseWriter, r *http.Request) {
 			devices, devErr = s.cp.ListDevices(ctx, controlplane.ListOptions{})
 		}()
 	}
-	adapters, hosts, discErr := s.snapshot(ctx, 0)
+	adapters, hosts, discErr := s.snapshot(ctx)
 	wg.Wait()
 	g := BuildGraph(adapters, hosts, devices, time.Now())
 	if discErr != nil {
@@ -169,7 +169,7 @@ func (s *Server) handleStartFanout(w http.ResponseWriter, r *http.Request) {
 	if time.Since(at) > 10*time.Second || hosts == nil {
 		ctx, cancel := context.WithTimeout(r.Context(), s.timeout)
 		var err error
-		_, hosts, err = s.snapshot(ctx, 0)
+		_, hosts, err = s.snapshot(ctx)
 		cancel()
 		if err != nil && len(hosts) == 0 {
 			writeError(w, http.StatusServiceUnavailable, err)
@@ -253,7 +253,9 @@ func (s *Server) handleFanoutEvents(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err)
 		return
 	}
-	ev.send("start", f.State(false))
+	if ev.send("start", f.State(false)) != nil {
+		return
+	}
 	ev.flush()
 	next := 0
 	for {
@@ -265,8 +267,9 @@ func (s *Server) handleFanoutEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		next += len(rs)
 		if done {
-			ev.send("done", f.State(false))
-			ev.flush()
+			if ev.send("done", f.State(false)) == nil {
+				ev.flush()
+			}
 			return
 		}
 		ev.flush()
@@ -327,7 +330,7 @@ func (s *Server) handleDetails(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(b)
+	_, _ = w.Write(b)
 }
 
 // httpCode maps an adapter's gRPC error to the HTTP status the browser sees.
@@ -369,8 +372,7 @@ func (s *Server) handleLogs(w http.ResponseWriter, r *http.Request) {
 	for {
 		m, err := st.Recv()
 		if err != nil {
-			if ctx.Err() == nil {
-				ev.send("end", map[string]string{"error": status.Convert(err).Message()})
+			if ctx.Err() == nil && ev.send("end", map[string]string{"error": status.Convert(err).Message()}) == nil {
 				ev.flush()
 			}
 			return
@@ -389,7 +391,7 @@ func (s *Server) handleAssets(w http.ResponseWriter, r *http.Request) {
 			http.NotFound(w, r)
 			return
 		}
-		io.WriteString(w, frontend.Placeholder)
+		_, _ = io.WriteString(w, frontend.Placeholder)
 		return
 	}
 	p := strings.TrimPrefix(r.URL.Path, "/")

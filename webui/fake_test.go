@@ -112,7 +112,7 @@ func fakeMesh(t testing.TB, n int, tweak func(i int, f *fakeAdapter)) ([]string,
 		}
 		gs := grpc.NewServer()
 		adapterv1.RegisterAdapterServiceServer(gs, f)
-		go gs.Serve(ln)
+		go func() { _ = gs.Serve(ln) }()
 		t.Cleanup(gs.Stop)
 		addrs = append(addrs, ln.Addr().String())
 		fakes = append(fakes, f)
@@ -166,7 +166,7 @@ func startFanoutHTTP(t testing.TB, base string, req FanoutRequest) FanoutState {
 	var st FanoutState
 	if res.StatusCode != http.StatusAccepted {
 		var e map[string]string
-		json.NewDecoder(res.Body).Decode(&e)
+		_ = json.NewDecoder(res.Body).Decode(&e)
 		t.Fatalf("start fan-out: %s: %v", res.Status, e)
 	}
 	if err := json.NewDecoder(res.Body).Decode(&st); err != nil {
@@ -344,9 +344,9 @@ func TestFakeBadRequests(t *testing.T) {
 			t.Fatal(err)
 		}
 		var e map[string]string
-		json.NewDecoder(res.Body).Decode(&e)
+		_ = json.NewDecoder(res.Body).Decode(&e)
 		res.Body.Close()
-		if res.StatusCode != 400 || e["error"] == "" {
+		if res.StatusCode != http.StatusBadRequest || e["error"] == "" {
 			t.Errorf("%s: %d %v", body, res.StatusCode, e)
 		}
 	}

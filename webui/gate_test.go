@@ -52,9 +52,9 @@ func TestGate(t *testing.T) {
 	}
 
 	g := &gate{whois: who, allowed: []string{"alice@example.com"}}
-	h := g.middleware(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("in")) }))
+	h := g.middleware(nil, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("in")) }))
 	for path, wantType := range map[string]string{"/": "text/html", "/api/graph": "application/json", "/metrics": "application/json"} {
-		req := httptest.NewRequest("GET", path, nil)
+		req := httptest.NewRequest(http.MethodGet, path, nil)
 		req.RemoteAddr = "100.64.0.2:1"
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)

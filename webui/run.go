@@ -129,7 +129,9 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 	cancelBase() // ends log streams and SSE loops waiting on fan-outs
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	hs.Shutdown(sctx)
+	if serr := hs.Shutdown(sctx); serr != nil {
+		logf("http shutdown: %v", serr)
+	}
 	return err
 }
 

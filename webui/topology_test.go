@@ -290,7 +290,7 @@ func TestDemoTopology(t *testing.T) {
 	t.Run("Logs", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
-		req, _ := http.NewRequestWithContext(ctx, "GET", d.url+"/api/logs?host="+urlq(g.Hosts[0].ID), nil)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, d.url+"/api/logs?host="+urlq(g.Hosts[0].ID), nil)
 		res, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

@@ -158,7 +158,7 @@ func checkHostname(h string) error {
 		return fmt.Errorf("%q: want 1 to 63 characters", h)
 	}
 	for _, r := range h {
-		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' {
 			return fmt.Errorf("%q: only letters, digits and '-' are allowed", h)
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"tailscale.com/types/logger"
@@ -92,7 +93,7 @@ func fromEnv(logf logger.Logf, cfg *webui.Config, scopes []string, getenv func(s
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15_000_000_000)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	if err := c.Verify(ctx); err != nil {
 		return fmt.Errorf("control plane (%s): %w", c.Backend(), err)

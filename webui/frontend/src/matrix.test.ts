@@ -31,10 +31,10 @@ describe("buildMatrix", () => {
     expect(m.min).toBe(0);
   });
 
-  it("shades fast green and slow red on a log scale", () => {
+  it("shades fast green and slow orange on a log scale, leaving red to failures", () => {
     expect(heatColor(1, 1, 100)).toBe("hsl(120, 65%, 45%)");
-    expect(heatColor(100, 1, 100)).toBe("hsl(0, 65%, 45%)");
-    expect(heatColor(10, 1, 100)).toBe("hsl(60, 65%, 45%)");
+    expect(heatColor(100, 1, 100)).toBe("hsl(35, 65%, 45%)");
+    expect(heatColor(10, 1, 100)).toBe("hsl(78, 65%, 45%)");
     expect(heatColor(5, 5, 5)).toBe("hsl(120, 60%, 45%)");
   });
 });

@@ -20,14 +20,15 @@ export function cellKey(row: string, col: string): string {
   return `${row}>${col}`;
 }
 
-// heatColor maps a latency within [min, max] to green..yellow..red on a
+// heatColor maps a latency within [min, max] to green..yellow..orange on a
 // logarithmic scale: loopback-fast and internet-slow both stay readable.
 export function heatColor(ms: number, min: number, max: number): string {
   if (!(max > min)) return "hsl(120, 60%, 45%)";
   const lo = Math.log(Math.max(min, 0.01));
   const hi = Math.log(Math.max(max, 0.02));
   const t = Math.min(1, Math.max(0, (Math.log(Math.max(ms, 0.01)) - lo) / (hi - lo)));
-  return `hsl(${Math.round(120 * (1 - t))}, 65%, 45%)`;
+  // Green to orange: red is kept for failures.
+  return `hsl(${Math.round(120 - 85 * t)}, 65%, 45%)`;
 }
 
 export const FAILED_COLOR = "#d93636";

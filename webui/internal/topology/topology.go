@@ -227,7 +227,7 @@ func (d *Daemon) start(ctx context.Context, bin, cli string, hs *headscaletest.S
 		return fmt.Errorf("starting tailscaled %s: %w", d.Name, err)
 	}
 	d.cmd, d.done = cmd, make(chan struct{})
-	go func() { cmd.Wait(); close(d.done) }()
+	go func() { _ = cmd.Wait(); close(d.done) }()
 	lc := &local.Client{Socket: d.Socket, UseSocketOnly: true}
 	for {
 		cctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -294,7 +294,7 @@ func (a *Adapter) start(ctx context.Context, bin string, hs *headscaletest.Serve
 		return fmt.Errorf("starting %s: %w", a.Name, err)
 	}
 	a.cmd, a.done = cmd, make(chan struct{})
-	go func() { cmd.Wait(); pw.Close(); close(a.done) }()
+	go func() { _ = cmd.Wait(); pw.Close(); close(a.done) }()
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
