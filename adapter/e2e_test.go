@@ -3,6 +3,7 @@ package adapter_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
@@ -88,6 +90,37 @@ func TestEndToEnd(t *testing.T) {
 			}
 		})
 	}
+
+	// The WebUI pings every peer from every adapter at once.
+	t.Run("Concurrent", func(t *testing.T) {
+		types := []adapterv1.PingType{
+			adapterv1.PingType_PING_TYPE_DISCO, adapterv1.PingType_PING_TYPE_TSMP,
+			adapterv1.PingType_PING_TYPE_ICMP, adapterv1.PingType_PING_TYPE_PEERAPI,
+		}
+		const n = 24
+		errc := make(chan error, n)
+		t0 := time.Now()
+		for i := range n {
+			go func() {
+				if i%3 == 0 {
+					_, err := c.Status(ctx, &adapterv1.StatusRequest{})
+					errc <- err
+					return
+				}
+				r, err := c.Ping(ctx, &adapterv1.PingRequest{Peer: w.bIP.String(), Type: types[i%len(types)], Count: 2})
+				if err == nil && r.Succeeded == 0 {
+					err = fmt.Errorf("%v: no ping succeeded: %v", types[i%len(types)], r.Results)
+				}
+				errc <- err
+			}()
+		}
+		for range n {
+			if err := <-errc; err != nil {
+				t.Error(err)
+			}
+		}
+		t.Logf("%d concurrent calls (Status and Pings of every type) in %v", n, time.Since(t0))
+	})
 
 	t.Run("QueryDNS", func(t *testing.T) {
 		st, err := c.Status(ctx, &adapterv1.StatusRequest{})
@@ -199,18 +232,15 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("StreamBusEvents", func(t *testing.T) {
-		sctx, scancel := context.WithTimeout(ctx, 20*time.Second)
+		sctx, scancel := context.WithTimeout(ctx, 60*time.Second)
 		defer scancel()
 		s, err := c.StreamBusEvents(sctx, &adapterv1.StreamBusEventsRequest{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		go func() {
-			for sctx.Err() == nil {
-				_, _ = c.Ping(sctx, &adapterv1.PingRequest{Peer: "node-b", Type: adapterv1.PingType_PING_TYPE_DISCO})
-				time.Sleep(200 * time.Millisecond)
-			}
-		}()
+		// A new peer joining changes node-a's netmap, which publishes
+		// events on its bus (pings alone may not).
+		w.hs.NewNode(t, headscaletest.NodeOptions{Hostname: "bus-trigger", Tags: []string{"tag:test"}})
 		// The first message is the daemon's "[event listener connected]".
 		for n := 0; ; n++ {
 			m, err := s.Recv()
