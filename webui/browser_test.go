@@ -103,7 +103,7 @@ func TestBrowserScale(t *testing.T) {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", "e2e/run.mjs")
 	cmd.Dir = "frontend"
-	cmd.Env = append(os.Environ(), "WEBUI_URL="+hs.URL, "EXPECT_NODES="+strings.Join(expect, ","), "OUT_DIR="+out, "HOST_NODE=node-00")
+	cmd.Env = append(os.Environ(), "WEBUI_URL="+hs.URL, "EXPECT_NODES="+strings.Join(expect, ","), "OUT_DIR="+out, "HOST_NODE=node-00", "PROFILE="+os.Getenv("PROFILE"))
 	b, err := cmd.CombinedOutput()
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		t.Log(line)
