@@ -2,6 +2,9 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"maps"
 	"errors"
 	"fmt"
 	"slices"
@@ -47,6 +50,17 @@ type TSymbioteReconciler struct {
 	// ControlPlane, when set, is used to delete the WebUI's node when its
 	// TSymbiote is deleted.
 	ControlPlane controlplane.Client
+	// Recheck is how often the auth Secret is read again (it is not
+	// watched: the cache holds only the operator's own Secrets); a change
+	// rolls the WebUI. 5m when zero.
+	Recheck time.Duration
+}
+
+func (r *TSymbioteReconciler) recheck() time.Duration {
+	if r.Recheck > 0 {
+		return r.Recheck
+	}
+	return 5 * time.Minute
 }
 
 // +kubebuilder:rbac:groups=tsymbiote.dhouti.dev,resources=tsymbiotes,verbs=get;list;watch;update;patch
@@ -87,12 +101,13 @@ func (r *TSymbioteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 	status.Hostname = t.EffectiveHostname()
 	status.StatefulSetName = StatefulSetName(t)
 
-	if reason, msg := r.validate(ctx, t); reason != "" {
+	authHash, reason, msg := r.validate(ctx, t)
+	if reason != "" {
 		setReady(status, t, metav1.ConditionFalse, reason, msg)
-		return ctrl.Result{RequeueAfter: authSecretRecheck}, r.updateStatus(ctx, t, status)
+		return ctrl.Result{RequeueAfter: min(authSecretRecheck, r.recheck())}, r.updateStatus(ctx, t, status)
 	}
 
-	sts, err := r.provision(ctx, t)
+	sts, err := r.provision(ctx, t, authHash)
 	if err != nil {
 		setReady(status, t, metav1.ConditionFalse, v1alpha1.ReasonProvisionFailed, err.Error())
 		return ctrl.Result{}, errors.Join(err, r.updateStatus(ctx, t, status))
@@ -109,7 +124,7 @@ func (r *TSymbioteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (
 		setReady(status, t, metav1.ConditionFalse, v1alpha1.ReasonProgressing,
 			fmt.Sprintf("waiting for the WebUI StatefulSet: %d/%d ready", sts.Status.ReadyReplicas, want))
 	}
-	return ctrl.Result{}, r.updateStatus(ctx, t, status)
+	return ctrl.Result{RequeueAfter: r.recheck()}, r.updateStatus(ctx, t, status)
 }
 
 func setReady(s *v1alpha1.TSymbioteStatus, t *v1alpha1.TSymbiote, st metav1.ConditionStatus, reason, msg string) {
@@ -143,15 +158,16 @@ var (
 )
 
 // validate checks what the schema cannot: that the auth Secret exists and
-// holds credentials. It returns a reason and message when it does not.
-func (r *TSymbioteReconciler) validate(ctx context.Context, t *v1alpha1.TSymbiote) (reason, msg string) {
+// holds credentials. It returns a hash of the Secret's data, or a reason and
+// message when it is unusable.
+func (r *TSymbioteReconciler) validate(ctx context.Context, t *v1alpha1.TSymbiote) (hash, reason, msg string) {
 	s := &corev1.Secret{}
 	name := t.Spec.AuthSecretRef.Name
 	if err := r.APIReader.Get(ctx, types.NamespacedName{Namespace: t.Namespace, Name: name}, s); err != nil {
 		if apierrors.IsNotFound(err) {
-			return v1alpha1.ReasonAuthSecretMissing, fmt.Sprintf("spec.authSecretRef: secret %q not found", name)
+			return "", v1alpha1.ReasonAuthSecretMissing, fmt.Sprintf("spec.authSecretRef: secret %q not found", name)
 		}
-		return v1alpha1.ReasonAuthSecretMissing, fmt.Sprintf("spec.authSecretRef: reading secret %q: %v", name, err)
+		return "", v1alpha1.ReasonAuthSecretMissing, fmt.Sprintf("spec.authSecretRef: reading secret %q: %v", name, err)
 	}
 	sets := authKeyKeys
 	if t.GeneratesAuth() {
@@ -159,19 +175,29 @@ func (r *TSymbioteReconciler) validate(ctx context.Context, t *v1alpha1.TSymbiot
 	}
 	for _, set := range sets {
 		if slices.IndexFunc(set, func(k string) bool { return len(s.Data[k]) == 0 }) < 0 {
-			return "", ""
+			return dataHash(s.Data), "", ""
 		}
 	}
 	var want []string
 	for _, set := range sets {
 		want = append(want, strings.Join(set, "+"))
 	}
-	return v1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("spec.authSecretRef: secret %q must hold %s", name, strings.Join(want, ", or "))
+	return "", v1alpha1.ReasonAuthSecretInvalid, fmt.Sprintf("spec.authSecretRef: secret %q must hold %s", name, strings.Join(want, ", or "))
+}
+
+// dataHash identifies a Secret's content without revealing it.
+func dataHash(data map[string][]byte) string {
+	h := sha256.New()
+	for _, k := range slices.Sorted(maps.Keys(data)) {
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // provision server-side applies the StatefulSet and returns it as stored.
-func (r *TSymbioteReconciler) provision(ctx context.Context, t *v1alpha1.TSymbiote) (*appsv1.StatefulSet, error) {
-	sts := WebUIStatefulSet(t)
+func (r *TSymbioteReconciler) provision(ctx context.Context, t *v1alpha1.TSymbiote, authHash string) (*appsv1.StatefulSet, error) {
+	sts := WebUIStatefulSet(t, authHash)
 	if err := controllerutil.SetControllerReference(t, sts, r.Client.Scheme()); err != nil {
 		return nil, err
 	}

@@ -34,8 +34,9 @@ func readyCondition(t *v1alpha1.TSymbiote) *metav1.Condition {
 func TestTSymbiote(t *testing.T) {
 	env := testenv.Start(t, testenv.Options{})
 	env.StartManager(t, setup.Config{
-		Adapter:   &sidecar.Config{Image: "tsymbiote/adapter:test"},
-		TSymbiote: true,
+		Adapter:          &sidecar.Config{Image: "tsymbiote/adapter:test"},
+		TSymbiote:        true,
+		TSymbioteRecheck: time.Second,
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -171,6 +172,30 @@ func TestTSymbiote(t *testing.T) {
 			return fmt.Errorf("observedGeneration %d, generation %d", got.Status.ObservedGeneration, got.Generation)
 		}
 		return nil
+	})
+
+	t.Run("changed credentials roll the WebUI", func(t *testing.T) {
+		before := sts.Spec.Template.Annotations[controller.AnnotationAuthHash]
+		if before == "" {
+			t.Fatalf("no %s on the pod template", controller.AnnotationAuthHash)
+		}
+		s := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tsymbiote-webui"}, s); err != nil {
+			t.Fatal(err)
+		}
+		s.Data["TS_OAUTH_CLIENT_SECRET"] = []byte("rotated")
+		if err := c.Update(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, "pod template rolled", func() error {
+			if err := c.Get(ctx, client.ObjectKeyFromObject(sts), sts); err != nil {
+				return err
+			}
+			if sts.Spec.Template.Annotations[controller.AnnotationAuthHash] == before {
+				return fmt.Errorf("auth hash unchanged")
+			}
+			return nil
+		})
 	})
 
 	t.Run("missing auth secret", func(t *testing.T) {

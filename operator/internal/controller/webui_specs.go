@@ -30,9 +30,14 @@ func selectorLabels(t *v1alpha1.TSymbiote) map[string]string {
 	}
 }
 
-// WebUIStatefulSet is the StatefulSet that runs t's WebUI. The owner
-// reference is set by the caller.
-func WebUIStatefulSet(t *v1alpha1.TSymbiote) *appsv1.StatefulSet {
+// AnnotationAuthHash on the WebUI's pod template identifies the auth
+// Secret's content, so that changing the credentials rolls the WebUI.
+const AnnotationAuthHash = "tsymbiote.dhouti.dev/auth-secret-hash"
+
+// WebUIStatefulSet is the StatefulSet that runs t's WebUI with the auth
+// Secret whose content hashes to authHash. The owner reference is set by the
+// caller.
+func WebUIStatefulSet(t *v1alpha1.TSymbiote, authHash string) *appsv1.StatefulSet {
 	sel := selectorLabels(t)
 	podLabels := maps.Clone(sel)
 	var (
@@ -49,6 +54,12 @@ func WebUIStatefulSet(t *v1alpha1.TSymbiote) *appsv1.StatefulSet {
 	}
 	if len(o.Annotations) > 0 {
 		podAnnotations = maps.Clone(o.Annotations)
+	}
+	if authHash != "" {
+		if podAnnotations == nil {
+			podAnnotations = map[string]string{}
+		}
+		podAnnotations[AnnotationAuthHash] = authHash
 	}
 
 	args := []string{"--hostname=" + t.EffectiveHostname()}

@@ -60,6 +60,8 @@ type Config struct {
 	// PodKey, when set, is used as the secrets controller (tests shorten
 	// its timings); its Client and ControlPlane are filled in.
 	PodKey *controller.PodKeyReconciler
+	// TSymbioteRecheck overrides how often auth Secrets are re-read.
+	TSymbioteRecheck time.Duration
 }
 
 // Setup registers the webhook and the controllers with mgr.
@@ -78,7 +80,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	}
 	if cfg.TSymbiote {
 		if err := (&controller.TSymbioteReconciler{
-			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ControlPlane: cp,
+			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ControlPlane: cp, Recheck: cfg.TSymbioteRecheck,
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the TSymbiote controller: %w", err)
 		}
