@@ -13,6 +13,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	crcontroller "sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/controller-runtime/pkg/predicate"
@@ -74,6 +75,9 @@ func (r *PodKeyReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		Named("podkey").
 		For(&corev1.Pod{}, builder.WithPredicates(injected)).
 		Owns(&corev1.Secret{}).
+		// Each reconcile may wait on the control plane; pods are
+		// independent of each other.
+		WithOptions(crcontroller.Options{MaxConcurrentReconciles: 4}).
 		Complete(r)
 }
 

@@ -1,7 +1,12 @@
 package controller_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
 	"fmt"
 	"slices"
 	"strings"
@@ -14,6 +19,8 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
@@ -282,6 +289,28 @@ func TestTSymbioteValidation(t *testing.T) {
 			t.Logf("refused: %v", err)
 		})
 	}
+	t.Run("samples are accepted", func(t *testing.T) {
+		if err := env.Client.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "tsymbiote"}}); err != nil {
+			t.Fatal(err)
+		}
+		data, err := os.ReadFile(filepath.Join(env.Root, "operator", "config", "samples", "tsymbiote_v1alpha1_tsymbiote.yaml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(data), 4096)
+		for {
+			u := &unstructured.Unstructured{}
+			if err := d.Decode(&u.Object); err != nil {
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				t.Fatal(err)
+			}
+			if err := env.Client.Create(ctx, u, client.DryRunAll); err != nil {
+				t.Errorf("sample %s %s refused: %v", u.GetKind(), u.GetName(), err)
+			}
+		}
+	})
 	// A hostname makes a dotted name acceptable.
 	obj := valid()
 	obj.Name, obj.Spec.Hostname = "web.ui", "webui"
