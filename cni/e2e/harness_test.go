@@ -221,14 +221,18 @@ func newEnv(t testing.TB) *env {
 	return e
 }
 
+// confList is the test's conflist: bridge, then ours (a plugin entry).
+// Without ours it is the bridge alone, on the same network and IPAM pool.
 func (e *env) confList(ours string) *libcni.NetworkConfigList {
+	if ours != "" {
+		ours = ",\n    " + ours
+	}
 	raw := fmt.Sprintf(`{
   "cniVersion": "1.0.0",
   "name": "tscni-e2e-%s",
   "plugins": [
     {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q}},
-    %s
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q}}%s
   ]
 }`, e.id, e.bridge, e.subnet, filepath.Join(e.dir, "ipam"), ours)
 	c, err := libcni.ConfListFromBytes([]byte(raw))

@@ -1,0 +1,240 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+)
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(float64(len(s)-1) * p)
+	return s[i]
+}
+
+// rssKiB reads a process's resident set.
+func rssKiB(b testing.TB, pid int) int {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			n, _ := strconv.Atoi(f[1])
+			return n
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// firstReply pings dst from p every 50 ms until a reply, and returns when.
+func firstReply(b testing.TB, p *pod, dst string) time.Time {
+	out, err := exec.Command("ip", "netns", "exec", p.netns, "ping", "-n", "-i", "0.05", "-c", "1", "-w", "60", dst).CombinedOutput()
+	if err != nil {
+		b.Fatalf("pod %s never reached %s: %v\n%s", p.name, dst, err, out)
+	}
+	return time.Now()
+}
+
+// iperf runs iperf3 for secs from client's netns to server's address (the
+// server runs in server's netns) and returns Gbit/s received.
+func iperf(b testing.TB, client, server *pod, addr string, secs int) float64 {
+	b.Helper()
+	srv := exec.Command("ip", "netns", "exec", server.netns, "iperf3", "-s", "-1", "-B", addr)
+	if err := srv.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	var out []byte
+	var err error
+	for range 50 {
+		time.Sleep(100 * time.Millisecond)
+		out, err = exec.Command("ip", "netns", "exec", client.netns, "iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-J").Output()
+		if err == nil {
+			break
+		}
+	}
+	if err != nil {
+		b.Fatalf("iperf3 to %s: %v\n%s", addr, err, out)
+	}
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	if err := json.Unmarshal(out, &r); err != nil {
+		b.Fatal(err)
+	}
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// stockTailscaled runs the stock tailscaled in p's netns, logged in to the
+// test's Headscale, and returns its tailnet IPv4.
+func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
+	b.Helper()
+	tsd, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION")
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir := filepath.Join(e.dir, fmt.Sprintf("tailscaled-%d", n))
+	os.MkdirAll(dir, 0o700)
+	sock := filepath.Join(dir, "tailscaled.sock")
+	cmd := exec.Command("ip", "netns", "exec", p.netns, tsd,
+		"--state="+filepath.Join(dir, "tailscaled.state"), "--socket="+sock,
+		"--statedir="+dir, "--tun=tsbench"+strconv.Itoa(n), "--port=0", "--verbose=1")
+	cmd.Env = append(os.Environ(), "TS_DEBUG_USE_DERP_HTTP=1", "TS_NO_LOGS_NO_SUPPORT=true")
+	log := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	key, err := e.hs.Client.CreateAuthKey(context.Background(), controlplane.AuthKeyRequest{Tags: []string{"tag:test"}, Preauthorized: true, Expiry: 10 * time.Minute})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for range 100 {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	up := exec.Command(cli, "--socket="+sock, "up", "--login-server="+e.hs.URL, "--auth-key="+key.Key.Reveal(),
+		"--hostname=stock-"+p.name, "--accept-dns=false", "--netfilter-mode=off", "--timeout=60s")
+	if out, err := up.CombinedOutput(); err != nil {
+		l := log.String()
+		if len(l) > 6000 {
+			l = l[len(l)-6000:]
+		}
+		return "", fmt.Errorf("tailscale up in %s: %v\n%s\ntailscaled:\n%s", p.name, err, out, l)
+	}
+	out, err := exec.Command(cli, "--socket="+sock, "ip", "-4").Output()
+	return strings.TrimSpace(string(out)), err
+}
+
+// BenchmarkCNI measures, in one run: ADD latency and ADD-to-reachable from a
+// peer pod over 20 pods, daemon RSS per extra pod at 1, 10 and 30 pods, idle
+// log lines per pod per minute at 20 pods, and iperf3 pod to pod over the
+// tailnet beside the plain bridge path and two stock tailscaled.
+// Run it with -benchtime 1x; it is slow (minutes).
+func BenchmarkCNI(b *testing.B) {
+	e := newEnv(b)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	pid := e.daemon.Process.Pid
+	time.Sleep(2 * time.Second)
+	rss0 := rssKiB(b, pid)
+
+	anchor := e.newPod("anchor")
+	if _, err := e.add(ctx, anchor); err != nil {
+		b.Fatal(err)
+	}
+	firstReply(b, anchor, anchor.tailnetIPv4(b).String())
+	pods := []*pod{anchor}
+	rssAt := map[int]int{}
+	var addLat, readyLat []time.Duration
+	var idlePerPodMin float64
+	for i := 1; len(pods) < 30; i++ {
+		if len(pods) == 1 || len(pods) == 10 {
+			time.Sleep(3 * time.Second)
+			rssAt[len(pods)] = rssKiB(b, pid)
+		}
+		p := e.newPod(fmt.Sprintf("p%02d", i))
+		start := time.Now()
+		if _, err := e.add(ctx, p); err != nil {
+			b.Fatalf("ADD %s: %v", p.name, err)
+		}
+		added := time.Since(start)
+		reached := firstReply(b, anchor, p.tailnetIPv4(b).String())
+		pods = append(pods, p)
+		if len(addLat) < 20 {
+			addLat = append(addLat, added)
+			readyLat = append(readyLat, reached.Sub(start))
+		}
+		if len(pods) == 20 {
+			time.Sleep(20 * time.Second) // let start-up chatter pass
+			n0 := strings.Count(e.daemonLog.String(), "\n")
+			time.Sleep(60 * time.Second)
+			n1 := strings.Count(e.daemonLog.String(), "\n")
+			idlePerPodMin = float64(n1-n0) / 20
+			b.Logf("idle log lines in 60 s at 20 pods: %d", n1-n0)
+		}
+	}
+	time.Sleep(3 * time.Second)
+	rssAt[30] = rssKiB(b, pid)
+
+	// Throughput: two pods over the tailnet, then over the bridge.
+	a, c := pods[1], pods[2]
+	tailnet := iperf(b, a, c, c.tailnetIPv4(b).String(), 5)
+	plain := iperf(b, a, c, c.result.IPs[0].Address.IP.String(), 5)
+	// Two stock tailscaled, each in a bridge-only netns of its own.
+	plainConf := e.confList("")
+	s1, s2 := e.newPod("stock1"), e.newPod("stock2")
+	for _, p := range []*pod{s1, s2} {
+		if _, err := e.cni.AddNetworkList(ctx, plainConf, e.rt(p)); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { e.cni.DelNetworkList(context.Background(), plainConf, e.rt(p)) })
+	}
+	stock := 0.0
+	_, err1 := e.stockTailscaled(b, s1, 1)
+	ip2, err2 := e.stockTailscaled(b, s2, 2)
+	switch {
+	case err1 != nil || err2 != nil:
+		b.Errorf("stock tailscaled pair: %v %v", err1, err2)
+	default:
+		if out, err := exec.Command("ip", "netns", "exec", s1.netns, "ping", "-c", "1", "-w", "30", ip2).CombinedOutput(); err != nil {
+			b.Errorf("stock tailscaled pair cannot ping: %v\n%s", err, out)
+		} else {
+			stock = iperf(b, s1, s2, ip2, 5)
+		}
+	}
+
+	b.ReportMetric(percentile(addLat, 0.5).Seconds(), "add-p50-s")
+	b.ReportMetric(percentile(addLat, 0.95).Seconds(), "add-p95-s")
+	b.ReportMetric(percentile(readyLat, 0.5).Seconds(), "ready-p50-s")
+	b.ReportMetric(percentile(readyLat, 0.95).Seconds(), "ready-p95-s")
+	for _, n := range []int{1, 10, 30} {
+		b.ReportMetric(float64(rssAt[n]-rss0)/1024/float64(n), fmt.Sprintf("MiB/pod@%d", n))
+	}
+	b.ReportMetric(idlePerPodMin, "idle-log-lines/pod/min")
+	b.ReportMetric(tailnet, "tailnet-Gbit/s")
+	b.ReportMetric(plain, "bridge-veth-Gbit/s")
+	b.ReportMetric(stock, "stock-tailscaled-Gbit/s")
+	if stock > 0 {
+		b.ReportMetric(tailnet/stock, "tailnet/stock")
+	}
+	b.Logf("ADD p50 %v p95 %v; ADD-to-reachable p50 %v p95 %v (20 pods)",
+		percentile(addLat, 0.5).Round(time.Millisecond), percentile(addLat, 0.95).Round(time.Millisecond),
+		percentile(readyLat, 0.5).Round(time.Millisecond), percentile(readyLat, 0.95).Round(time.Millisecond))
+	b.Logf("daemon RSS %d MiB with no pods; %d/%d/%d MiB at 1/10/30 pods", rss0/1024, rssAt[1]/1024, rssAt[10]/1024, rssAt[30]/1024)
+	b.Logf("iperf3 5 s: tailnet pod->pod %.2f Gbit/s, bridge veth %.2f Gbit/s, stock tailscaled pair %.2f Gbit/s", tailnet, plain, stock)
+
+	for _, p := range pods {
+		if err := e.del(ctx, p); err != nil {
+			b.Errorf("DEL %s: %v", p.name, err)
+		}
+	}
+	b.N = 1
+}
