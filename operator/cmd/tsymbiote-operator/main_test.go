@@ -51,91 +51,13 @@ const (
 // the leader lease, answers its probes and metrics, gives an injected pod
 // its key Secret and turns a TSymbiote into a StatefulSet.
 func TestOperatorBinary(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "tsymbiote-operator")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	hs := headscaletest.Start(t, headscaletest.Options{})
-	env := testenv.Start(t, testenv.Options{})
+	f := newFixture(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	c := env.Client
-	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
-		t.Fatal(err)
-	}
-	for _, u := range decodeAll(t, testenv.Helm(t, "template", release, testenv.ChartDir(t), "-n", ns)) {
-		if err := c.Patch(ctx, u, client.Apply, client.ForceOwnership, client.FieldOwner("helm")); err != nil {
-			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
-		}
-	}
-
-	// Act as the chart's ServiceAccount.
-	user, err := env.ControlPlane.AddUser(envtest.User{
-		Name:   "system:serviceaccount:" + ns + ":" + release,
-		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
-	}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kc, err := user.KubeConfig()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	kcPath := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	ports := freePorts(t, 3)
-	metrics, probes := fmt.Sprintf("127.0.0.1:%d", ports[0]), fmt.Sprintf("127.0.0.1:%d", ports[1])
-	cmd := exec.Command(bin,
-		"--kubeconfig="+kcPath,
-		"--namespace="+ns,
-		"--leader-elect",
-		"--metrics-bind-address="+metrics,
-		"--health-probe-bind-address="+probes,
-		fmt.Sprintf("--webhook-port=%d", ports[2]),
-		"--cert-dir="+filepath.Join(dir, "certs"),
-		"--cert-secret-name="+release+"-webhook-cert",
-		"--webhook-service-name="+release+"-webhook",
-		"--webhook-config-name="+release,
-		"--adapter-image=tsymbiote/adapter:test",
-		"--zap-encoder=json",
-	)
-	cmd.Env = append(os.Environ(), "HEADSCALE_URL="+hs.URL, "HEADSCALE_API_KEY="+hs.APIKey.Reveal())
-	out := &syncBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			t.Logf("operator exited after SIGTERM: %v", err)
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Logf("killed: %v", <-exited)
-			t.Error("operator did not exit within 15s of SIGTERM")
-		}
-		if t.Failed() {
-			t.Logf("operator output:\n%s", out.String())
-		}
-	})
-	start := time.Now()
-	testenv.Eventually(t, 60*time.Second, "readyz", func() error {
-		select {
-		case err := <-exited:
-			t.Fatalf("operator exited: %v\n%s", err, out.String())
-		default:
-		}
-		return httpOK("http://" + probes + "/readyz")
-	})
-	t.Logf("operator ready %v after start", time.Since(start).Round(time.Millisecond))
+	c, hs := f.env.Client, f.hs
+	op := f.startOperator(t, "")
+	metrics, probes, ports, out := op.metrics, op.probes, op.ports, op.out
+	t.Logf("operator ready %v after start", op.ready.Round(time.Millisecond))
 	if err := httpOK("http://" + probes + "/healthz"); err != nil {
 		t.Error(err)
 	}
@@ -269,6 +191,180 @@ func TestOperatorBinary(t *testing.T) {
 	if n := strings.Count(out.String(), `"level":"error"`); n > 0 {
 		t.Errorf("%d error lines in the operator's log", n)
 	}
+}
+
+// fixture is a real API server with the chart installed, a kubeconfig of
+// the chart's ServiceAccount, a Headscale and the built operator binary.
+type fixture struct {
+	bin, kubeconfig string
+	env             *testenv.Env
+	hs              *headscaletest.Server
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "tsymbiote-operator")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	hs := headscaletest.Start(t, headscaletest.Options{})
+	env := testenv.Start(t, testenv.Options{})
+	ctx := context.Background()
+	c := env.Client
+	if err := c.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range decodeAll(t, testenv.Helm(t, "template", release, testenv.ChartDir(t), "-n", ns)) {
+		if err := c.Patch(ctx, u, client.Apply, client.ForceOwnership, client.FieldOwner("helm")); err != nil {
+			t.Fatalf("applying %s %s: %v", u.GetKind(), u.GetName(), err)
+		}
+	}
+	// Act as the chart's ServiceAccount.
+	user, err := env.ControlPlane.AddUser(envtest.User{
+		Name:   "system:serviceaccount:" + ns + ":" + release,
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"},
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kc, err := user.KubeConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	kcPath := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &fixture{bin: bin, kubeconfig: kcPath, env: env, hs: hs}
+}
+
+// operatorProc is a running operator binary.
+type operatorProc struct {
+	cmd             *exec.Cmd
+	exited          chan error
+	out             *syncBuffer
+	metrics, probes string
+	ports           []int
+	dir             string
+	ready           time.Duration
+	stopped         bool
+}
+
+// startOperator runs the binary with the chart's arguments (ports on
+// loopback) and waits for /readyz. It is stopped when the test ends.
+func (f *fixture) startOperator(t *testing.T, name string) *operatorProc {
+	t.Helper()
+	p := &operatorProc{out: &syncBuffer{}, exited: make(chan error, 1), dir: t.TempDir(), ports: freePorts(t, 3)}
+	p.metrics, p.probes = fmt.Sprintf("127.0.0.1:%d", p.ports[0]), fmt.Sprintf("127.0.0.1:%d", p.ports[1])
+	p.cmd = exec.Command(f.bin,
+		"--kubeconfig="+f.kubeconfig,
+		"--namespace="+ns,
+		"--leader-elect",
+		"--metrics-bind-address="+p.metrics,
+		"--health-probe-bind-address="+p.probes,
+		fmt.Sprintf("--webhook-port=%d", p.ports[2]),
+		"--cert-dir="+filepath.Join(p.dir, "certs"),
+		"--cert-secret-name="+release+"-webhook-cert",
+		"--webhook-service-name="+release+"-webhook",
+		"--webhook-config-name="+release,
+		"--adapter-image=tsymbiote/adapter:test",
+		"--zap-encoder=json",
+	)
+	p.cmd.Env = append(os.Environ(), "HEADSCALE_URL="+f.hs.URL, "HEADSCALE_API_KEY="+f.hs.APIKey.Reveal())
+	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	start := time.Now()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("operator %s output:\n%s", name, p.out.String())
+		}
+	})
+	testenv.Eventually(t, 60*time.Second, "readyz", func() error {
+		select {
+		case err := <-p.exited:
+			t.Fatalf("operator exited: %v\n%s", err, p.out.String())
+		default:
+		}
+		return httpOK("http://" + p.probes + "/readyz")
+	})
+	p.ready = time.Since(start)
+	return p
+}
+
+// stop sends SIGTERM and waits for the process to exit.
+func (p *operatorProc) stop(t *testing.T) {
+	if p.stopped {
+		return
+	}
+	p.stopped = true
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		t.Logf("operator exited after SIGTERM: %v", err)
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		t.Logf("killed: %v", <-p.exited)
+		t.Error("operator did not exit within 15s of SIGTERM")
+	}
+}
+
+func (p *operatorProc) leads() bool {
+	return strings.Contains(p.out.String(), "successfully acquired lease")
+}
+
+// TestLeaderElection runs two replicas: both serve (ready), one leads; when
+// the leader stops, it releases the lease and the other takes over and
+// reconciles.
+func TestLeaderElection(t *testing.T) {
+	f := newFixture(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	c := f.env.Client
+	a := f.startOperator(t, "a")
+	testenv.Eventually(t, 30*time.Second, "a leads", func() error {
+		if !a.leads() {
+			return testenv.NotYet("a has not acquired the lease")
+		}
+		return nil
+	})
+	b := f.startOperator(t, "b")
+	time.Sleep(3 * time.Second) // more than the 2s retry period
+	if b.leads() {
+		t.Fatal("both replicas lead")
+	}
+	start := time.Now()
+	a.stop(t)
+	testenv.Eventually(t, 30*time.Second, "b leads", func() error {
+		if !b.leads() {
+			return testenv.NotYet("b has not acquired the lease")
+		}
+		return nil
+	})
+	t.Logf("b took over %v after a was stopped", time.Since(start).Round(time.Millisecond))
+
+	podNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-",
+		Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}}}
+	if err := c.Create(ctx, podNS); err != nil {
+		t.Fatal(err)
+	}
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "web-0",
+			Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+	sidecar.Inject(pod, &sidecar.Config{Image: "tsymbiote/adapter:test"})
+	if err := c.Create(ctx, pod); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, "the new leader reconciles", func() error {
+		return c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: sidecar.SecretName("web-0")}, &corev1.Secret{})
+	})
 }
 
 func httpOK(url string) error {
