@@ -108,6 +108,19 @@ func TestOperatorBinary(t *testing.T) {
 	if !strings.Contains(string(body), `controller_runtime_reconcile_total{controller="podkey"`) {
 		t.Errorf("metrics lack the podkey controller's counters")
 	}
+	defer func() {
+		// By the end one key was minted; that pod's adapter never joined, so
+		// no adapter node was deleted.
+		body := httpBody(t, "http://"+metrics+"/metrics")
+		for _, want := range []string{
+			`tsymbiote_operator_adapter_keys_minted_total{reason="new"} 1`,
+			`tsymbiote_operator_adapter_nodes_deleted_total 0`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("metrics lack %q", want)
+			}
+		}
+	}()
 
 	// An injected pod (created here already injected: the API server cannot
 	// reach this binary's webhook under its service name) gets its Secret.
@@ -365,6 +378,16 @@ func TestLeaderElection(t *testing.T) {
 	testenv.Eventually(t, 30*time.Second, "the new leader reconciles", func() error {
 		return c.Get(ctx, client.ObjectKey{Namespace: podNS.Name, Name: sidecar.SecretName("web-0")}, &corev1.Secret{})
 	})
+}
+
+func httpBody(t *testing.T, url string) string {
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }
 
 func httpOK(url string) error {

@@ -184,7 +184,7 @@ func (r *PodKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if left := renewAt.Sub(r.now()); left > 0 {
 		return ctrl.Result{RequeueAfter: min(left, r.poll())}, nil
 	}
-	key, err := r.mint(ctx, pod)
+	key, err := r.mint(ctx, pod, "renew")
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -198,7 +198,7 @@ func (r *PodKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 }
 
 func (r *PodKeyReconciler) createSecret(ctx context.Context, pod *corev1.Pod, name string) (ctrl.Result, error) {
-	key, err := r.mint(ctx, pod)
+	key, err := r.mint(ctx, pod, "new")
 	if err != nil {
 		return ctrl.Result{}, err
 	}
@@ -225,7 +225,7 @@ func (r *PodKeyReconciler) createSecret(ctx context.Context, pod *corev1.Pod, na
 	return ctrl.Result{RequeueAfter: r.poll()}, nil
 }
 
-func (r *PodKeyReconciler) mint(ctx context.Context, pod *corev1.Pod) (*controlplane.AuthKey, error) {
+func (r *PodKeyReconciler) mint(ctx context.Context, pod *corev1.Pod, reason string) (*controlplane.AuthKey, error) {
 	key, err := r.ControlPlane.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
 		Tags:          []string{sidecar.AdapterTag},
 		Ephemeral:     true,
@@ -235,8 +235,10 @@ func (r *PodKeyReconciler) mint(ctx context.Context, pod *corev1.Pod) (*controlp
 		Description:   "tsymbiote adapter " + pod.Namespace + "/" + pod.Name,
 	})
 	if err != nil {
+		controlPlaneErrors.WithLabelValues("create_key").Inc()
 		return nil, fmt.Errorf("minting adapter key: %w", err)
 	}
+	keysMinted.WithLabelValues(reason).Inc()
 	return key, nil
 }
 
@@ -268,6 +270,7 @@ func (r *PodKeyReconciler) nodes(ctx context.Context, host string) ([]controlpla
 	}
 	devs, err := r.ControlPlane.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
 	if err != nil {
+		controlPlaneErrors.WithLabelValues("list_devices").Inc()
 		return nil, fmt.Errorf("listing adapter nodes: %w", err)
 	}
 	var out []controlplane.Device
@@ -315,9 +318,15 @@ func (r *PodKeyReconciler) deleteNodes(ctx context.Context, pod *corev1.Pod, sec
 		}
 	}
 	for _, id := range ids {
-		if err := r.ControlPlane.DeleteDevice(ctx, id); err != nil && !errors.Is(err, controlplane.ErrNotFound) {
+		err := r.ControlPlane.DeleteDevice(ctx, id)
+		switch {
+		case errors.Is(err, controlplane.ErrNotFound):
+			continue
+		case err != nil:
+			controlPlaneErrors.WithLabelValues("delete_device").Inc()
 			return fmt.Errorf("deleting adapter node %s: %w", id, err)
 		}
+		nodesDeleted.Inc()
 		log.FromContext(ctx).Info("deleted adapter node", "node", id)
 	}
 	return nil
