@@ -78,7 +78,7 @@ func Start(t testing.TB, opts Options) *Env {
 		if err != nil {
 			t.Fatalf("%v (hack/build-bin.sh %s)", err, b.name)
 		}
-		if err := os.Symlink(p, filepath.Join(assets, b.name)); err != nil {
+		if err := linkAsset(p, filepath.Join(assets, b.name)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -118,6 +118,19 @@ func Start(t testing.TB, opts Options) *Env {
 		t.Fatal(err)
 	}
 	return &Env{Environment: env, Config: cfg, Client: c, Root: root}
+}
+
+// linkAsset puts bin at link for envtest. envtest does not tie its etcd
+// and kube-apiserver to the test process, so when setpriv is there the link
+// is a wrapper that has the kernel kill the server if the test binary dies
+// without cleaning up (a test timeout, say); a symlink otherwise.
+func linkAsset(bin, link string) error {
+	setpriv, err := exec.LookPath("setpriv")
+	if err != nil {
+		return os.Symlink(bin, link)
+	}
+	script := fmt.Sprintf("#!/bin/sh\nexec %s --pdeathsig KILL %s \"$@\"\n", setpriv, bin)
+	return os.WriteFile(link, []byte(script), 0o755)
 }
 
 // zapLevel is info, or debug with TSYMBIOTE_TEST_DEBUG set.
