@@ -120,6 +120,7 @@ type env struct {
 	metrics string
 	bridge  string
 	subnet  string
+	hsNet   string // Headscale's /30
 	conf    *libcni.NetworkConfigList
 	cni     *libcni.CNIConfig
 
@@ -204,6 +205,9 @@ func newEnv(t testing.TB) *env {
 	b := 100 + (os.Getpid()+n*7)%100
 	hsAddr := fmt.Sprintf("10.250.%d.1", b)
 	hostVeth(t, "tce"+e.id, hsAddr+"/30")
+	// Pods route only this /30 (Headscale's) through the bridge, for the
+	// stock tailscaled the benchmark runs in pod namespaces; nothing else.
+	e.hsNet = fmt.Sprintf("10.250.%d.0/30", b)
 	e.hs = headscaletest.Start(t, headscaletest.Options{ListenAddr: hsAddr})
 	e.socket = filepath.Join(e.dir, "run", "daemon.sock")
 	e.bridge = "tcb" + e.id
@@ -232,9 +236,10 @@ func (e *env) confList(ours string) *libcni.NetworkConfigList {
   "name": "tscni-e2e-%s",
   "plugins": [
     {"type": "bridge", "bridge": %q, "isGateway": true, "ipMasq": false,
-     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q}}%s
+     "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "dataDir": %q,
+              "routes": [{"dst": %q}]}}%s
   ]
-}`, e.id, e.bridge, e.subnet, filepath.Join(e.dir, "ipam"), ours)
+}`, e.id, e.bridge, e.subnet, filepath.Join(e.dir, "ipam"), e.hsNet, ours)
 	c, err := libcni.ConfListFromBytes([]byte(raw))
 	if err != nil {
 		e.t.Fatalf("conflist: %v", err)
@@ -323,6 +328,13 @@ func (e *env) stopDaemon(kill bool) {
 // the test's containers may have left, then the namespaces.
 func (e *env) cleanup() {
 	e.stopDaemon(false)
+	// TSCNI_E2E_DAEMON_LOG keeps the daemon's log for a look afterwards.
+	if path := os.Getenv("TSCNI_E2E_DAEMON_LOG"); path != "" && e.daemonLog != nil {
+		if f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
+			f.WriteString(e.daemonLog.String())
+			f.Close()
+		}
+	}
 	if e.t.Failed() && e.daemonLog != nil {
 		log := e.daemonLog.String()
 		if len(log) > 20000 {

@@ -114,7 +114,8 @@ func run() error {
 		return err
 	}
 	metrics := daemon.NewMetrics()
-	m, err := daemon.NewManager(backendLogf, cfg, cp, metrics)
+	cfg.BackendLogf = backendLogf
+	m, err := daemon.NewManager(logf, cfg, cp, metrics)
 	if err != nil {
 		return err
 	}

@@ -260,6 +260,7 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 		return nil, cnierr.New(cnierr.Internal, "setting up policy routing", err)
 	}
 
+	tPrep := time.Now()
 	key, err := m.cp.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
 		Tags: m.cfg.Tags, Ephemeral: m.cfg.Ephemeral, Preauthorized: true,
 		Expiry: m.cfg.AuthKeyTTL, Description: "tailscale-cni " + rec.Hostname,
@@ -267,10 +268,12 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	if err != nil {
 		return nil, controlPlaneError("minting an auth key", err)
 	}
+	tKey := time.Now()
 	b, err := m.startBackend(p, key.Key.Reveal())
 	if err != nil {
 		return nil, err
 	}
+	tStart := time.Now()
 	wctx, cancel := context.WithTimeout(ctx, m.cfg.AddTimeout)
 	defer cancel()
 	wait := b.WaitAddresses
@@ -285,6 +288,7 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 		return nil, cnierr.New(cnierr.NodeNotReady, fmt.Sprintf("node %s did not come up within %v", rec.Hostname, m.cfg.AddTimeout), err)
 	}
 	p.rec.NodeID = run.NodeID
+	tReg := time.Now()
 	if err := m.save(&p.rec); err != nil {
 		return nil, cnierr.New(cnierr.IOFailure, "saving pod state", err)
 	}
@@ -295,7 +299,10 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	if err := m.save(&p.rec); err != nil {
 		return nil, cnierr.New(cnierr.IOFailure, "saving pod state", err)
 	}
-	m.logf("pod %s/%s: up as %s (%v) in %v", a.Namespace, a.Pod, rec.Hostname, p.rec.Addrs, time.Since(start).Round(time.Millisecond))
+	ms := func(a, b time.Time) time.Duration { return b.Sub(a).Round(time.Millisecond) }
+	m.logf("pod %s/%s: up as %s (%v) in %v: prepare %v, key %v, start %v, register %v, wire %v",
+		a.Namespace, a.Pod, rec.Hostname, p.rec.Addrs, ms(start, time.Now()),
+		ms(start, tPrep), ms(tPrep, tKey), ms(tKey, tStart), ms(tStart, tReg), ms(tReg, time.Now()))
 	return m.result(p)
 }
 
@@ -581,5 +588,9 @@ func (m *Manager) podLogf(rec *PodRecord) logger.Logf {
 	if rec.Pod == "" {
 		name = rec.ContainerID
 	}
-	return logger.WithPrefix(m.logf, "pod "+name+": ")
+	logf := m.cfg.BackendLogf
+	if logf == nil {
+		logf = m.logf
+	}
+	return logger.WithPrefix(logf, "pod "+name+": ")
 }

@@ -13,6 +13,8 @@ import (
 	"regexp"
 	"strings"
 	"time"
+
+	"tailscale.com/types/logger"
 )
 
 // Defaults of the daemon's configuration.
@@ -41,6 +43,9 @@ type Config struct {
 	// AddWaitsForRunning makes ADD wait until the node is Running (has a
 	// home DERP), not only registered with its addresses.
 	AddWaitsForRunning bool
+	// BackendLogf receives the pods' backends' logs; the daemon's own
+	// logger when nil. The daemon passes a rate-limited one.
+	BackendLogf logger.Logf `json:"-"`
 	// IPv6 gives pods their tailnet IPv6 address too (and turns on IPv6
 	// forwarding).
 	IPv6 bool
