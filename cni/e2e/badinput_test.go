@@ -140,7 +140,7 @@ func TestBadInput(t *testing.T) {
 		{"control plane down", "ADD", good, e.shimConf(downSock, "", true, p.path()), types.ErrTryAgainLater, "try again later"},
 		{"control plane down, STATUS", "STATUS", good, e.shimConf(downSock, "", false, ""), 50, "cannot add pods"},
 		{"key minting refused", "ADD", good, e.shimConf(refusedSock, "", true, p.path()), 101, "refuses"},
-		{"CHECK of a container never added", "CHECK", good, e.shimConf(e.socket, "", false, "") , types.ErrInvalidNetworkConfig, "prevResult"},
+		{"CHECK of a container never added", "CHECK", good, e.shimConf(e.socket, "", false, ""), types.ErrInvalidNetworkConfig, "prevResult"},
 	} {
 		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
 			got := shim(t, e.bins, tc.cmd, tc.env, tc.conf)
