@@ -69,8 +69,7 @@ func discoverOnce(procRoot string) (path string, tried int, err error) {
 		dir := filepath.Join(procRoot, strconv.Itoa(pid))
 		args := readCmdline(filepath.Join(dir, "cmdline"))
 		comm, _ := os.ReadFile(filepath.Join(dir, "comm"))
-		name := strings.TrimSpace(string(comm))
-		if name != "tailscaled" && name != "containerboot" && (len(args) == 0 || filepath.Base(args[0]) != "tailscaled") {
+		if !isTailscaled(strings.TrimSpace(string(comm)), args) {
 			continue
 		}
 		found = true
@@ -87,6 +86,16 @@ func discoverOnce(procRoot string) (path string, tried int, err error) {
 		return "", tried, fmt.Errorf("no tailscaled process under %s", procRoot)
 	}
 	return "", tried, fmt.Errorf("tailscaled found under %s but none of its sockets exist yet", procRoot)
+}
+
+// isTailscaled matches tailscaled by its command name (comm, cut to 15
+// bytes by the kernel) or its argv[0], allowing versioned file names such
+// as tailscaled-v1.102.5, and the Tailscale image's containerboot.
+func isTailscaled(comm string, args []string) bool {
+	if strings.HasPrefix(comm, "tailscaled") || comm == "containerboot" {
+		return true
+	}
+	return len(args) > 0 && strings.HasPrefix(filepath.Base(args[0]), "tailscaled")
 }
 
 func readCmdline(path string) []string {

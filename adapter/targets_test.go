@@ -178,3 +178,22 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("hostname() = %q", h)
 	}
 }
+
+func TestIsTailscaled(t *testing.T) {
+	for _, tc := range []struct {
+		comm string
+		args []string
+		want bool
+	}{
+		{"tailscaled", nil, true},
+		{"tailscaled-v1.10", []string{"/bin/tailscaled-v1.102.5"}, true},
+		{"containerboot", []string{"/usr/local/bin/containerboot"}, true},
+		{"exe", []string{"/usr/local/bin/tailscaled", "--state=mem:"}, true},
+		{"tailscale", []string{"tailscale", "up"}, false},
+		{"sh", []string{"sh", "-c", "tailscaled"}, false},
+	} {
+		if got := isTailscaled(tc.comm, tc.args); got != tc.want {
+			t.Errorf("isTailscaled(%q, %q) = %v", tc.comm, tc.args, got)
+		}
+	}
+}

@@ -145,6 +145,16 @@ func (d *Daemon) Stop() {
 	os.Remove(d.Socket)
 }
 
+// PID is the running daemon's process ID, or 0.
+func (d *Daemon) PID() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.cmd == nil {
+		return 0
+	}
+	return d.cmd.Process.Pid
+}
+
 // Client is a LocalAPI client for the daemon.
 func (d *Daemon) Client() *local.Client {
 	return &local.Client{Socket: d.Socket, UseSocketOnly: true}
