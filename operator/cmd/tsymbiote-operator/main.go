@@ -35,6 +35,9 @@ import (
 
 func main() {
 	if err := run(os.Args[1:], os.Getenv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
 		fmt.Fprintf(os.Stderr, "tsymbiote-operator: %v\n", err)
 		os.Exit(1)
 	}
