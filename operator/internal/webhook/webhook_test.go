@@ -14,6 +14,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 	"k8s.io/apimachinery/pkg/runtime"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -118,6 +119,56 @@ func TestInjection(t *testing.T) {
 			t.Fatalf("name %q, want gen-XXXXX", pod.Name)
 		}
 		checkInjected(t, pod, pod.Name)
+	})
+
+	t.Run("Tailscale operator proxy pod keeps its own spec", func(t *testing.T) {
+		// Shaped like a proxy pod of the Tailscale operator whose ProxyClass
+		// adds the injection label: the operator's containers, init
+		// container, volumes and security settings must come through as
+		// they were, with the sidecar only appended.
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Namespace: on, GenerateName: "ts-web-abc12-", Labels: map[string]string{
+				sidecar.InjectionLabel: sidecar.InjectionEnabled, "tailscale.com/managed": "true",
+				"tailscale.com/parent-resource": "web", "tailscale.com/parent-resource-type": "svc",
+			}},
+			Spec: corev1.PodSpec{
+				ServiceAccountName: "proxies",
+				InitContainers: []corev1.Container{{Name: "sysctler", Image: "tailscale/tailscale:test",
+					Command: []string{"/bin/sh", "-c"}, Args: []string{"sysctl -w net.ipv4.ip_forward=1"},
+					SecurityContext: &corev1.SecurityContext{Privileged: ptr.To(true)}}},
+				Containers: []corev1.Container{{Name: "tailscale", Image: "tailscale/tailscale:test",
+					Env: []corev1.EnvVar{{Name: "TS_USERSPACE", Value: "false"}, {Name: "TS_KUBE_SECRET", Value: "ts-web-abc12-0"},
+						{Name: "TS_SOCKET", Value: "/tmp/tailscaled.sock"}},
+					SecurityContext: &corev1.SecurityContext{Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"NET_ADMIN"}}},
+					VolumeMounts:    []corev1.VolumeMount{{Name: "tailscaledconfig-0", MountPath: "/etc/tsconfig/web", ReadOnly: true}}}},
+				Volumes: []corev1.Volume{{Name: "tailscaledconfig-0", VolumeSource: corev1.VolumeSource{
+					Secret: &corev1.SecretVolumeSource{SecretName: "ts-web-abc12-0-config"}}}},
+			},
+		}
+		if err := c.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		checkInjected(t, pod, pod.Name)
+		stored := &corev1.Pod{}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(pod), stored); err != nil {
+			t.Fatal(err)
+		}
+		ts := stored.Spec.Containers[0]
+		if ts.Name != "tailscale" || len(ts.Env) != 3 || ts.Env[2].Value != "/tmp/tailscaled.sock" ||
+			!slices.Contains(ts.SecurityContext.Capabilities.Add, "NET_ADMIN") || len(ts.VolumeMounts) != 1 {
+			t.Errorf("tailscale container changed: %+v", ts)
+		}
+		if len(stored.Spec.InitContainers) != 1 || !*stored.Spec.InitContainers[0].SecurityContext.Privileged {
+			t.Errorf("init containers changed: %+v", stored.Spec.InitContainers)
+		}
+		if stored.Spec.ServiceAccountName != "proxies" || stored.Spec.Volumes[0].Name != "tailscaledconfig-0" {
+			t.Errorf("pod spec changed: sa %q volumes %+v", stored.Spec.ServiceAccountName, stored.Spec.Volumes)
+		}
+		for k, v := range pod.Labels {
+			if stored.Labels[k] != v {
+				t.Errorf("label %s changed", k)
+			}
+		}
 	})
 
 	t.Run("re-admission does not inject twice", func(t *testing.T) {
