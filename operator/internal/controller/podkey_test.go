@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"tailscale.com/tsnet"
+	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	"tsymbiote.dhouti.dev/operator/internal/controller"
@@ -105,6 +107,11 @@ func TestPodKeys(t *testing.T) {
 			return nil
 		})
 		// Single use: the key cannot register a second node.
+		if err := joinOnce(t, hs.URL, "adapter-join-again", key); err == nil {
+			t.Fatal("a second node joined with the pod's single-use key")
+		} else {
+			t.Logf("second join with the same key refused: %v", err)
+		}
 		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
 		if err != nil || len(devs) != 1 || !devs[0].Ephemeral {
 			t.Fatalf("adapter devices %+v, %v; want one ephemeral", devs, err)
@@ -188,4 +195,19 @@ func TestPodKeys(t *testing.T) {
 			return err
 		})
 	})
+}
+
+// joinOnce tries to bring up a tsnet node with key and returns why it
+// could not.
+func joinOnce(t *testing.T, controlURL, host string, key controlplane.Secret) error {
+	headscaletest.OfflineClean()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	ts := &tsnet.Server{
+		Dir: t.TempDir(), Hostname: host, ControlURL: controlURL, AuthKey: key.Reveal(), Ephemeral: true,
+		Logf: logger.Discard, UserLogf: logger.Discard,
+	}
+	defer ts.Close()
+	_, err := ts.Up(ctx)
+	return err
 }
