@@ -46,9 +46,10 @@ func TestPodKeys(t *testing.T) {
 	env.ControllerManager(t, "garbagecollector")
 	var skew atomic.Int64 // lets the test move the controller's clock forward
 	pk := &controller.PodKeyReconciler{
-		KeyExpiry: 10 * time.Minute,
-		Poll:      500 * time.Millisecond,
-		Now:       func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
+		KeyExpiry:   10 * time.Minute,
+		Poll:        500 * time.Millisecond,
+		GiveUpAfter: 3 * time.Second,
+		Now:         func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
 	}
 	env.StartManager(t, setup.Config{
 		ControlPlane: hs.Client,
@@ -194,6 +195,29 @@ func TestPodKeys(t *testing.T) {
 			}
 			return err
 		})
+	})
+	t.Run("pod released when the control plane stays down", func(t *testing.T) {
+		pod := newPod(ns, "adapter-orphan")
+		if err := c.Create(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 30*time.Second, "pod secret", func() error {
+			_, err := getSecret(pod)
+			return err
+		})
+		hs.Stop() // last subtest: nothing needs Headscale after this
+		start := time.Now()
+		if err := c.Delete(ctx, pod); err != nil {
+			t.Fatal(err)
+		}
+		testenv.Eventually(t, 60*time.Second, "pod released", func() error {
+			err := c.Get(ctx, client.ObjectKeyFromObject(pod), &corev1.Pod{})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			return fmt.Errorf("pod still there: %w", err)
+		})
+		t.Logf("pod released %v after deletion with the control plane down (give-up after 3s)", time.Since(start).Round(time.Millisecond))
 	})
 }
 
