@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 )
 
 // TestDiscoverRealTailscaled runs --discover-socket against a real

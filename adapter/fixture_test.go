@@ -14,7 +14,7 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"

@@ -17,7 +17,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 

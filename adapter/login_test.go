@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 )
 

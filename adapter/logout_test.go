@@ -13,7 +13,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/adapter/internal/tailscaledtest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 )

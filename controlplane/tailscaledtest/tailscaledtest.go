@@ -47,39 +47,56 @@ type Daemon struct {
 	out  *tailBuffer
 }
 
-// Start starts a tailscaled named name for t.
+// Start starts a tailscaled named name for t, and stops it and removes its
+// files when t ends.
 func Start(t testing.TB, name string) *Daemon {
 	t.Helper()
+	d, err := New(name, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("tailscaled %s last output:\n%s", name, d.Output())
+		}
+		d.Close()
+	})
+	return d
+}
+
+// New starts a tailscaled named name outside a test (the demo uses it). The
+// caller must call Close.
+func New(name string, logf func(string, ...any)) (*Daemon, error) {
 	bin, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
 	if err != nil {
-		t.Fatalf("tailscaled: %v (run hack/build-bin.sh tailscaled)", err)
+		return nil, fmt.Errorf("tailscaled: %w (run hack/build-bin.sh tailscaled)", err)
 	}
 	cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION")
 	if err != nil {
-		t.Fatalf("tailscale CLI: %v (run hack/build-bin.sh tailscale)", err)
+		return nil, fmt.Errorf("tailscale CLI: %w (run hack/build-bin.sh tailscale)", err)
 	}
 	// t.TempDir paths can exceed the 108-byte unix socket limit.
 	dir, err := os.MkdirTemp("", "tsd-"+name+"-")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	d := &Daemon{
 		Name: name, Dir: dir,
 		Socket:   filepath.Join(dir, "tailscaled.sock"),
 		StateDir: filepath.Join(dir, "state"),
-		bin:      bin, cli: cli, logf: t.Logf,
+		bin:      bin, cli: cli, logf: logf,
 	}
-	t.Cleanup(func() {
-		d.Stop()
-		if t.Failed() {
-			t.Logf("tailscaled %s last output:\n%s", name, d.Output())
-		}
-		os.RemoveAll(dir)
-	})
 	if err := d.Restart(); err != nil {
-		t.Fatal(err)
+		d.Close()
+		return nil, err
 	}
-	return d
+	return d, nil
+}
+
+// Close kills the daemon and removes its files.
+func (d *Daemon) Close() {
+	d.Stop()
+	os.RemoveAll(d.Dir)
 }
 
 // Restart starts the daemon again after Stop, with the same state, socket

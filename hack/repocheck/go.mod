@@ -4,4 +4,4 @@ module tsymbiote.dhouti.dev/hack/repocheck
 
 go 1.26.8
 
-require golang.org/x/mod v0.30.0
+require golang.org/x/mod v0.41.0
