@@ -9,11 +9,12 @@ include hack/versions.env
 BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
-# Go modules tested, linted and built, in dependency order. A module joins
-# this list (and go.work) when its tests are real and green.
-MODULES := controlplane proto hack/repocheck
+# Go modules tested, linted and built, in dependency order.
+MODULES := proto controlplane adapter cni webui operator hack/demo hack/repocheck
+CHARTS := charts/tailscale-cni charts/tsymbiote-operator
+FRONTEND := webui/frontend
 
-GO_TEST_FLAGS ?= -race -count=1
+GO_TEST_FLAGS ?= -race -count=1 -timeout 45m
 GOLANGCI_LINT := $(BIN)/golangci-lint
 
 .PHONY: help
@@ -25,8 +26,9 @@ tools: ## Build the pinned tools and test servers into ./bin (cached by version)
 	@hack/tools.sh
 
 .PHONY: generate
-generate: tools ## Regenerate the protos' Go code.
+generate: tools ## Regenerate the protos' Go code and the operator's CRDs, RBAC and webhook manifests.
 	cd proto && $(BIN)/buf generate
+	operator/hack/generate.sh
 
 .PHONY: check-generate
 check-generate: ## Fail if `make generate` changes any file (untracked ones too).
@@ -43,17 +45,51 @@ lint: tools ## Run golangci-lint in every module and buf lint on the protos.
 	@for m in $(MODULES); do echo "lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --timeout 10m ./...); done
 	cd proto && $(BIN)/buf lint
 
+.PHONY: deps
+deps: ## Install the Debian packages the tests use (Chromium for the browser tests), if missing.
+	@hack/apt.sh chromium iproute2
+
+.PHONY: frontend
+frontend: ## Install the WebUI's npm packages and build it into webui/frontend/dist (embedded by go:embed).
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error && npm run build
+
+.PHONY: test-frontend
+test-frontend: frontend ## Run the frontend's Vitest unit tests.
+	cd $(FRONTEND) && npm test
+
+.PHONY: charts
+charts: tools ## helm lint and helm template every chart.
+	@for c in $(CHARTS); do $(BIN)/helm lint --strict $$c && $(BIN)/helm template test $$c >/dev/null && echo "$$c renders"; done
+
 .PHONY: build
-build: ## Build every module, in the workspace and alone (GOWORK=off).
+build: frontend ## Build every module, in the workspace and alone (GOWORK=off).
 	@for m in $(MODULES); do echo "build $$m"; (cd $$m && go build ./... && GOWORK=off go build ./...); done
 
+.PHONY: binaries
+binaries: frontend ## Build the project's binaries into ./bin.
+	go build -o $(BIN)/tsymbiote-adapter ./adapter/cmd/tsymbiote-adapter
+	go build -o $(BIN)/tsymbiote-webui ./webui/cmd/tsymbiote-webui
+	go build -o $(BIN)/tailscale-cni ./cni/cmd/tailscale-cni
+	go build -o $(BIN)/tailscale-cni-daemon ./cni/cmd/tailscale-cni-daemon
+	go build -o $(BIN)/tsymbiote-operator ./operator/cmd/tsymbiote-operator
+	go build -o $(BIN)/tsymbiote-demo ./hack/demo
+
 .PHONY: test
-test: tools lint check-generate build ## Lint, check generated code, and run every module's tests with -race.
+test: tools deps lint check-generate charts test-frontend build ## Everything CI runs: lint, generated-code check, charts, frontend units, and every module's tests with -race.
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GO_TEST_FLAGS) ./...); done
 
 .PHONY: bench
-bench: tools ## Run the benchmarks and print their figures.
-	@for m in $(MODULES); do (cd $$m && go test -run='^$$' -bench=. -benchmem ./...); done
+bench: tools frontend ## Run the benchmarks and print their figures (the CNI's are in bench-cni).
+	@for m in $(filter-out cni,$(MODULES)); do (cd $$m && go test -run='^$$' -bench=. -benchmem ./...); done
+	cd cni && go test -run='^$$' -bench=. -benchmem $$(go list ./... | grep -v /e2e)
+
+.PHONY: bench-cni
+bench-cni: tools ## The CNI benchmark (root): ADD latency, readiness, RSS per pod, idle logs, iperf3 against baselines.
+	cd cni && go test -run='^$$' -bench=BenchmarkCNI -benchtime=1x -timeout 60m -v ./e2e
+
+.PHONY: demo
+demo: tools deps binaries ## Start the demo: local Headscale, 4 tailscaled nodes with adapters, WebUI on http://127.0.0.1:3621.
+	$(BIN)/tsymbiote-demo --bin $(BIN)
 
 .PHONY: clean
 clean: ## Remove ./bin and test caches.
