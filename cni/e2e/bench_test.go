@@ -140,6 +140,7 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 // Run it with -benchtime 1x; it is slow (minutes).
 func BenchmarkCNI(b *testing.B) {
 	e := newEnv(b)
+	ensureTool(b, "iperf3", "iperf3")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	pid := e.daemon.Process.Pid

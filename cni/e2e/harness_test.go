@@ -192,10 +192,49 @@ var subnetSeq struct {
 	n int
 }
 
+// restoreSysctls puts host sysctls the daemon turns on (forwarding) back
+// as they were when t ends. Registered first, it runs after every other
+// cleanup, when the daemon is gone.
+func restoreSysctls(t testing.TB, paths ...string) {
+	for _, p := range paths {
+		old, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		t.Cleanup(func() { os.WriteFile(p, old, 0o644) })
+	}
+}
+
+var aptMu sync.Mutex
+
+// ensureTool installs a Debian package when its command is missing (the
+// tests ping with iputils' ping; the benchmark runs iperf3).
+func ensureTool(t testing.TB, cmd, pkg string) {
+	t.Helper()
+	aptMu.Lock()
+	defer aptMu.Unlock()
+	if _, err := exec.LookPath(cmd); err == nil {
+		return
+	}
+	install := func() error {
+		c := exec.Command("apt-get", "install", "-y", "-q", "--no-install-recommends", pkg)
+		c.Env = append(os.Environ(), "DEBIAN_FRONTEND=noninteractive")
+		return c.Run()
+	}
+	if install() != nil {
+		exec.Command("apt-get", "update", "-q").Run()
+		if err := install(); err != nil {
+			t.Fatalf("%s is missing and installing %s failed: %v", cmd, pkg, err)
+		}
+	}
+}
+
 // newEnv starts Headscale and a daemon.
 func newEnv(t testing.TB) *env {
 	t.Helper()
 	requireRoot(t)
+	ensureTool(t, "ping", "iputils-ping")
+	restoreSysctls(t, "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 	headscaletest.OfflineClean()
 	e := &env{t: t, id: randHex(3), bins: binaries(t), dir: t.TempDir()}
 	subnetSeq.Lock()
