@@ -14,9 +14,9 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 

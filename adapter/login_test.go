@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 )
 
 // TestInteractiveLogin: without TS_AUTHKEY the adapter logs the control

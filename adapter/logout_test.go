@@ -13,9 +13,9 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 )
 
 // TestLogout is acceptance item 5, run through the real command: with
