@@ -70,9 +70,18 @@ func binaries(t testing.TB) string {
 		if buildErr != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-tags", "ts_omit_portmapper", "-ldflags", tsVersionLDFlags(), "-o", binDir+"/", "./cmd/tailscale-cni", "./cmd/tailscale-cni-daemon")
+		args := []string{"build", "-tags", "ts_omit_portmapper", "-ldflags", tsVersionLDFlags(), "-o", binDir + "/"}
+		if os.Getenv("TSCNI_E2E_RACE") != "" {
+			// The daemon is another process: -race on the test binary
+			// does not reach it.
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/tailscale-cni", "./cmd/tailscale-cni-daemon")...)
 		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "GOWORK=off", "CGO_ENABLED=0")
+		cmd.Env = append(os.Environ(), "GOWORK=off")
+		if os.Getenv("TSCNI_E2E_RACE") == "" {
+			cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
+		}
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("building: %v\n%s", err, out)
 			return
