@@ -18,12 +18,14 @@ var offlineOnce sync.Once
 
 // OfflineClean sets the process-wide knobs that keep tailscale code in this
 // process talking to nothing but the local control server: no log upload,
-// and DERP over plain HTTP, which is what Headscale's embedded DERP speaks.
+// DERP over plain HTTP, which is what Headscale's embedded DERP speaks, and no
+// UPnP/NAT-PMP/PCP probes of the machine's gateway.
 // The DERP map itself comes from Headscale and lists only the embedded region.
 func OfflineClean() {
 	offlineOnce.Do(func() {
 		envknob.SetNoLogsNoSupport()
 		envknob.Setenv("TS_DEBUG_USE_DERP_HTTP", "1")
+		envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
 	})
 }
 
