@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -189,5 +190,36 @@ func TestControlPlaneGoesAway(t *testing.T) {
 	}
 	if after := e.counts(t); after != before {
 		t.Errorf("host objects differ: before %v, after %v", before, after)
+	}
+}
+
+// TestDelWhileControlPlaneDown: DEL with the control plane gone still
+// succeeds and removes everything on the node (pod deletion must not hang on
+// the control plane), keeping only a record of the node to delete later,
+// which a restarted daemon never brings back as a pod.
+func TestDelWhileControlPlaneDown(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	before := e.counts(t)
+	p := e.newPod("orphan")
+	if _, err := e.add(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	e.hs.Stop()
+	if err := e.del(ctx, p); err != nil {
+		t.Fatalf("DEL with the control plane down: %v", err)
+	}
+	want := before
+	want.StateDirs = 1 // the record of the node still to delete
+	if after := e.counts(t); after != want {
+		t.Errorf("host objects: %v, want %v", after, want)
+	}
+	e.stopDaemon(false)
+	e.startDaemonNoReady()
+	if !strings.Contains(e.daemonLog.String(), "recovered 0 pods") {
+		t.Errorf("restarted daemon recovered the deleted pod:\n%s", e.daemonLog.String())
+	}
+	if after := e.counts(t); after != want {
+		t.Errorf("host objects after restart: %v, want %v", after, want)
 	}
 }

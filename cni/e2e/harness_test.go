@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -318,7 +319,13 @@ func (e *env) daemonEnv() []string {
 	return append(env, e.extraEnv...)
 }
 
-func (e *env) startDaemon() {
+func (e *env) startDaemon() { e.startDaemonWaiting("reachable; ready") }
+
+// startDaemonNoReady starts the daemon without waiting for the control
+// plane, for tests that stopped it.
+func (e *env) startDaemonNoReady() { e.startDaemonWaiting("not ready") }
+
+func (e *env) startDaemonWaiting(readyMark string) {
 	e.t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -338,7 +345,7 @@ func (e *env) startDaemon() {
 	// Ready once the daemon says so (socket up, control plane verified,
 	// recovery done).
 	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(e.daemonLog.String(), "tailscale-cni-daemon: serving ") || !strings.Contains(e.daemonLog.String(), "reachable; ready") {
+	for !strings.Contains(e.daemonLog.String(), "tailscale-cni-daemon: serving ") || !strings.Contains(e.daemonLog.String(), readyMark) {
 		select {
 		case <-done:
 			e.t.Fatalf("daemon exited during start:\n%s", e.daemonLog.String())
@@ -489,7 +496,8 @@ func mustJSON(v any) string {
 
 // cniErr extracts the CNI error from a libcni failure.
 func cniErr(err error) *types.Error {
-	if te, ok := err.(*types.Error); ok {
+	var te *types.Error
+	if errors.As(err, &te) {
 		return te
 	}
 	return nil

@@ -150,6 +150,7 @@ func run() error {
 
 	go verifyLoop(ctx, logf, cp, m)
 	go releaseMemory(ctx)
+	go m.RetryDeletes(ctx, time.Minute)
 	rec, removed := m.Recover(ctx)
 	logf("tailscale-cni-daemon: serving %s; recovered %d pods, removed %d leftovers", *socket, rec, removed)
 	<-ctx.Done()

@@ -423,6 +423,10 @@ func controlPlaneError(what string, err error) error {
 	return cnierr.New(cnierr.TryAgainLater, "control plane unreachable while "+what+"; try again later", err)
 }
 
+// errNodeNotDeleted tells delete's internal callers (RetryDeletes) that the
+// node is still in the control plane; Del reports success all the same.
+var errNodeNotDeleted = errors.New("node not yet deleted from the control plane")
+
 // Del removes everything ADD made for the container. It succeeds for
 // containers the daemon never saw and when called twice.
 func (m *Manager) Del(ctx context.Context, a Attachment) (err error) {
@@ -447,7 +451,10 @@ func (m *Manager) Del(ctx context.Context, a Attachment) (err error) {
 		}
 		p = &pod{rec: *rec, socket: SocketPath(m.cfg.RunDir, rec.Namespace, rec.Pod, rec.ContainerID)}
 	}
-	return m.delete(ctx, p)
+	if err := m.delete(ctx, p); err != nil && !errors.Is(err, errNodeNotDeleted) {
+		return err
+	}
+	return nil
 }
 
 // delete tears a pod down. The caller holds the container's lock.
@@ -457,12 +464,18 @@ func (m *Manager) delete(ctx context.Context, p *pod) error {
 		p.backend.Close()
 	}
 	var errs []error
+	// keepRecord: the node could not be deleted from the control plane.
+	// The pod is gone from the node all the same (DEL must not wait on the
+	// control plane, or pod deletion would hang for as long as it is
+	// down); the record stays for RetryDeletes.
+	keepRecord := false
 	if p.rec.NodeID != "" {
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		err := m.cp.DeleteDevice(dctx, p.rec.NodeID)
 		cancel()
 		if err != nil && !errors.Is(err, controlplane.ErrNotFound) {
-			errs = append(errs, controlPlaneError("deleting node "+p.rec.NodeID, err))
+			m.logf("pod %s: deleting node %s failed, will retry: %v", id, p.rec.NodeID, err)
+			keepRecord = true
 		}
 	}
 	pn := podnet.PodFor(id, p.rec.NetNS, p.rec.Table)
@@ -472,7 +485,16 @@ func (m *Manager) delete(ctx context.Context, p *pod) error {
 	if err := podnet.Teardown(pn); err != nil {
 		errs = append(errs, cnierr.New(cnierr.Internal, "removing links, rules and routes", err))
 	}
-	if err := m.removeFiles(p); err != nil {
+	if keepRecord {
+		p.rec.Deleting, p.rec.Ready = true, false
+		if err := m.save(&p.rec); err != nil {
+			errs = append(errs, cnierr.New(cnierr.IOFailure, "saving the record of a node still to delete", err))
+		}
+		if p.socket != "" && m.socketOwner(p.socket, p) == nil {
+			os.Remove(p.socket)
+			os.Remove(filepath.Dir(p.socket))
+		}
+	} else if err := m.removeFiles(p); err != nil {
 		errs = append(errs, cnierr.New(cnierr.IOFailure, "removing pod state", err))
 	}
 	m.mu.Lock()
@@ -481,12 +503,10 @@ func (m *Manager) delete(ctx context.Context, p *pod) error {
 	}
 	m.mu.Unlock()
 	if len(errs) > 0 {
-		// Keep the record while the node still exists so that a retried
-		// DEL (or the next sweep) can delete it.
-		if p.rec.NodeID != "" && cnierr.CodeOf(errs[0]) == cnierr.TryAgainLater {
-			m.save(&p.rec)
-		}
 		return errs[0]
+	}
+	if keepRecord {
+		return errNodeNotDeleted
 	}
 	return nil
 }

@@ -26,11 +26,13 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 			continue
 		}
 		rec, err := m.load(id)
-		if err != nil || !rec.Ready || !netnsExists(rec.NetNS) {
+		if err != nil || !rec.Ready || rec.Deleting || !netnsExists(rec.NetNS) {
 			why := "its netns is gone"
 			switch {
 			case err != nil:
 				why = "its state is unreadable: " + err.Error()
+			case rec.Deleting:
+				why = "it was deleted while the control plane was unreachable"
 			case !rec.Ready:
 				why = "its ADD never finished"
 			}
@@ -169,6 +171,38 @@ func (m *Manager) sweepSockets() {
 		if !keep[d] {
 			m.logf("sweep: removing leftover socket dir %s", d)
 			os.RemoveAll(d)
+		}
+	}
+}
+
+// RetryDeletes deletes, every interval until ctx ends, the nodes of pods
+// that DEL tore down while the control plane was unreachable.
+func (m *Manager) RetryDeletes(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		entries, _ := os.ReadDir(filepath.Join(m.cfg.StateDir, "pods"))
+		for _, e := range entries {
+			id := e.Name()
+			if ValidContainerID(id) != nil {
+				continue
+			}
+			unlock := m.lock(id)
+			m.mu.Lock()
+			_, live := m.pods[id]
+			m.mu.Unlock()
+			if rec, err := m.load(id); !live && err == nil && rec.Deleting {
+				p := &pod{rec: *rec, socket: SocketPath(m.cfg.RunDir, rec.Namespace, rec.Pod, id)}
+				if err := m.delete(ctx, p); err == nil {
+					m.logf("deleted node %s of pod %s, which DEL could not reach the control plane for", rec.NodeID, id)
+				}
+			}
+			unlock()
 		}
 	}
 }

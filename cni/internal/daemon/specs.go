@@ -199,6 +199,10 @@ type PodRecord struct {
 	// Ready is set once ADD completed; a record without it is an ADD that
 	// died half way.
 	Ready bool `json:"ready"`
+	// Deleting is set when DEL tore the pod down but could not delete its
+	// node from the control plane: the record stays only so that the node
+	// gets deleted later, and is never recovered.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // RecordFile is PodRecord's name in the pod's state dir.
