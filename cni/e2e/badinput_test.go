@@ -69,7 +69,7 @@ func (e *env) sideDaemon(t testing.TB, name string, extra ...string) string {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	t.Cleanup(func() {
 		cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -116,7 +116,9 @@ func TestBadInput(t *testing.T) {
 		return m
 	}
 	notNS := filepath.Join(e.dir, "not-a-netns")
-	os.WriteFile(notNS, []byte("x"), 0o644)
+	if err := os.WriteFile(notNS, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	downSock := e.sideDaemon(t, "cp-down", "HEADSCALE_URL=http://127.0.0.1:1")
 	refusedSock := e.sideDaemon(t, "cp-refused", "HEADSCALE_API_KEY=wrong-key")
 

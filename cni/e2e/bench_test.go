@@ -58,7 +58,7 @@ func iperf(b testing.TB, client, server *pod, addr string, secs int) float64 {
 	if err := srv.Start(); err != nil {
 		b.Fatal(err)
 	}
-	defer func() { srv.Process.Kill(); srv.Wait() }()
+	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
 	var out []byte
 	var err error
 	for range 50 {
@@ -97,7 +97,9 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 		b.Fatal(err)
 	}
 	dir := filepath.Join(e.dir, fmt.Sprintf("tailscaled-%d", n))
-	os.MkdirAll(dir, 0o700)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
 	sock := filepath.Join(dir, "tailscaled.sock")
 	cmd := exec.Command("ip", "netns", "exec", p.netns, tsd,
 		"--state="+filepath.Join(dir, "tailscaled.state"), "--socket="+sock,
@@ -109,7 +111,7 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() })
+	b.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
 	key, err := e.hs.Client.CreateAuthKey(context.Background(), controlplane.AuthKeyRequest{Tags: []string{"tag:test"}, Preauthorized: true, Expiry: 10 * time.Minute})
 	if err != nil {
 		b.Fatal(err)
@@ -127,7 +129,7 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 		if len(l) > 6000 {
 			l = l[len(l)-6000:]
 		}
-		return "", fmt.Errorf("tailscale up in %s: %v\n%s\ntailscaled:\n%s", p.name, err, out, l)
+		return "", fmt.Errorf("tailscale up in %s: %w\n%s\ntailscaled:\n%s", p.name, err, out, l)
 	}
 	out, err := exec.Command(cli, "--socket="+sock, "ip", "-4").Output()
 	return strings.TrimSpace(string(out)), err
@@ -196,7 +198,7 @@ func BenchmarkCNI(b *testing.B) {
 		if _, err := e.cni.AddNetworkList(ctx, plainConf, e.rt(p)); err != nil {
 			b.Fatal(err)
 		}
-		b.Cleanup(func() { e.cni.DelNetworkList(context.Background(), plainConf, e.rt(p)) })
+		b.Cleanup(func() { _ = e.cni.DelNetworkList(context.Background(), plainConf, e.rt(p)) })
 	}
 	stock := 0.0
 	_, err1 := e.stockTailscaled(b, s1, 1)
@@ -237,5 +239,4 @@ func BenchmarkCNI(b *testing.B) {
 			b.Errorf("DEL %s: %v", p.name, err)
 		}
 	}
-	b.N = 1
 }

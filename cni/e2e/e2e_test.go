@@ -75,7 +75,7 @@ func sinkSums(ln net.Listener) <-chan [32]byte {
 				return
 			}
 			h := sha256.New()
-			io.Copy(h, c)
+			_, _ = io.Copy(h, c)
 			c.Close()
 			var sum [32]byte
 			copy(sum[:], h.Sum(nil))
@@ -143,7 +143,7 @@ func TestEndToEnd(t *testing.T) {
 		if !hasEth0 || !hasTS0 {
 			t.Fatalf("ADD %s result lacks eth0 (bridge) or ts0: %s", p.name, mustJSON(res))
 		}
-		if ip := p.tailnetIPv4(t); !(ip[0] == 100 && ip[1]&0xc0 == 64) {
+		if ip := p.tailnetIPv4(t); ip[0] != 100 || ip[1]&0xc0 != 64 {
 			t.Fatalf("pod %s tailnet IPv4 %v is not in 100.64.0.0/10", p.name, ip)
 		}
 	}
@@ -209,7 +209,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 		body, _ := io.ReadAll(res.Body)
 		res.Body.Close()
-		if res.StatusCode != 200 || !strings.Contains(string(body), want) {
+		if res.StatusCode != http.StatusOK || !strings.Contains(string(body), want) {
 			t.Errorf("GET %s: %s, want 200 with %q in:\n%s", path, res.Status, want, body)
 		}
 	}

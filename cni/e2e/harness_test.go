@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,7 +18,6 @@ import (
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
-	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
@@ -84,7 +82,7 @@ func binaries(t testing.TB) string {
 			cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
 		}
 		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building: %v\n%s", err, out)
+			buildErr = fmt.Errorf("building: %w\n%s", err, out)
 			return
 		}
 		root, err := headscaletest.RepoRoot()
@@ -97,7 +95,7 @@ func binaries(t testing.TB) string {
 			if err != nil {
 				build := exec.Command(filepath.Join(root, "hack", "build-bin.sh"), "cni-"+p)
 				if out, err := build.CombinedOutput(); err != nil {
-					buildErr = fmt.Errorf("building cni-%s: %v\n%s", p, err, out)
+					buildErr = fmt.Errorf("building cni-%s: %w\n%s", p, err, out)
 					return
 				}
 				if bin, err = headscaletest.RepoBinary("cni-"+p, "CNI_PLUGINS_VERSION"); err != nil {
@@ -173,13 +171,13 @@ func hostVeth(t testing.TB, name string, addr string) {
 	}
 	t.Cleanup(func() {
 		if l, err := netlink.LinkByName(name); err == nil {
-			netlink.LinkDel(l)
+			_ = netlink.LinkDel(l)
 		}
 	})
 	// No IPv6 on this pair: link-local addresses would appear seconds
 	// later and skew the before/after route counts.
 	for _, n := range []string{name, name + "p"} {
-		os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0o644)
+		_ = os.WriteFile("/proc/sys/net/ipv6/conf/"+n+"/disable_ipv6", []byte("1"), 0o644)
 	}
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -193,7 +191,7 @@ func hostVeth(t testing.TB, name string, addr string) {
 		t.Fatal(err)
 	}
 	if p, err := netlink.LinkByName(name + "p"); err == nil {
-		netlink.LinkSetUp(p)
+		_ = netlink.LinkSetUp(p)
 	}
 }
 
@@ -211,7 +209,7 @@ func restoreSysctls(t testing.TB, paths ...string) {
 		if err != nil {
 			continue
 		}
-		t.Cleanup(func() { os.WriteFile(p, old, 0o644) })
+		t.Cleanup(func() { _ = os.WriteFile(p, old, 0o644) })
 	}
 }
 
@@ -232,7 +230,7 @@ func ensureTool(t testing.TB, cmd, pkg string) {
 		return c.Run()
 	}
 	if install() != nil {
-		exec.Command("apt-get", "update", "-q").Run()
+		_ = exec.Command("apt-get", "update", "-q").Run()
 		if err := install(); err != nil {
 			t.Fatalf("%s is missing and installing %s failed: %v", cmd, pkg, err)
 		}
@@ -263,7 +261,7 @@ func newEnv(t testing.TB) *env {
 	e.subnet = fmt.Sprintf("10.251.%d.0/24", b)
 	t.Cleanup(func() {
 		if l, err := netlink.LinkByName(e.bridge); err == nil {
-			netlink.LinkDel(l)
+			_ = netlink.LinkDel(l)
 		}
 	})
 	e.cni = libcni.NewCNIConfigWithCacheDir([]string{e.bins}, filepath.Join(e.dir, "cache"), nil)
@@ -341,7 +339,7 @@ func (e *env) startDaemonWaiting(readyMark string) {
 	e.daemon = cmd
 	done := make(chan struct{})
 	e.daemonDone = done
-	go func() { cmd.Wait(); close(done) }()
+	go func() { _ = cmd.Wait(); close(done) }()
 	// Ready once the daemon says so (socket up, control plane verified,
 	// recovery done).
 	deadline := time.Now().Add(90 * time.Second)
@@ -386,7 +384,7 @@ func (e *env) cleanup() {
 	// TSCNI_E2E_DAEMON_LOG keeps the daemon's log for a look afterwards.
 	if path := os.Getenv("TSCNI_E2E_DAEMON_LOG"); path != "" && e.daemonLog != nil {
 		if f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644); err == nil {
-			f.WriteString(e.daemonLog.String())
+			_, _ = f.WriteString(e.daemonLog.String())
 			f.Close()
 		}
 	}
@@ -400,10 +398,10 @@ func (e *env) cleanup() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, id := range e.containers {
-		podnet.Teardown(podnet.PodFor(id, "", -1))
+		_ = podnet.Teardown(podnet.PodFor(id, "", -1))
 	}
 	for _, n := range e.netnses {
-		exec.Command("ip", "netns", "del", n).Run()
+		_ = exec.Command("ip", "netns", "del", n).Run()
 	}
 }
 
@@ -423,7 +421,7 @@ func (e *env) newPod(name string) *pod {
 	e.netnses = append(e.netnses, p.netns)
 	e.containers = append(e.containers, p.id)
 	e.mu.Unlock()
-	exec.Command("ip", "netns", "exec", p.netns, "ip", "link", "set", "lo", "up").Run()
+	_ = exec.Command("ip", "netns", "exec", p.netns, "ip", "link", "set", "lo", "up").Run()
 	return p
 }
 
@@ -467,7 +465,7 @@ func (e *env) del(ctx context.Context, p *pod) error {
 // an interface with addresses fails their CHECK (containerd does not run
 // CHECK; that is upstream's limitation).
 func (e *env) check(ctx context.Context, p *pod) error {
-	c, err := libcni.ConfFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"type":"tailscale-cni","daemonSocket":%q}`, e.conf.Name, e.socket)))
+	c, err := libcni.NetworkPluginConfFromBytes([]byte(fmt.Sprintf(`{"cniVersion":"1.0.0","name":%q,"type":"tailscale-cni","daemonSocket":%q}`, e.conf.Name, e.socket)))
 	if err != nil {
 		return err
 	}
@@ -492,13 +490,4 @@ func (p *pod) tailnetIPv4(t testing.TB) net.IP {
 func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
-}
-
-// cniErr extracts the CNI error from a libcni failure.
-func cniErr(err error) *types.Error {
-	var te *types.Error
-	if errors.As(err, &te) {
-		return te
-	}
-	return nil
 }

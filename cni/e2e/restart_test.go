@@ -117,7 +117,9 @@ func TestRestartSweepsGonePods(t *testing.T) {
 	e.stopDaemon(true)
 	// The bridge plugin's DEL would need the netns; the runtime that lost
 	// the pod never calls it. Remove the netns as a crash would.
-	exec.Command("ip", "netns", "del", gone.netns).Run()
+	if out, err := exec.Command("ip", "netns", "del", gone.netns).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns del: %v: %s", err, out)
+	}
 	e.startDaemon()
 	if !strings.Contains(e.daemonLog.String(), "recovered 1 pods") {
 		t.Fatalf("want 1 pod recovered:\n%s", e.daemonLog.String())

@@ -131,7 +131,7 @@ func run() error {
 		return err
 	}
 	g := daemon.NewServer(m).GRPCServer()
-	go g.Serve(ln)
+	go func() { _ = g.Serve(ln) }()
 	defer g.Stop()
 	defer os.Remove(*socket)
 
@@ -143,8 +143,8 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
 		}
-		hs := &http.Server{Handler: metrics.Handler(func() error { e, _ := m.Status(); return e }), ReadHeaderTimeout: 10 * time.Second}
-		go hs.Serve(mln)
+		hs := &http.Server{Handler: metrics.Handler(func() error { _, e := m.Status(); return e }), ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = hs.Serve(mln) }()
 		defer hs.Close()
 	}
 
@@ -179,7 +179,7 @@ func releaseMemory(ctx context.Context) {
 // verifyLoop marks the daemon ready once the control plane answers, and
 // keeps checking so that STATUS and /healthz tell the truth.
 func verifyLoop(ctx context.Context, logf logger.Logf, cp controlplane.Client, m *daemon.Manager) {
-	var last error = errors.New("starting")
+	last := errors.New("starting")
 	first := true
 	for {
 		vctx, cancel := context.WithTimeout(ctx, 10*time.Second)

@@ -160,10 +160,10 @@ func (m *Manager) SetReady(err error) {
 }
 
 // Status reports readiness and the number of pods.
-func (m *Manager) Status() (ready error, pods int) {
+func (m *Manager) Status() (pods int, ready error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.ready, len(m.pods)
+	return len(m.pods), m.ready
 }
 
 func (m *Manager) podStates() map[string]int {
@@ -205,7 +205,7 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	if err := validateAttachment(a, true); err != nil {
 		return nil, err
 	}
-	if rerr, _ := m.Status(); rerr != nil {
+	if _, rerr := m.Status(); rerr != nil {
 		if errors.Is(rerr, controlplane.ErrUnauthorized) {
 			return nil, cnierr.New(cnierr.ControlPlaneRefused, "the control plane refuses the daemon's credentials, so it cannot mint auth keys", rerr)
 		}
@@ -226,7 +226,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 			}
 		}
 		m.logf("pod %s: ADD for a container already set up; replacing it", a.ContainerID)
-		m.delete(ctx, existing)
+		if err := m.delete(ctx, existing); err != nil && !errors.Is(err, errNodeNotDeleted) {
+			m.logf("pod %s: removing the old attachment: %v", a.ContainerID, err)
+		}
 	}
 
 	rec := PodRecord{
@@ -247,7 +249,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	}
 	defer func() {
 		if err != nil {
-			m.delete(context.WithoutCancel(ctx), p)
+			if derr := m.delete(context.WithoutCancel(ctx), p); derr != nil && !errors.Is(derr, errNodeNotDeleted) {
+				m.logf("pod %s: cleaning up after a failed ADD: %v", a.ContainerID, derr)
+			}
 		}
 	}()
 	// The record goes to disk first so that a daemon that dies from here
@@ -375,7 +379,9 @@ func (m *Manager) addrsChanged(id string, addrs []netip.Prefix) {
 		m.logf("pod %s: rewiring: %v", id, err)
 		return
 	}
-	m.save(&p.rec)
+	if err := m.save(&p.rec); err != nil {
+		m.logf("pod %s: saving state: %v", id, err)
+	}
 }
 
 func v4only(ps []netip.Prefix) []netip.Prefix {

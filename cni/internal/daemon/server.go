@@ -91,7 +91,7 @@ func (s *Server) Check(ctx context.Context, req *cniv1.CheckRequest) (*cniv1.Che
 }
 
 func (s *Server) Status(ctx context.Context, req *cniv1.StatusRequest) (*cniv1.StatusResponse, error) {
-	rerr, n := s.m.Status()
+	n, rerr := s.m.Status()
 	out := &cniv1.StatusResponse{Ready: rerr == nil, Pods: int32(n)}
 	if rerr != nil {
 		out.Message = rerr.Error()

@@ -36,7 +36,7 @@ func FuzzHostname(f *testing.F) {
 			t.Fatalf("Hostname = %q: not a DNS label", h)
 		}
 		for _, r := range h {
-			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			if (r < 'a' || r > 'z') && (r < '0' || r > '9') && r != '-' {
 				t.Fatalf("Hostname = %q: bad rune %q", h, r)
 			}
 		}

@@ -20,12 +20,12 @@ const flannel = `{
 func TestInstallIdempotentAndUninstall(t *testing.T) {
 	dir := t.TempDir()
 	bin, conf := filepath.Join(dir, "bin"), filepath.Join(dir, "net.d")
-	os.MkdirAll(bin, 0o755)
-	os.MkdirAll(conf, 0o755)
+	mustDo(t, os.MkdirAll(bin, 0o755))
+	mustDo(t, os.MkdirAll(conf, 0o755))
 	shim := filepath.Join(dir, "shim")
-	os.WriteFile(shim, []byte("#!/bin/true\n"), 0o755)
-	os.WriteFile(filepath.Join(conf, "10-flannel.conflist"), []byte(flannel), 0o644)
-	os.WriteFile(filepath.Join(conf, "20-other.conflist"), []byte(flannel), 0o600)
+	mustDo(t, os.WriteFile(shim, []byte("#!/bin/true\n"), 0o755))
+	mustDo(t, os.WriteFile(filepath.Join(conf, "10-flannel.conflist"), []byte(flannel), 0o644))
+	mustDo(t, os.WriteFile(filepath.Join(conf, "20-other.conflist"), []byte(flannel), 0o600))
 	o := Options{Shim: shim, BinDir: bin, ConfDir: conf, Entry: map[string]any{"daemonSocket": "/var/run/tailscale-cni/daemon.sock"}}
 	var first []byte
 	for i := range 3 {
@@ -79,7 +79,7 @@ func TestInstallIdempotentAndUninstall(t *testing.T) {
 func TestInstallNeedsConflist(t *testing.T) {
 	dir := t.TempDir()
 	shim := filepath.Join(dir, "shim")
-	os.WriteFile(shim, []byte("x"), 0o755)
+	mustDo(t, os.WriteFile(shim, []byte("x"), 0o755))
 	_, err := Install(Options{Shim: shim, BinDir: dir, ConfDir: dir})
 	if err == nil || !strings.Contains(err.Error(), "no *.conflist") {
 		t.Fatalf("err = %v", err)
@@ -109,4 +109,11 @@ func FuzzAddToConflist(f *testing.F) {
 			t.Fatalf("remove left the plugin: %s", back)
 		}
 	})
+}
+
+func mustDo(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
 }

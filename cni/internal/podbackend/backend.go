@@ -240,7 +240,10 @@ func (b *Backend) serveLocalAPI() error {
 		return fmt.Errorf("listening on %s: %w", sock, err)
 	}
 	// Only root may talk to a pod's node: the socket's directory is 0700.
-	os.Chmod(sock, 0o600)
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return fmt.Errorf("restricting %s: %w", sock, err)
+	}
 	h := localapi.NewHandler(localapi.HandlerConfig{
 		Actor:    ipnauth.Self,
 		Backend:  b.lb,
@@ -251,7 +254,7 @@ func (b *Backend) serveLocalAPI() error {
 	b.ln = ln
 	b.sockInfo, _ = os.Stat(sock)
 	b.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go b.srv.Serve(ln)
+	go func() { _ = b.srv.Serve(ln) }()
 	return nil
 }
 
@@ -282,7 +285,7 @@ func (b *Backend) wait(ctx context.Context, running bool) (*Running, error) {
 		ch, state, msg := b.changed, b.state, b.errMsg
 		b.mu.Unlock()
 		if state == ipn.Running || (!running && state == ipn.Starting) {
-			if nm := b.lb.NetMap(); nm != nil && nm.SelfNode.Valid() && nm.GetAddresses().Len() > 0 {
+			if nm := b.lb.NetMapNoPeers(); nm != nil && nm.SelfNode.Valid() && nm.GetAddresses().Len() > 0 {
 				r := &Running{NodeID: string(nm.SelfNode.StableID())}
 				for _, a := range nm.GetAddresses().All() {
 					if a.Addr().Is4() {
