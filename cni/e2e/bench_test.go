@@ -207,7 +207,16 @@ func BenchmarkCNI(b *testing.B) {
 	case err1 != nil || err2 != nil:
 		b.Errorf("stock tailscaled pair: %v %v", err1, err2)
 	default:
-		if out, err := exec.Command("ip", "netns", "exec", s1.netns, "ping", "-c", "1", "-w", "30", ip2).CombinedOutput(); err != nil {
+		// Until s1 has s2 in its netmap, ping fails at once with "network
+		// is unreachable"; retry for a while.
+		var out []byte
+		var err error
+		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if out, err = exec.Command("ip", "netns", "exec", s1.netns, "ping", "-c", "1", "-w", "5", ip2).CombinedOutput(); err == nil {
+				break
+			}
+		}
+		if err != nil {
 			b.Errorf("stock tailscaled pair cannot ping: %v\n%s", err, out)
 		} else {
 			stock = iperf(b, s1, s2, ip2, 5)
