@@ -235,12 +235,15 @@ func (r *Registry) freshen(ctx context.Context, maxAge time.Duration) {
 	}
 }
 
+// list returns copies of the adapters: Refresh updates their endpoints in
+// place under r.mu while callers read them without it.
 func (r *Registry) list() ([]*adapter, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	out := make([]*adapter, 0, len(r.adapters))
 	for _, a := range r.adapters {
-		out = append(out, a)
+		c := *a
+		out = append(out, &c)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Name < out[j].Name || out[i].Name == out[j].Name && out[i].ID < out[j].ID
@@ -335,8 +338,8 @@ func (r *Registry) host(id string) (Host, error) {
 		return Host{}, fmt.Errorf("host %q: want adapter%starget", id, hostIDSep)
 	}
 	r.mu.Lock()
+	defer r.mu.Unlock()
 	a := r.adapters[adapterID]
-	r.mu.Unlock()
 	if a == nil {
 		return Host{}, fmt.Errorf("host %q: %w", id, errUnknownAdapter)
 	}

@@ -422,3 +422,25 @@ func TestHealthAndMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestRefreshWhileServing re-lists adapters while the graph and details
+// read them (run with -race).
+func TestRefreshWhileServing(t *testing.T) {
+	addrs, _ := fakeMesh(t, 3, nil)
+	s, hs := newTestServer(t, addrs, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			_ = s.reg.Refresh(ctx)
+		}
+	}()
+	for ctx.Err() == nil {
+		var g Graph
+		getJSON(t, hs.URL+"/api/graph", &g)
+		if len(g.Hosts) > 0 {
+			getJSON(t, hs.URL+"/api/details?what=prefs&host="+urlq(g.Hosts[0].ID), nil)
+		}
+		getJSON(t, hs.URL+"/healthz", nil)
+	}
+}
