@@ -90,7 +90,14 @@ func NewManager(logf logger.Logf, cfg Config, cp controlplane.Client, metrics *M
 	// One monitor for every backend: each backend with its own would
 	// re-read the whole host's interfaces and routes on every other pod's
 	// change, and log about it.
-	nm, err := netmon.New(m.bus, logger.WithPrefix(logf, "netmon: "))
+	// The monitor logs every route change on the host, including each
+	// pod's table gaining a route whenever a peer joins: it gets the
+	// rate-limited logger the backends get.
+	nmLogf := cfg.BackendLogf
+	if nmLogf == nil {
+		nmLogf = logf
+	}
+	nm, err := netmon.New(m.bus, logger.WithPrefix(nmLogf, "netmon: "))
 	if err != nil {
 		return nil, fmt.Errorf("starting network monitor: %w", err)
 	}
