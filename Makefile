@@ -14,6 +14,11 @@ MODULES := proto controlplane adapter cni webui operator hack/demo hack/repochec
 CHARTS := charts/tailscale-cni charts/tsymbiote-operator
 FRONTEND := webui/frontend
 
+# The CNI daemon embeds tailscale: stamp it with the pinned version so that the
+# stock CLI talking to a pod's socket does not warn of a mismatch. Without the
+# port mapper every pod can share one network monitor (see cni/README.md).
+TS_VERSION_LDFLAGS := -X tailscale.com/version.longStamp=$(TAILSCALE_VERSION:v%=%) -X tailscale.com/version.shortStamp=$(TAILSCALE_VERSION:v%=%)
+
 GO_TEST_FLAGS ?= -race -count=1 -timeout 45m
 GOLANGCI_LINT := $(BIN)/golangci-lint
 
@@ -42,7 +47,7 @@ check-generate: ## Fail if `make generate` changes any file (untracked ones too)
 
 .PHONY: lint
 lint: tools ## Run golangci-lint in every module and buf lint on the protos.
-	@for m in $(MODULES); do echo "lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --timeout 10m ./...); done
+	@for m in $(MODULES); do echo "lint $$m"; (cd $$m && $(GOLANGCI_LINT) run --allow-serial-runners --timeout 10m ./...); done
 	cd proto && $(BIN)/buf lint
 
 .PHONY: deps
@@ -59,7 +64,13 @@ test-frontend: frontend ## Run the frontend's Vitest unit tests.
 
 .PHONY: charts
 charts: tools ## helm lint and helm template every chart.
-	@for c in $(CHARTS); do $(BIN)/helm lint --strict $$c && $(BIN)/helm template test $$c >/dev/null && echo "$$c renders"; done
+	@for c in $(CHARTS); do \
+	  for v in "" $$(ls $$c/ci/*-values.yaml 2>/dev/null); do \
+	    $(BIN)/helm lint --strict $$c $${v:+-f $$v} >/dev/null || exit 1; \
+	    $(BIN)/helm template test $$c $${v:+-f $$v} >/dev/null || exit 1; \
+	    echo "$$c lints and renders$${v:+ with $$v}"; \
+	  done; \
+	done
 
 .PHONY: build
 build: frontend ## Build every module, in the workspace and alone (GOWORK=off).
@@ -70,7 +81,8 @@ binaries: frontend ## Build the project's binaries into ./bin.
 	go build -o $(BIN)/tsymbiote-adapter ./adapter/cmd/tsymbiote-adapter
 	go build -o $(BIN)/tsymbiote-webui ./webui/cmd/tsymbiote-webui
 	go build -o $(BIN)/tailscale-cni ./cni/cmd/tailscale-cni
-	go build -o $(BIN)/tailscale-cni-daemon ./cni/cmd/tailscale-cni-daemon
+	go build -tags ts_omit_portmapper -ldflags "$(TS_VERSION_LDFLAGS)" -o $(BIN)/tailscale-cni-daemon ./cni/cmd/tailscale-cni-daemon
+	go build -o $(BIN)/install-cni ./cni/cmd/install-cni
 	go build -o $(BIN)/tsymbiote-operator ./operator/cmd/tsymbiote-operator
 	go build -o $(BIN)/tsymbiote-demo ./hack/demo
 
