@@ -118,6 +118,10 @@ func (r *PodKeyReconciler) giveUpAfter() time.Duration {
 
 // Reconcile implements reconcile.Reconciler.
 func (r *PodKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return requeueOnConflict(r.reconcile(ctx, req))
+}
+
+func (r *PodKeyReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	logger := log.FromContext(ctx)
 	pod := &corev1.Pod{}
 	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {

@@ -80,6 +80,10 @@ func (r *TSymbioteReconciler) SetupWithManager(mgr ctrl.Manager) error {
 // Reconcile implements reconcile.Reconciler: get, finalizer, validate,
 // provision, status.
 func (r *TSymbioteReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	return requeueOnConflict(r.reconcile(ctx, req))
+}
+
+func (r *TSymbioteReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	t := &v1alpha1.TSymbiote{}
 	if err := r.Client.Get(ctx, req.NamespacedName, t); err != nil {
 		return ctrl.Result{}, client.IgnoreNotFound(err)
