@@ -144,6 +144,18 @@ func Funcs() skel.CNIFuncs {
 // knows. (Chaining, and so prevResult, needs 0.3.0 or later.)
 var Versions = version.All
 
+// call dials the daemon and runs fn against it under the netconf's timeout.
+func call(c *NetConf, fn func(context.Context, cniv1.CNIServiceClient) error) error {
+	client, done, err := dial(c)
+	if err != nil {
+		return err
+	}
+	defer done()
+	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
+	defer cancel()
+	return fn(ctx, client)
+}
+
 func cmdAdd(args *skel.CmdArgs) error {
 	c, err := ParseConf(args.StdinData, true)
 	if err != nil {
@@ -153,15 +165,11 @@ func cmdAdd(args *skel.CmdArgs) error {
 	if err != nil {
 		return asCNI(err)
 	}
-	client, done, err := dial(c)
-	if err != nil {
-		return asCNI(err)
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	resp, err := client.Add(ctx, &cniv1.AddRequest{Attachment: a, Network: c.Name})
-	if err != nil {
+	var resp *cniv1.AddResponse
+	if err := call(c, func(ctx context.Context, client cniv1.CNIServiceClient) (err error) {
+		resp, err = client.Add(ctx, &cniv1.AddRequest{Attachment: a, Network: c.Name})
+		return err
+	}); err != nil {
 		return asCNI(err)
 	}
 	res, err := Merge(c.PrevResult, resp)
@@ -204,15 +212,10 @@ func cmdDel(args *skel.CmdArgs) error {
 	if err != nil {
 		return asCNI(err)
 	}
-	client, done, err := dial(c)
-	if err != nil {
-		return asCNI(err)
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	_, err = client.Del(ctx, &cniv1.DelRequest{Attachment: a, Network: c.Name})
-	return asCNI(err)
+	return asCNI(call(c, func(ctx context.Context, client cniv1.CNIServiceClient) error {
+		_, err := client.Del(ctx, &cniv1.DelRequest{Attachment: a, Network: c.Name})
+		return err
+	}))
 }
 
 func cmdCheck(args *skel.CmdArgs) error {
@@ -237,15 +240,10 @@ func cmdCheck(args *skel.CmdArgs) error {
 	if !found {
 		return asCNI(cnierr.Newf(cnierr.InvalidNetConf, "prevResult lists no ts0 interface: CHECK must get the result ADD returned"))
 	}
-	client, done, err := dial(c)
-	if err != nil {
-		return asCNI(err)
-	}
-	defer done()
-	ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
-	defer cancel()
-	_, err = client.Check(ctx, &cniv1.CheckRequest{Attachment: a, Network: c.Name})
-	return asCNI(err)
+	return asCNI(call(c, func(ctx context.Context, client cniv1.CNIServiceClient) error {
+		_, err := client.Check(ctx, &cniv1.CheckRequest{Attachment: a, Network: c.Name})
+		return err
+	}))
 }
 
 func cmdStatus(args *skel.CmdArgs) error {
