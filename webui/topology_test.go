@@ -3,6 +3,7 @@ package webui
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -296,10 +297,26 @@ func TestDemoTopology(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer res.Body.Close()
-		// Pings make tailscaled log.
+		// Pings make tailscaled log. The goroutine must not touch t (it may
+		// still run after a log line ends the read), so it reports on a
+		// channel that the subtest drains before it returns.
+		pinged := make(chan error, 1)
 		go func() {
 			time.Sleep(500 * time.Millisecond)
-			startFanoutHTTP(t, d.url, FanoutRequest{Kind: "ping", PingType: "tsmp", Hosts: []string{g.Hosts[0].ID}})
+			b, _ := json.Marshal(FanoutRequest{Kind: "ping", PingType: "tsmp", Hosts: []string{g.Hosts[0].ID}})
+			r, err := http.Post(d.url+"/api/fanouts", "application/json", strings.NewReader(string(b)))
+			if err == nil {
+				r.Body.Close()
+				if r.StatusCode != http.StatusAccepted {
+					err = fmt.Errorf("start fan-out: %s", r.Status)
+				}
+			}
+			pinged <- err
+		}()
+		defer func() {
+			if err := <-pinged; err != nil {
+				t.Errorf("pinging to make tailscaled log: %v", err)
+			}
 		}()
 		sc := bufio.NewScanner(res.Body)
 		for sc.Scan() {
