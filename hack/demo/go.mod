@@ -6,7 +6,10 @@ go 1.26.8
 
 replace tsymbiote.dhouti.dev/controlplane => ../../controlplane
 
-require tsymbiote.dhouti.dev/controlplane v0.0.0-00010101000000-000000000000
+require (
+	github.com/containernetworking/cni v1.3.0
+	tsymbiote.dhouti.dev/controlplane v0.0.0-00010101000000-000000000000
+)
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect

@@ -1,7 +1,8 @@
 // The demo command starts a whole TSymbiote tailnet on this machine and the
 // WebUI in front of it: a local Headscale, real tailscaled nodes (userspace
-// networking), an adapter attached to each, and the WebUI with --dev on
-// http://127.0.0.1:3621. Ctrl-C (or SIGTERM) stops everything it started and
+// networking), an adapter attached to each, when run as root a tailscale-cni
+// daemon with network-namespace pods (each with an adapter on its per-pod
+// LocalAPI socket), and the WebUI with --dev on http://127.0.0.1:3621. Ctrl-C (or SIGTERM) stops everything it started and
 // removes its files. `make demo` builds the binaries and runs it.
 //
 // Nothing it starts talks to anything but loopback: no log upload, no public
@@ -31,12 +32,16 @@ func main() {
 	flag.StringVar(&opts.listen, "listen", "127.0.0.1:3621", "where the WebUI listens (host:port)")
 	flag.StringVar(&opts.bin, "bin", "bin", "directory holding tsymbiote-adapter and tsymbiote-webui")
 	flag.StringVar(&opts.readyFile, "ready-file", "", "write the WebUI URL to this file once everything is up")
+	flag.IntVar(&opts.cniPods, "cni-pods", 2, "when root: network-namespace pods given a tailnet identity by the tailscale-cni daemon, each with an adapter (0 turns this off)")
 	flag.Parse()
 	if flag.NArg() > 0 {
 		log.Fatalf("demo: unexpected arguments %q", flag.Args())
 	}
 	if opts.nodes < 1 || opts.nodes > 50 {
 		log.Fatalf("demo: --nodes must be between 1 and 50, got %d", opts.nodes)
+	}
+	if opts.cniPods < 0 || opts.cniPods > 20 {
+		log.Fatalf("demo: --cni-pods must be between 0 and 20, got %d", opts.cniPods)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -50,6 +55,7 @@ type options struct {
 	listen    string
 	bin       string
 	readyFile string
+	cniPods   int
 }
 
 func run(ctx context.Context, logf func(string, ...any), opts options) (err error) {
@@ -68,11 +74,14 @@ func run(ctx context.Context, logf func(string, ...any), opts options) (err erro
 		return err
 	}
 	var procs procGroup
+	// Children that exit while the demo stops are not news.
+	ctx, stopping := context.WithCancel(ctx)
 	// Undo in reverse order whatever happens: the WebUI and adapters first
 	// (they log out and delete their nodes), then tailscaled, then Headscale.
 	var cleanups []func()
 	defer func() {
 		logf("demo: stopping")
+		stopping()
 		procs.stop(logf)
 		for i := len(cleanups) - 1; i >= 0; i-- {
 			cleanups[i]()
@@ -98,6 +107,17 @@ func run(ctx context.Context, logf func(string, ...any), opts options) (err erro
 		controlplane.EnvHeadscaleURL + "=" + hs.URL,
 		controlplane.EnvHeadscaleAPIKey + "=" + hs.APIKey.Reveal(),
 	}
+	startAdapter := func(name, socket string) error {
+		akey, err := hs.Client.CreateAuthKey(startCtx, controlplane.AuthKeyRequest{
+			Tags: []string{headscaletest.TagAdapter}, Ephemeral: true, Preauthorized: true, Expiry: 10 * time.Minute,
+		})
+		if err != nil {
+			return err
+		}
+		env := append(append([]string{"TS_AUTHKEY=" + akey.Key.Reveal()}, hsEnv...), tailscaledtest.Env...)
+		return procs.start(ctx, logf, "adapter-"+name, env, filepath.Join(dir, "adapter-"+name), adapterBin,
+			"--socket", socket, "--hostname", "tsymbiote-adapter-"+name)
+	}
 	for i := 1; i <= opts.nodes; i++ {
 		name := fmt.Sprintf("demo-node-%d", i)
 		d, err := tailscaledtest.New(name, logf)
@@ -112,18 +132,28 @@ func run(ctx context.Context, logf func(string, ...any), opts options) (err erro
 		if err := d.Up(startCtx, hs.URL, key.Reveal(), name); err != nil {
 			return err
 		}
-		akey, err := hs.Client.CreateAuthKey(startCtx, controlplane.AuthKeyRequest{
-			Tags: []string{headscaletest.TagAdapter}, Ephemeral: true, Preauthorized: true, Expiry: 10 * time.Minute,
-		})
-		if err != nil {
-			return err
-		}
-		env := append(append([]string{"TS_AUTHKEY=" + akey.Key.Reveal()}, hsEnv...), tailscaledtest.Env...)
-		if err := procs.start(ctx, logf, "adapter-"+name, env, filepath.Join(dir, "adapter-"+name), adapterBin,
-			"--socket", d.Socket, "--hostname", "tsymbiote-adapter-"+name); err != nil {
+		if err := startAdapter(name, d.Socket); err != nil {
 			return err
 		}
 		logf("demo: %s up, adapter attached", name)
+	}
+
+	var pods cniPods
+	var podsExited <-chan string // nil, never ready, without pods
+	if ok, why := cniPodsWanted(opts.cniPods); ok {
+		cleanups = append(cleanups, pods.stop)
+		if err := startCNIPods(startCtx, logf, &pods, opts.bin, filepath.Join(dir, "cni"), opts.cniPods, append(append([]string{}, hsEnv...), tailscaledtest.Env...)); err != nil {
+			return fmt.Errorf("CNI pods: %w", err)
+		}
+		podsExited = pods.daemon.exited
+		for _, p := range pods.pods {
+			if err := startAdapter(p.name, p.socket); err != nil {
+				return err
+			}
+			logf("demo: pod %s has an adapter on its LocalAPI socket", p.name)
+		}
+	} else if why != nil {
+		logf("demo: no CNI pods (%v); run `sudo make demo` to see tailscale-cni pods too", why)
 	}
 
 	host, port, err := splitListen(opts.listen)
@@ -144,11 +174,13 @@ func run(ctx context.Context, logf func(string, ...any), opts options) (err erro
 			return err
 		}
 	}
-	fmt.Printf("\nTSymbiote demo is up: %s\n(%d nodes with adapters, Headscale at %s). Ctrl-C stops it.\n\n", url, opts.nodes, hs.URL)
+	fmt.Printf("\nTSymbiote demo is up: %s\n(%d nodes and %d CNI pods with adapters, Headscale at %s). Ctrl-C stops it.\n\n", url, opts.nodes, len(pods.pods), hs.URL)
 
 	select {
 	case <-ctx.Done():
 	case name := <-procs.exited:
+		return fmt.Errorf("%s exited unexpectedly", name)
+	case name := <-podsExited:
 		return fmt.Errorf("%s exited unexpectedly", name)
 	}
 	return nil

@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+)
+
+// TestDemo runs the demo binary the way `make demo` does, with two
+// tailscaled nodes and, as root, two CNI pods; checks that the WebUI sees
+// every node and pings every peer from every host; then stops it with
+// Ctrl-C (SIGINT) and checks that it left nothing behind.
+func TestDemo(t *testing.T) {
+	pods := 0
+	if os.Geteuid() == 0 {
+		pods = 2
+	} else if os.Getenv("CI") == "true" {
+		t.Fatal("the demo's CNI pods need root, and CI=true forbids leaving them out")
+	} else {
+		t.Log("not root: running the demo without its CNI pods")
+	}
+	bin := buildDemoBinaries(t)
+	before := hostState(t)
+	tmpBefore := demoDirs(t)
+
+	port := freePort(t)
+	ready := filepath.Join(t.TempDir(), "ready")
+	var out bytes.Buffer
+	cmd := exec.Command(filepath.Join(bin, "tsymbiote-demo"), "--bin", bin, "--nodes", "2",
+		"--cni-pods", fmt.Sprint(pods), "--listen", "127.0.0.1:"+port, "--ready-file", ready)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("demo exited with %v after Ctrl-C", err)
+			}
+		case <-time.After(2 * time.Minute):
+			_ = cmd.Process.Kill()
+			t.Errorf("demo did not stop within 2 minutes of Ctrl-C; killed (%v)", <-done)
+		}
+	}
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			t.Logf("demo output:\n%s", out.String())
+		}
+	})
+
+	deadline := time.Now().Add(4 * time.Minute)
+	for {
+		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("demo exited before it was up: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("demo not up after 4 minutes")
+		}
+	}
+	url := "http://127.0.0.1:" + port
+	want := []string{"demo-node-1", "demo-node-2", "tsymbiote-adapter-demo-node-1", "tsymbiote-adapter-demo-node-2", "tsymbiote-webui-demo"}
+	for i := 1; i <= pods; i++ {
+		want = append(want, fmt.Sprintf("demo-default-pod-%d", i), fmt.Sprintf("tsymbiote-adapter-pod-%d", i))
+	}
+	hosts := 2 + pods
+	// The WebUI lists adapters as they join: wait until it sees them all.
+	var graph struct {
+		Nodes []struct {
+			Name   string `json:"name"`
+			Online bool   `json:"online"`
+		} `json:"nodes"`
+		Hosts []json.RawMessage `json:"hosts"`
+	}
+	for {
+		getJSON(t, url+"/api/graph", &graph)
+		seen := map[string]bool{}
+		for _, n := range graph.Nodes {
+			seen[n.Name] = n.Online
+		}
+		missing := []string{}
+		for _, w := range want {
+			if !seen[w] {
+				missing = append(missing, w)
+			}
+		}
+		if len(missing) == 0 && len(graph.Hosts) == hosts {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("graph after 4 minutes: %d hosts (want %d), missing or offline: %v", len(graph.Hosts), hosts, missing)
+		}
+		time.Sleep(time.Second)
+	}
+	t.Logf("graph: %d nodes, %d hosts with adapters", len(graph.Nodes), len(graph.Hosts))
+
+	// Ping every peer from every host until every pair answers: a node
+	// that joined seconds ago (the WebUI joins last) can miss the first
+	// round while its peers learn of it.
+	var failed []string
+	for attempt := 1; ; attempt++ {
+		total, answered, fails := pingAll(t, url, deadline.Add(time.Minute))
+		if want := hosts * (len(graph.Nodes) - 1); total != want {
+			t.Errorf("fan-out total %d, want %d (hosts × peers)", total, want)
+		}
+		t.Logf("ping all, round %d: %d of %d pairs answered", attempt, answered, total)
+		failed = fails
+		if len(failed) == 0 || attempt == 6 {
+			break
+		}
+		time.Sleep(5 * time.Second)
+	}
+	for _, f := range failed {
+		t.Errorf("ping %s", f)
+	}
+
+	stop()
+	if after := hostState(t); after != before {
+		t.Errorf("host network changed by the demo:\nbefore: %s\nafter:  %s", before, after)
+	}
+	if after := demoDirs(t); after != tmpBefore {
+		t.Errorf("demo left directories behind: before %q, after %q", tmpBefore, after)
+	}
+}
+
+// buildDemoBinaries builds what `make binaries` builds for the demo into a
+// temporary bin dir, next to links to the pinned reference CNI plugins.
+func buildDemoBinaries(t *testing.T) string {
+	t.Helper()
+	root, err := headscaletest.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	builds := [][]string{
+		{"-o", bin + "/", "./adapter/cmd/tsymbiote-adapter", "./webui/cmd/tsymbiote-webui", "./cni/cmd/tailscale-cni", "./hack/demo"},
+		{"-tags", "ts_omit_portmapper", "-o", bin + "/", "./cni/cmd/tailscale-cni-daemon"},
+	}
+	for _, args := range builds {
+		cmd := exec.Command("go", append([]string{"build"}, args...)...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go build %v: %v\n%s", args, err, out)
+		}
+	}
+	if err := os.Rename(filepath.Join(bin, "demo"), filepath.Join(bin, "tsymbiote-demo")); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"cni-ptp", "cni-host-local"} {
+		src, err := headscaletest.RepoBinary(p, "CNI_PLUGINS_VERSION")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(src, filepath.Join(bin, p)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
+}
+
+// hostState summarises what the demo may touch on the host: namespaces,
+// links, policy rules, and the forwarding sysctls.
+func hostState(t *testing.T) string {
+	t.Helper()
+	var parts []string
+	for _, args := range [][]string{{"netns", "list"}, {"-o", "link", "show"}, {"rule", "show"}, {"-6", "rule", "show"}} {
+		out, err := exec.Command("ip", args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("ip %v: %v: %s", args, err, out)
+		}
+		var names []string
+		for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			f := strings.Fields(l)
+			if len(f) > 1 && args[0] == "-o" {
+				names = append(names, f[1])
+			} else if len(f) > 0 {
+				names = append(names, strings.Join(f, " "))
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%v=%v", args, names))
+	}
+	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+		b, _ := os.ReadFile(p)
+		parts = append(parts, p+"="+strings.TrimSpace(string(b)))
+	}
+	return strings.Join(parts, "; ")
+}
+
+func demoDirs(t *testing.T) string {
+	var dirs []string
+	for _, pattern := range []string{"tsymbiote-demo-*", "tsd-demo-node-*"} {
+		m, err := filepath.Glob(filepath.Join(os.TempDir(), pattern))
+		if err != nil {
+			t.Fatal(err)
+		}
+		dirs = append(dirs, m...)
+	}
+	return strings.Join(dirs, ",")
+}
+
+func freePort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+}
+
+func getJSON(t *testing.T, url string, v any) {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", url, res.Status)
+	}
+	if err := json.NewDecoder(res.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+// pingAll runs one "ping every peer from every host" fan-out to its end and
+// returns its total, the pairs that answered, and the failures.
+func pingAll(t *testing.T, url string, deadline time.Time) (total, answered int, failed []string) {
+	t.Helper()
+	var started struct {
+		ID string `json:"id"`
+	}
+	res, err := http.Post(url+"/api/fanouts", "application/json", strings.NewReader(`{"kind":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.NewDecoder(res.Body).Decode(&started); err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	var fan struct {
+		Total, Completed int
+		Done             bool
+		Results          []struct {
+			HostName, PeerName, Error string
+			OK                        bool
+		}
+	}
+	for {
+		getJSON(t, url+"/api/fanouts/"+started.ID, &fan)
+		if fan.Done {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("fan-out not done: %d/%d", fan.Completed, fan.Total)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	for _, r := range fan.Results {
+		if r.OK {
+			answered++
+		} else {
+			failed = append(failed, fmt.Sprintf("%s -> %s: %s", r.HostName, r.PeerName, r.Error))
+		}
+	}
+	return fan.Total, answered, failed
+}
