@@ -329,6 +329,9 @@ derp:
     private_key_path: %[1]s/derp_server_private.key
     automatically_add_embedded_derp_region: true
     ipv4: %[6]s
+    # It listens on an IPv4 address only: "none" keeps clients from probing
+    # it over IPv6 (and their first netcheck from waiting for that probe).
+    ipv6: none
   urls: []
   paths: []
   auto_update_enabled: false
@@ -358,6 +361,13 @@ logtail:
   enabled: false
 taildrop:
   enabled: false
+# Headscale batches node-store writes (500 ms) and peer updates (800 ms) to
+# spare big tailnets; a test tailnet of a few nodes only waits on them (a
+# node's registration, first map and peers' news of it each took one or two
+# batches). Headscale's own tests shorten the first to 5 ms.
+tuning:
+  node_store_batch_timeout: 10ms
+  batch_change_delay: 50ms
 `, dir, listen, metrics, grpcAddr, stun, host)
 }
 
