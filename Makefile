@@ -87,8 +87,10 @@ binaries: frontend ## Build the project's binaries into ./bin.
 	go build -o $(BIN)/tsymbiote-demo ./hack/demo
 
 .PHONY: test
-test: tools deps lint check-generate charts test-frontend build ## Everything CI runs: lint, generated-code check, charts, frontend units, and every module's tests with -race.
+test: tools deps lint check-generate charts test-frontend build ## Everything CI runs: lint, generated-code check, charts, frontend units, every module's tests with -race, and a check that they left nothing behind.
+	@hack/leftovers.sh snapshot $(BIN)/.before-tests
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GO_TEST_FLAGS) ./...); done
+	@hack/leftovers.sh check $(BIN)/.before-tests
 
 .PHONY: bench
 bench: tools frontend ## Run the benchmarks and print their figures (the CNI's are in bench-cni).
