@@ -48,7 +48,9 @@ function style(cheap: boolean): cytoscape.StylesheetJson {
         "curve-style": cheap ? "haystack" : "bezier",
         "haystack-radius": 0.4,
         opacity: 0.75,
-        label: "data(label)",
+        // A label on each of 10,000 edges is unreadable, and measuring
+        // them is most of the cost of recolouring a big graph.
+        label: cheap ? "" : "data(label)",
         "font-size": 8,
         color: "#333",
         "text-background-color": "#fff",
@@ -105,6 +107,7 @@ export function GraphView({ elements, selected, onSelect }: Props) {
     const wantIds = new Set(want.map((d) => d.data.id as string));
     const before = new Set(c.nodes().map((n) => n.id()));
     let added = 0;
+    const isCheap = elements.edges.length > CHEAP_EDGES;
     c.batch(() => {
       c.elements().forEach((e) => {
         if (!wantIds.has(e.id())) e.remove();
@@ -117,7 +120,15 @@ export function GraphView({ elements, selected, onSelect }: Props) {
           // arriving every 50 ms, needless restyling is what makes a big
           // graph sluggish.
           const nd = d.data as { label?: string; category?: string; node?: unknown };
-          if (e.data("label") !== nd.label || e.data("category") !== nd.category || (e.isNode() && e.data("node") !== nd.node)) {
+          if (isCheap && e.isEdge()) {
+            // Labels are hidden: leave them stale (and the edge's size
+            // cache valid) until the graph is small enough to show them,
+            // when the comparison below catches up.
+            if (e.data("category") !== nd.category) {
+              const { label: _hidden, ...rest } = d.data;
+              e.data(rest);
+            }
+          } else if (e.data("label") !== nd.label || e.data("category") !== nd.category || (e.isNode() && e.data("node") !== nd.node)) {
             e.data(d.data);
           }
           if (e.classes().join(" ") !== d.classes) e.classes(d.classes as string);
@@ -127,7 +138,6 @@ export function GraphView({ elements, selected, onSelect }: Props) {
       }
       added = fresh.filter((d) => d.group === "nodes").length;
       c.add(fresh);
-      const isCheap = elements.edges.length > CHEAP_EDGES;
       if (isCheap !== cheap.current) {
         cheap.current = isCheap;
         c.style(style(isCheap));
