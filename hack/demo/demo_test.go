@@ -34,7 +34,11 @@ func TestDemo(t *testing.T) {
 	before := hostState(t)
 	tmpBefore := demoDirs(t)
 
-	port := freePort(t)
+	addr, err := freeLoopbackPort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(addr)
 	ready := filepath.Join(t.TempDir(), "ready")
 	var out bytes.Buffer
 	cmd := exec.Command(filepath.Join(bin, "tsymbiote-demo"), "--bin", bin, "--nodes", "2",
@@ -226,15 +230,6 @@ func demoDirs(t *testing.T) string {
 		dirs = append(dirs, m...)
 	}
 	return strings.Join(dirs, ",")
-}
-
-func freePort(t *testing.T) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
 }
 
 func getJSON(t *testing.T, url string, v any) {
