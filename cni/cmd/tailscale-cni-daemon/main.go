@@ -63,6 +63,7 @@ func run() error {
 		runDir      = flag.String("run-dir", envOr("TS_CNI_RUN_DIR", daemon.DefaultRunDir), "per-pod LocalAPI sockets live under <dir>/pods (env TS_CNI_RUN_DIR)")
 		metricsAddr = flag.String("metrics-addr", envOr("TS_CNI_METRICS_ADDR", "127.0.0.1:9392"), "loopback address for /metrics and /healthz; empty turns them off (env TS_CNI_METRICS_ADDR)")
 		addTimeout  = flag.Duration("add-timeout", daemon.DefaultAddTimeout, "how long ADD waits for a pod's node to run")
+		publishWait = flag.Duration("publish-wait", daemon.DefaultPublishWait, "how long ADD waits, once the pod's node has its addresses, for the control plane to hold its endpoints, so that peers reach it at once (negative: do not wait)")
 		waitRunning = flag.Bool("add-waits-for-running", false, "make ADD wait until the pod's node is Running (has a home DERP, seconds later) instead of only registered with its addresses")
 		verbose     = flag.Bool("verbose", false, "log every line of the pods' tailscale backends, not only the ones that matter")
 	)
@@ -76,6 +77,7 @@ func run() error {
 		RunDir:             *runDir,
 		AddTimeout:         *addTimeout,
 		AddWaitsForRunning: *waitRunning,
+		PublishWait:        *publishWait,
 	}
 	var err error
 	if cfg.Tags, err = daemon.ParseTags(envOr("TS_TAGS", daemon.DefaultTag)); err != nil {

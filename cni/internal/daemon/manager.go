@@ -300,6 +300,10 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	}
 	p.rec.NodeID = run.NodeID
 	tReg := time.Now()
+	// Not an error when it takes longer: the pod works, and its peers
+	// reach it after one WireGuard retry.
+	published := b.WaitPublished(wctx, m.cfg.PublishWait)
+	tPub := time.Now()
 	if err := m.save(&p.rec); err != nil {
 		return nil, cnierr.New(cnierr.IOFailure, "saving pod state", err)
 	}
@@ -311,9 +315,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 		return nil, cnierr.New(cnierr.IOFailure, "saving pod state", err)
 	}
 	ms := func(a, b time.Time) time.Duration { return b.Sub(a).Round(time.Millisecond) }
-	m.logf("pod %s/%s: up as %s (%v) in %v: prepare %v, key %v, start %v, register %v, wire %v",
+	m.logf("pod %s/%s: up as %s (%v) in %v: prepare %v, key %v, start %v, register %v, publish %v (done %v), wire %v",
 		a.Namespace, a.Pod, rec.Hostname, p.rec.Addrs, ms(start, time.Now()),
-		ms(start, tPrep), ms(tPrep, tKey), ms(tKey, tStart), ms(tStart, tReg), ms(tReg, time.Now()))
+		ms(start, tPrep), ms(tPrep, tKey), ms(tKey, tStart), ms(tStart, tReg), ms(tReg, tPub), published, ms(tPub, time.Now()))
 	return m.result(p)
 }
 

@@ -26,6 +26,7 @@ const (
 	DefaultRunDir      = "/var/run/tailscale-cni"
 	DefaultSocket      = DefaultRunDir + "/daemon.sock"
 	DefaultAddTimeout  = 60 * time.Second
+	DefaultPublishWait = 2 * time.Second
 )
 
 // Config is the daemon's configuration.
@@ -43,6 +44,11 @@ type Config struct {
 	// AddWaitsForRunning makes ADD wait until the node is Running (has a
 	// home DERP), not only registered with its addresses.
 	AddWaitsForRunning bool
+	// PublishWait bounds how long ADD waits, once the node has its
+	// addresses, for the control plane to hold its endpoints and home DERP
+	// (see podbackend.Backend.WaitPublished); 0 is DefaultPublishWait, and
+	// a negative value does not wait.
+	PublishWait time.Duration
 	// BackendLogf receives the pods' backends' logs; the daemon's own
 	// logger when nil. The daemon passes a rate-limited one.
 	BackendLogf logger.Logf `json:"-"`
@@ -67,6 +73,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.RunDir == "" {
 		c.RunDir = DefaultRunDir
+	}
+	if c.PublishWait == 0 {
+		c.PublishWait = DefaultPublishWait
 	}
 	if c.AddTimeout == 0 {
 		c.AddTimeout = DefaultAddTimeout

@@ -309,6 +309,33 @@ func (b *Backend) wait(ctx context.Context, running bool) (*Running, error) {
 	}
 }
 
+// WaitPublished waits, at most limit, until the control plane's view of
+// the node (its self node in the netmap) carries the node's endpoints and
+// home DERP, and reports whether it does. A peer that learns of the pod
+// before then sends its first WireGuard handshake nowhere and retries it
+// only 5 s later; one that learns of it after can reach it at once.
+func (b *Backend) WaitPublished(ctx context.Context, limit time.Duration) bool {
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for {
+		if nm := b.lb.NetMapNoPeers(); nm != nil && nm.SelfNode.Valid() &&
+			nm.SelfNode.Endpoints().Len() > 0 && nm.SelfNode.HomeDERP() != 0 {
+			return true
+		}
+		b.mu.Lock()
+		ch := b.changed
+		b.mu.Unlock()
+		select {
+		case <-ch:
+		case <-time.After(20 * time.Millisecond):
+		case <-deadline.C:
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
 // State is the backend's state.
 func (b *Backend) State() ipn.State { return b.lb.State() }
 
