@@ -2,8 +2,9 @@
 // WebUI in front of it: a local Headscale, real tailscaled nodes (userspace
 // networking), an adapter attached to each, when run as root a tailscale-cni
 // daemon with network-namespace pods (each with an adapter on its per-pod
-// LocalAPI socket), and the WebUI with --dev on http://127.0.0.1:3621. Ctrl-C (or SIGTERM) stops everything it started and
-// removes its files. `make demo` builds the binaries and runs it.
+// LocalAPI socket), and the WebUI with --dev on http://127.0.0.1:3621.
+// Ctrl-C (or SIGTERM) stops everything it started and removes its files.
+// `make demo` builds the binaries and runs it.
 //
 // Nothing it starts talks to anything but loopback: no log upload, no public
 // DERP (Headscale's embedded one only), no port-mapping probes.
