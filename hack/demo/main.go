@@ -6,8 +6,8 @@
 // Ctrl-C (or SIGTERM) stops everything it started and removes its files.
 // `make demo` builds the binaries and runs it.
 //
-// Nothing it starts talks to anything but loopback: no log upload, no public
-// DERP (Headscale's embedded one only), no port-mapping probes.
+// Nothing it starts talks to anything but loopback and its own namespaces: no
+// log upload, no public DERP (Headscale's embedded one only), no port mapping.
 package main
 
 import (
