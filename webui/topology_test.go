@@ -239,22 +239,25 @@ func TestDemoTopology(t *testing.T) {
 				typ, len(results), len(pairs), elapsed.Round(time.Millisecond), done.Failed, paths, sum/float64(len(results)))
 			return failed
 		}
-		// Disco pings need no WireGuard session: every pair must answer
-		// at once, with a latency and a path.
-		for _, r := range pingAll("disco") {
-			t.Errorf("disco %s -> %s: ok=%v latency=%v path=%q error=%q", r.HostName, r.PeerName, r.OK, r.LatencyMS, r.Path, r.Error)
-		}
-		// TSMP goes through WireGuard, whose first handshake towards the
-		// node that joined last can fail and is retried 5s later
-		// (../shared/notes/sandbox.md): it gets up to three rounds.
-		var failed []Result
-		for range 3 {
-			if failed = pingAll("tsmp"); len(failed) == 0 {
-				break
+		// Disco pings need no WireGuard session, but the node that joined
+		// last (the WebUI, a moment ago) may not have its endpoints and
+		// home DERP at its peers yet; TSMP goes through WireGuard, whose
+		// first handshake towards such a node is retried only 5s later
+		// (../shared/notes/sandbox.md). Each gets up to three rounds, and
+		// every pair must then answer with a latency and a path.
+		for _, typ := range []string{"disco", "tsmp"} {
+			var failed []Result
+			for round := 1; round <= 3; round++ {
+				if failed = pingAll(typ); len(failed) == 0 {
+					break
+				}
+				for _, r := range failed {
+					t.Logf("%s round %d: %s -> %s: %q", typ, round, r.HostName, r.PeerName, r.Error)
+				}
 			}
-		}
-		for _, r := range failed {
-			t.Errorf("tsmp %s -> %s: ok=%v latency=%v path=%q error=%q", r.HostName, r.PeerName, r.OK, r.LatencyMS, r.Path, r.Error)
+			for _, r := range failed {
+				t.Errorf("%s %s -> %s: ok=%v latency=%v path=%q error=%q", typ, r.HostName, r.PeerName, r.OK, r.LatencyMS, r.Path, r.Error)
+			}
 		}
 		// After pings the graph's paths are known.
 		var g2 Graph
@@ -376,7 +379,11 @@ func TestDemoTopology(t *testing.T) {
 		// Only daemons as peers: pings to the victim's own tsnet node
 		// would fail for everyone once it is gone.
 		peers := d.nodeIDs(g, "node-")
-		st := startFanoutHTTP(t, d.url, FanoutRequest{Kind: "ping", Peers: peers, Count: 3, PerHost: 1, TimeoutMS: 2000})
+		// Frozen first, so that none of its calls can finish (a fan-out
+		// here takes tens of milliseconds), then killed once the others
+		// have answered.
+		victim.Freeze()
+		st := startFanoutHTTP(t, d.url, FanoutRequest{Kind: "ping", Peers: peers, PerHost: 1, TimeoutMS: 1000})
 		first, _ := readEvents(t, d.url+"/api/fanouts/"+st.ID+"/events", func(n int) bool { return n >= 2 })
 		victim.Stop()
 		t.Logf("killed %s (serving %s) after %d results", victim.Name, victimHost, len(first))
@@ -394,8 +401,8 @@ func TestDemoTopology(t *testing.T) {
 				t.Errorf("call from %s via %s failed: %s", r.HostName, r.Adapter, r.Error)
 			}
 		}
-		if victimFailed == 0 {
-			t.Errorf("no call through %s failed", victim.Name)
+		if victimFailed != nodes-1 {
+			t.Errorf("%d of %d calls through %s failed, want all", victimFailed, nodes-1, victim.Name)
 		}
 		var errs []string
 		for _, r := range results {

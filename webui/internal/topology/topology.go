@@ -333,6 +333,15 @@ func (a *Adapter) Output() string {
 	return a.out.String()
 }
 
+// Freeze stops the adapter's process (SIGSTOP) without killing it: calls
+// to it hang, as to an adapter whose host went away, until Stop.
+func (a *Adapter) Freeze() {
+	if a.cmd == nil {
+		return
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGSTOP)
+}
+
 // Stop kills the adapter at once, as a crash or a lost host would.
 func (a *Adapter) Stop() {
 	if a.cmd == nil {
