@@ -30,7 +30,9 @@ snapshot)
 	state >"$2"
 	;;
 check)
-	after=$(mktemp)
+	# Not mktemp: a file in the temporary directory would show up as a
+	# leftover of its own.
+	after="$2.after"
 	trap 'rm -f "$after"' EXIT
 	state >"$after"
 	# Lines only in the second file: what the tests added.
