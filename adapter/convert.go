@@ -207,6 +207,30 @@ func typeName(t dnsmessage.Type) string {
 	return strings.TrimPrefix(t.String(), "Type")
 }
 
+// rcodeNames are the IANA mnemonics (RFC 6895) that dig and every DNS
+// operator know; dnsmessage's own names ("RCodeSuccess") are Go's.
+var rcodeNames = map[dnsmessage.RCode]string{
+	dnsmessage.RCodeSuccess:        "NOERROR",
+	dnsmessage.RCodeFormatError:    "FORMERR",
+	dnsmessage.RCodeServerFailure:  "SERVFAIL",
+	dnsmessage.RCodeNameError:      "NXDOMAIN",
+	dnsmessage.RCodeNotImplemented: "NOTIMP",
+	dnsmessage.RCodeRefused:        "REFUSED",
+	6:                              "YXDOMAIN",
+	7:                              "YXRRSET",
+	8:                              "NXRRSET",
+	9:                              "NOTAUTH",
+	10:                             "NOTZONE",
+}
+
+// rcodeName names a response code the way the proto documents it.
+func rcodeName(c dnsmessage.RCode) string {
+	if n, ok := rcodeNames[c]; ok {
+		return n
+	}
+	return fmt.Sprintf("RCODE%d", c)
+}
+
 // parseDNSResponse decodes a raw DNS response into answers in presentation
 // form. Record types it does not model are shown by type only.
 func parseDNSResponse(raw []byte) (rcode string, answers []*adapterv1.DNSAnswer, err error) {
@@ -215,7 +239,7 @@ func parseDNSResponse(raw []byte) (rcode string, answers []*adapterv1.DNSAnswer,
 	if err != nil {
 		return "", nil, fmt.Errorf("parsing DNS response: %w", err)
 	}
-	rcode = strings.ToUpper(strings.TrimPrefix(h.RCode.String(), "RCode"))
+	rcode = rcodeName(h.RCode)
 	if err := p.SkipAllQuestions(); err != nil {
 		return rcode, nil, fmt.Errorf("parsing DNS response: %w", err)
 	}

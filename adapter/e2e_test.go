@@ -138,7 +138,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("QueryDNS %s: rcode=%s answers=%v resolvers=%v", name, r.Rcode, r.Answers, r.Resolvers)
-		if r.Rcode != "SUCCESS" || len(r.Answers) == 0 || r.Answers[0].Data != w.bIP.String() {
+		if r.Rcode != "NOERROR" || len(r.Answers) == 0 || r.Answers[0].Data != w.bIP.String() {
 			t.Errorf("QueryDNS(%s) = %v, want %s", name, r, w.bIP)
 		}
 	})

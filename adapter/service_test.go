@@ -159,7 +159,7 @@ func TestQueryDNSTypes(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%s: %v", qt, err)
 		}
-		if r.Rcode != "SUCCESS" || len(r.Answers) != 1 || r.Answers[0].Data != data || r.Answers[0].Type != qt {
+		if r.Rcode != "NOERROR" || len(r.Answers) != 1 || r.Answers[0].Data != data || r.Answers[0].Type != qt {
 			t.Errorf("%s: %v, want data %q", qt, r, data)
 		}
 	}
@@ -298,4 +298,26 @@ func FuzzParseDNSResponse(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		_, _, _ = parseDNSResponse(raw)
 	})
+}
+
+// TestRcodeNames checks that response codes come out as the proto documents
+// them (dig's names), not as Go's DNS library spells them.
+func TestRcodeNames(t *testing.T) {
+	for code, want := range map[dnsmessage.RCode]string{
+		dnsmessage.RCodeSuccess:   "NOERROR",
+		dnsmessage.RCodeNameError: "NXDOMAIN",
+		dnsmessage.RCodeRefused:   "REFUSED",
+		dnsmessage.RCode(9):       "NOTAUTH",
+		dnsmessage.RCode(11):      "RCODE11",
+	} {
+		b := dnsmessage.NewBuilder(nil, dnsmessage.Header{Response: true, RCode: code})
+		raw, err := b.Finish()
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, answers, err := parseDNSResponse(raw)
+		if err != nil || got != want || len(answers) != 0 {
+			t.Errorf("rcode %d: got %q, %d answers, %v; want %q", code, got, len(answers), err, want)
+		}
+	}
 }

@@ -1,8 +1,10 @@
 package controlplane
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 
@@ -176,6 +178,33 @@ func redactURL(raw string) string {
 	u.User = url.User("redacted")
 	return u.String()
 }
+
+// printedConfig is a Config without methods, so that printing it cannot
+// recurse into Config's own Format.
+type printedConfig Config
+
+// printable is c with any password in its URLs replaced; its Secret fields
+// print as placeholders by themselves.
+func (c Config) printable() printedConfig {
+	c.ControlURL = redactURL(c.ControlURL)
+	c.APIURL = redactURL(c.APIURL)
+	c.HeadscaleURL = redactURL(c.HeadscaleURL)
+	return printedConfig(c)
+}
+
+// Format implements fmt.Formatter. A daemon that logs its configuration
+// must not log a password someone put in HEADSCALE_URL (a reverse proxy's
+// basic auth, say) any more than its API key.
+func (c Config) Format(f fmt.State, verb rune) {
+	fmt.Fprintf(f, fmt.FormatString(f, verb), c.printable())
+}
+
+// LogValue implements slog.LogValuer, with the same redaction as Format.
+func (c Config) LogValue() slog.Value { return slog.AnyValue(c.printable()) }
+
+// MarshalJSON keeps URL passwords out of JSON dumps; secrets are already
+// kept out by Secret.MarshalText.
+func (c Config) MarshalJSON() ([]byte, error) { return json.Marshal(c.printable()) }
 
 // New returns the Client that cfg selects.
 func New(logf logger.Logf, cfg Config) (Client, error) {

@@ -152,7 +152,9 @@ func TestSecretsNeverPrinted(t *testing.T) {
 		OAuthClientID:     fakeClientID,
 		OAuthClientSecret: fakeClientSecret,
 		APIKey:            fakeAPIKey,
-		HeadscaleURL:      "http://127.0.0.1:8080",
+		HeadscaleURL:      "http://admin:" + urlPass + "@127.0.0.1:8080",
+		APIURL:            "https://proxy:" + urlPass + "@api.example.com",
+		ControlURL:        "https://u:" + urlPass + "@login.example.com",
 		HeadscaleAPIKey:   hsKey,
 	}
 	key := controlplane.AuthKey{ID: "k1", Key: wrongToken, Tags: []string{"tag:x"}}
@@ -180,7 +182,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 			}
 		}
 	}
-	if !strings.Contains(buf.String(), "[redacted]") || !strings.Contains(buf.String(), fakeClientID) {
+	if !strings.Contains(buf.String(), "[redacted]") || !strings.Contains(buf.String(), fakeClientID) || !strings.Contains(buf.String(), "127.0.0.1:8080") {
 		t.Errorf("log output lacks the placeholder or the (public) client ID:\n%s", buf.String())
 	}
 	if cfg.APIKey.Reveal() != fakeAPIKey || key.Key.Reveal() != wrongToken {

@@ -367,9 +367,7 @@ func (f *Fanout) do(ctx context.Context, c call, _ *metrics) Result {
 		for _, a := range res.GetAnswers() {
 			r.Answers = append(r.Answers, a.GetType()+" "+a.GetData())
 		}
-		// The proto documents NOERROR; some adapters say SUCCESS, the Go
-		// DNS library's name for the same code.
-		r.OK = res.GetRcode() == "NOERROR" || res.GetRcode() == "SUCCESS"
+		r.OK = res.GetRcode() == "NOERROR"
 		if !r.OK {
 			r.Error = "rcode " + res.GetRcode()
 		}
