@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +21,7 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/controlplane/tsnode"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
@@ -82,10 +82,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("--port %q: want a TCP port number", c.Port)
 	}
 	if c.Hostname != "" {
-		if err := checkHostname(c.Hostname); err != nil {
+		if err := tsnode.CheckHostname(c.Hostname); err != nil {
 			return fmt.Errorf("--hostname: %w", err)
 		}
-	} else if err := checkHostname(c.HostnamePrefix); err != nil {
+	} else if err := tsnode.CheckHostname(c.HostnamePrefix); err != nil {
 		return fmt.Errorf("--hostname-prefix: %w", err)
 	}
 	if len(c.Sockets) == 0 && !c.DiscoverSocket {
@@ -99,43 +99,12 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func checkHostname(h string) error {
-	if h == "" || len(h) > 63 {
-		return fmt.Errorf("%q: want 1 to 63 characters", h)
-	}
-	for _, r := range h {
-		if !isLabelRune(r) {
-			return fmt.Errorf("%q: only letters, digits and '-' are allowed", h)
-		}
-	}
-	return nil
-}
-
-func isLabelRune(r rune) bool {
-	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-'
-}
-
 // hostname is --hostname, or the prefix and this machine's name.
 func (c *Config) hostname() string {
 	if c.Hostname != "" {
 		return c.Hostname
 	}
-	h, _ := os.Hostname()
-	h, _, _ = strings.Cut(h, ".")
-	var b strings.Builder
-	for _, r := range strings.ToLower(h) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			b.WriteRune(r)
-		}
-	}
-	name := c.HostnamePrefix
-	if s := strings.Trim(b.String(), "-"); s != "" {
-		name += "-" + s
-	}
-	if len(name) > 63 {
-		name = strings.TrimRight(name[:63], "-")
-	}
-	return name
+	return tsnode.Hostname(c.HostnamePrefix)
 }
 
 // Run serves until ctx ends, then shuts down (logging out if asked).
@@ -249,62 +218,22 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 }
 
 func startTsnet(ctx context.Context, logf logger.Logf, cfg Config, hostname string) (*tsnet.Server, error) {
-	tl := cfg.TsnetLogf
-	if tl == nil {
-		tl = logger.Discard
-	}
-	srv := &tsnet.Server{
-		Dir:        cfg.StateDir,
-		Hostname:   hostname,
-		ControlURL: cfg.ControlURL,
-		AuthKey:    cfg.AuthKey.Reveal(),
-		Ephemeral:  cfg.Logout,
-		Logf:       tl,
-		// The interactive login URL, when there is no key, goes here.
-		UserLogf: logger.WithPrefix(logf, "tsnet: "),
-	}
-	if cfg.AuthKey.IsZero() {
-		logf("no TS_AUTHKEY: waiting for interactive login (the URL is logged below); tag the node %s", "tag:tsymbiote-adapter")
-	}
-	if _, err := srv.Up(ctx); err != nil {
-		srv.Close()
-		return nil, fmt.Errorf("joining the tailnet: %w", err)
-	}
-	return srv, nil
+	return tsnode.Join(ctx, logf, tsnode.Options{
+		Dir:         cfg.StateDir,
+		Hostname:    hostname,
+		ControlURL:  cfg.ControlURL,
+		AuthKey:     cfg.AuthKey,
+		Ephemeral:   cfg.Logout,
+		BackendLogf: cfg.TsnetLogf,
+		Tag:         "tag:tsymbiote-adapter",
+	})
 }
 
-// shutdownTsnet logs the node out when asked, so that it leaves the tailnet
-// rather than lingering offline, then closes it.
+// shutdownTsnet leaves the tailnet when asked (--logout), then closes.
 func shutdownTsnet(logf logger.Logf, cfg Config, srv *tsnet.Server) {
 	defer srv.Close()
-	if !cfg.Logout {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	lc, err := srv.LocalClient()
-	if err != nil {
-		return
-	}
-	var id string
-	if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
-		id = string(st.Self.ID)
-	}
-	if err := lc.Logout(ctx); err != nil {
-		logf("logout: %v", err)
-	} else {
-		logf("logged out")
-	}
-	if cfg.ControlPlane != nil && id != "" {
-		err := cfg.ControlPlane.DeleteDevice(ctx, id)
-		switch {
-		case err == nil:
-			logf("deleted node %s from the control plane", id)
-		case errors.Is(err, controlplane.ErrNotFound):
-			// Ephemeral nodes are gone once logged out.
-		default:
-			logf("deleting node %s: %v", id, err)
-		}
+	if cfg.Logout {
+		tsnode.Leave(logf, srv, cfg.ControlPlane)
 	}
 }
 

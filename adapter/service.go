@@ -292,6 +292,12 @@ func (s *Service) fillPaths(ctx context.Context, d daemon, resp *adapterv1.PingR
 
 // validDNSName checks a query name: a sequence of labels of letters,
 // digits, '-' and '_' (SRV), at most 63 bytes each and 253 in all.
+// isLabelRune reports whether r may appear in a DNS name's label as queried
+// (letters, digits, '-', and '_' for SRV-style names).
+func isLabelRune(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
+}
+
 func validDNSName(name string) error {
 	n := strings.TrimSuffix(name, ".")
 	if n == "" {
@@ -305,7 +311,7 @@ func validDNSName(name string) error {
 			return invalidArg("name %q has an empty or over-long (>63 bytes) label", name)
 		}
 		for _, r := range l {
-			if !isLabelRune(r) && r != '_' {
+			if !isLabelRune(r) {
 				return invalidArg("name %q contains %q; only letters, digits, '-', '_' and '.' are allowed", name, r)
 			}
 		}

@@ -2,7 +2,6 @@ package webui
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +11,7 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/controlplane/tsnode"
 )
 
 // Run serves until ctx ends, then shuts down (logging out if asked).
@@ -163,35 +163,26 @@ func startTsnet(ctx context.Context, logf logger.Logf, cfg *Config, hostname str
 		cfg.StateDir = d
 		cfg.removeStateDir = true
 	}
-	tl := cfg.TsnetLogf
-	if tl == nil {
-		tl = logger.Discard
-	}
-	srv := &tsnet.Server{
-		Dir:        dir,
-		Hostname:   hostname,
-		ControlURL: cfg.ControlURL,
-		AuthKey:    key.Reveal(),
-		Ephemeral:  cfg.Logout,
-		Logf:       tl,
-		UserLogf:   logger.WithPrefix(logf, "tsnet: "),
-	}
-	if key.IsZero() {
-		logf("no auth key (TS_AUTHKEY, or --generate-auth): waiting for interactive login (URL below); tag the node %s", TagWebUI)
-	}
-	if _, err := srv.Up(ctx); err != nil {
-		srv.Close()
+	srv, err := tsnode.Join(ctx, logf, tsnode.Options{
+		Dir:         dir,
+		Hostname:    hostname,
+		ControlURL:  cfg.ControlURL,
+		AuthKey:     key,
+		Ephemeral:   cfg.Logout,
+		BackendLogf: cfg.TsnetLogf,
+		Tag:         TagWebUI,
+	})
+	if err != nil {
 		if cfg.removeStateDir {
 			os.RemoveAll(dir)
 		}
-		return nil, fmt.Errorf("joining the tailnet: %w", err)
+		return nil, err
 	}
 	return srv, nil
 }
 
-// shutdownTsnet logs the node out when asked, so that it leaves the tailnet
-// rather than lingering offline, deletes it from the control plane (which
-// Headscale needs even for ephemeral nodes to vanish at once), then closes.
+// shutdownTsnet leaves the tailnet when asked (--logout), closes the node
+// and removes a state directory it made up.
 func shutdownTsnet(logf logger.Logf, cfg *Config, srv *tsnet.Server) {
 	defer func() {
 		srv.Close()
@@ -199,32 +190,7 @@ func shutdownTsnet(logf logger.Logf, cfg *Config, srv *tsnet.Server) {
 			os.RemoveAll(cfg.StateDir)
 		}
 	}()
-	if !cfg.Logout {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	lc, err := srv.LocalClient()
-	if err != nil {
-		return
-	}
-	var id string
-	if st, err := lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
-		id = string(st.Self.ID)
-	}
-	if err := lc.Logout(ctx); err != nil {
-		logf("logout: %v", err)
-	} else {
-		logf("logged out")
-	}
-	if cfg.ControlPlane != nil && id != "" {
-		err := cfg.ControlPlane.DeleteDevice(ctx, id)
-		switch {
-		case err == nil:
-			logf("deleted node %s from the control plane", id)
-		case errors.Is(err, controlplane.ErrNotFound):
-		default:
-			logf("deleting node %s: %v", id, err)
-		}
+	if cfg.Logout {
+		tsnode.Leave(logf, srv, cfg.ControlPlane)
 	}
 }

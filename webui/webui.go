@@ -24,13 +24,13 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/controlplane/tsnode"
 )
 
 // Defaults, as the seed's flags state them.
@@ -100,10 +100,10 @@ func (c *Config) Validate() error {
 		return err
 	}
 	if c.Hostname != "" {
-		if err := checkHostname(c.Hostname); err != nil {
+		if err := tsnode.CheckHostname(c.Hostname); err != nil {
 			return fmt.Errorf("--hostname: %w", err)
 		}
-	} else if err := checkHostname(c.HostnamePrefix); err != nil {
+	} else if err := tsnode.CheckHostname(c.HostnamePrefix); err != nil {
 		return fmt.Errorf("--hostname-prefix: %w", err)
 	}
 	for _, u := range c.AllowedUsers {
@@ -153,37 +153,10 @@ func checkPort(flag, p string, zeroOK bool) error {
 	return nil
 }
 
-func checkHostname(h string) error {
-	if h == "" || len(h) > 63 {
-		return fmt.Errorf("%q: want 1 to 63 characters", h)
-	}
-	for _, r := range h {
-		if (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9') && r != '-' {
-			return fmt.Errorf("%q: only letters, digits and '-' are allowed", h)
-		}
-	}
-	return nil
-}
-
 // hostname is --hostname, or the prefix and this machine's name.
 func (c *Config) hostname() string {
 	if c.Hostname != "" {
 		return c.Hostname
 	}
-	h, _ := os.Hostname()
-	h, _, _ = strings.Cut(h, ".")
-	var b strings.Builder
-	for _, r := range strings.ToLower(h) {
-		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
-			b.WriteRune(r)
-		}
-	}
-	name := c.HostnamePrefix
-	if s := strings.Trim(b.String(), "-"); s != "" {
-		name += "-" + s
-	}
-	if len(name) > 63 {
-		name = strings.TrimRight(name[:63], "-")
-	}
-	return name
+	return tsnode.Hostname(c.HostnamePrefix)
 }

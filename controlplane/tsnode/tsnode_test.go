@@ -1,0 +1,53 @@
+package tsnode
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestHostnameFor(t *testing.T) {
+	for _, tc := range []struct{ prefix, machine, want string }{
+		{"tsymbiote-adapter", "web-7d9f8-x2x.cluster.local", "tsymbiote-adapter-web-7d9f8-x2x"},
+		{"tsymbiote-webui", "My_Laptop", "tsymbiote-webui-mylaptop"},
+		{"tsymbiote-webui", "", "tsymbiote-webui"},
+		{"tsymbiote-webui", "---", "tsymbiote-webui"},
+		{"p", strings.Repeat("a", 70), "p-" + strings.Repeat("a", 61)},
+		{"p", strings.Repeat("a", 60) + "-bc", "p-" + strings.Repeat("a", 60)},
+	} {
+		got := hostnameFor(tc.prefix, tc.machine)
+		if got != tc.want {
+			t.Errorf("hostnameFor(%q, %q) = %q, want %q", tc.prefix, tc.machine, got, tc.want)
+		}
+		if err := CheckHostname(got); err != nil {
+			t.Errorf("hostnameFor(%q, %q) = %q, not a hostname: %v", tc.prefix, tc.machine, got, err)
+		}
+	}
+}
+
+func TestCheckHostname(t *testing.T) {
+	for h, ok := range map[string]bool{
+		"node-1":                true,
+		"Node1":                 true,
+		"":                      false,
+		"a.b":                   false,
+		"a b":                   false,
+		strings.Repeat("a", 63): true,
+		strings.Repeat("a", 64): false,
+	} {
+		if err := CheckHostname(h); (err == nil) != ok {
+			t.Errorf("CheckHostname(%q) = %v, want ok=%v", h, err, ok)
+		}
+	}
+}
+
+func FuzzHostnameFor(f *testing.F) {
+	f.Add("tsymbiote-adapter", "pod.example")
+	f.Fuzz(func(t *testing.T, prefix, machine string) {
+		if CheckHostname(prefix) != nil {
+			return // Validate refuses such prefixes before we get here
+		}
+		if h := hostnameFor(prefix, machine); CheckHostname(h) != nil {
+			t.Errorf("hostnameFor(%q, %q) = %q", prefix, machine, h)
+		}
+	})
+}
