@@ -1,7 +1,6 @@
 // Package topology starts a real demo-like tailnet for the WebUI's tests and
-// benchmarks: real tailscaled daemons from ./bin (userspace networking, each
-// with its own socket, state and WireGuard port) logged in to a real
-// Headscale, and real adapter processes (the tsymbiote-adapter command)
+// benchmarks: real tailscaled daemons (controlplane/tailscaledtest) logged in
+// to a real Headscale, and real adapter processes (the tsymbiote-adapter command)
 // attached to them and joined with tag:tsymbiote-adapter keys. Everything
 // is offline-clean and dies with the test process.
 package topology
@@ -20,28 +19,10 @@ import (
 	"syscall"
 	"time"
 
-	"tailscale.com/client/local"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
 )
-
-// Env keeps every daemon offline-clean: no log upload, DERP over plain
-// HTTP (Headscale's embedded DERP), no port-mapping probes of the gateway.
-var Env = []string{
-	"TS_NO_LOGS_NO_SUPPORT=true",
-	"TS_DEBUG_USE_DERP_HTTP=1",
-	"TS_DISABLE_PORTMAPPER=1",
-}
-
-// Daemon is one running tailscaled.
-type Daemon struct {
-	Name   string
-	Dir    string
-	Socket string
-
-	cmd  *exec.Cmd
-	done chan struct{}
-}
 
 // Adapter is one running adapter process.
 type Adapter struct {
@@ -57,7 +38,7 @@ type Adapter struct {
 // Topology is a set of daemons and the adapters attached to them.
 type Topology struct {
 	HS       *headscaletest.Server
-	Daemons  []*Daemon
+	Daemons  []*tailscaledtest.Daemon
 	Adapters []*Adapter
 
 	dirs []string
@@ -109,14 +90,6 @@ func Start(ctx context.Context, hs *headscaletest.Server, opts Options) (_ *Topo
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
-	tailscaled, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
-	if err != nil {
-		return nil, err
-	}
-	cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION")
-	if err != nil {
-		return nil, err
-	}
 	tp := &Topology{HS: hs}
 	defer func() {
 		if err != nil {
@@ -126,7 +99,7 @@ func Start(ctx context.Context, hs *headscaletest.Server, opts Options) (_ *Topo
 
 	// Start and log in the daemons a few at a time: all at once starves
 	// two cores and makes logins time out.
-	tp.Daemons = make([]*Daemon, opts.Nodes)
+	tp.Daemons = make([]*tailscaledtest.Daemon, opts.Nodes)
 	sem := make(chan struct{}, 6)
 	var (
 		wg    sync.WaitGroup
@@ -134,24 +107,17 @@ func Start(ctx context.Context, hs *headscaletest.Server, opts Options) (_ *Topo
 		first error
 	)
 	for i := range opts.Nodes {
-		dir, err := os.MkdirTemp("", fmt.Sprintf("tsw-%02d-", i))
-		if err != nil {
-			return nil, err
-		}
-		tp.dirs = append(tp.dirs, dir)
-		d := &Daemon{Name: fmt.Sprintf("node-%02d", i), Dir: dir, Socket: filepath.Join(dir, "tailscaled.sock")}
-		tp.Daemons[i] = d
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := d.start(ctx, tailscaled, cli, hs, logf); err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
+			d, err := startDaemon(ctx, fmt.Sprintf("node-%02d", i), hs, logf)
+			mu.Lock()
+			defer mu.Unlock()
+			tp.Daemons[i] = d
+			if err != nil && first == nil {
+				first = err
 			}
 		}()
 	}
@@ -209,7 +175,7 @@ func (tp *Topology) Close() {
 	}
 	for _, d := range tp.Daemons {
 		if d != nil {
-			d.stop()
+			d.Close()
 		}
 	}
 	for _, d := range tp.dirs {
@@ -217,62 +183,22 @@ func (tp *Topology) Close() {
 	}
 }
 
-func (d *Daemon) start(ctx context.Context, bin, cli string, hs *headscaletest.Server, logf func(string, ...any)) error {
-	cmd := exec.Command(bin, "--tun=userspace-networking", "--socket="+d.Socket,
-		"--statedir="+filepath.Join(d.Dir, "state"), "--port=0", "--no-logs-no-support")
-	cmd.Env = append(os.Environ(), Env...)
-	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting tailscaled %s: %w", d.Name, err)
-	}
-	d.cmd, d.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); close(d.done) }()
-	lc := &local.Client{Socket: d.Socket, UseSocketOnly: true}
-	for {
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err := lc.StatusWithoutPeers(cctx)
-		cancel()
-		if err == nil {
-			break
-		}
-		select {
-		case <-d.done:
-			return fmt.Errorf("tailscaled %s exited during start-up", d.Name)
-		case <-ctx.Done():
-			return fmt.Errorf("tailscaled %s socket never answered: %w", d.Name, err)
-		case <-time.After(50 * time.Millisecond):
-		}
+// startDaemon starts a tailscaled named name and logs it in to hs with a
+// tag:test key. The daemon it returns, even with an error, must be closed.
+func startDaemon(ctx context.Context, name string, hs *headscaletest.Server, logf func(string, ...any)) (*tailscaledtest.Daemon, error) {
+	d, err := tailscaledtest.New(name, logf)
+	if err != nil {
+		return nil, err
 	}
 	key, err := mintKey(ctx, hs.Client, false, "tag:test")
 	if err != nil {
-		return err
+		return d, err
 	}
-	up := exec.CommandContext(ctx, cli, "--socket="+d.Socket, "up", "--login-server="+hs.URL, "--auth-key="+key.Reveal(),
-		"--hostname="+d.Name, "--accept-dns=false", "--timeout=120s")
-	up.Env = append(os.Environ(), Env...)
-	var out bytes.Buffer
-	up.Stdout, up.Stderr = &out, &out
-	if err := up.Run(); err != nil {
-		// The arguments hold a key: never print them.
-		return fmt.Errorf("tailscale up on %s: %w: %s", d.Name, err, strings.TrimSpace(out.String()))
+	if err := d.Up(ctx, hs.URL, key.Reveal(), name); err != nil {
+		return d, err
 	}
-	logf("%s up", d.Name)
-	return nil
-}
-
-func (d *Daemon) stop() {
-	if d.cmd == nil {
-		return
-	}
-	syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-	<-d.done
-	d.cmd = nil
-}
-
-// LocalClient is a LocalAPI client for the daemon.
-func (d *Daemon) LocalClient() *local.Client {
-	return &local.Client{Socket: d.Socket, UseSocketOnly: true}
+	logf("%s up", name)
+	return d, nil
 }
 
 func (a *Adapter) start(ctx context.Context, bin string, hs *headscaletest.Server, home string) error {
@@ -285,7 +211,7 @@ func (a *Adapter) start(ctx context.Context, bin string, hs *headscaletest.Serve
 		args = append(args, "--socket", s)
 	}
 	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), Env...)
+	cmd.Env = append(os.Environ(), tailscaledtest.Env...)
 	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME="+home, "TS_AUTHKEY="+key.Reveal(), "TS_CONTROL_URL="+hs.URL)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	pr, pw := io.Pipe()
