@@ -64,9 +64,16 @@ func Start(t testing.TB, name string) *Daemon {
 	return d
 }
 
-// New starts a tailscaled named name outside a test (the demo uses it). The
-// caller must call Close.
+// New starts a tailscaled named name outside a test. The caller must call
+// Close.
 func New(name string, logf func(string, ...any)) (*Daemon, error) {
+	return NewIn("", name, logf)
+}
+
+// NewIn is New with the daemon's directory made in parent (the system's
+// temporary directory when empty), so that a caller that may be killed
+// before Close (the demo) keeps every file in one place to sweep.
+func NewIn(parent, name string, logf func(string, ...any)) (*Daemon, error) {
 	bin, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
 	if err != nil {
 		return nil, fmt.Errorf("tailscaled: %w (run hack/build-bin.sh tailscaled)", err)
@@ -76,7 +83,7 @@ func New(name string, logf func(string, ...any)) (*Daemon, error) {
 		return nil, fmt.Errorf("tailscale CLI: %w (run hack/build-bin.sh tailscale)", err)
 	}
 	// t.TempDir paths can exceed the 108-byte unix socket limit.
-	dir, err := os.MkdirTemp("", "tsd-"+name+"-")
+	dir, err := os.MkdirTemp(parent, "tsd-"+name+"-")
 	if err != nil {
 		return nil, err
 	}

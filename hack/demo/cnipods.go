@@ -22,6 +22,9 @@ import (
 // their veths: ptp routes only the pods' own /24.
 
 const (
+	ipv4Forward = "/proc/sys/net/ipv4/ip_forward"
+	ipv6Forward = "/proc/sys/net/ipv6/conf/all/forwarding"
+
 	demoPodNamespace = "default"
 	demoPodSubnet    = "10.252.77.0/24" // ptp's host-local pool for the pods' eth0
 )
@@ -54,13 +57,16 @@ func startCNIPods(ctx context.Context, logf func(string, ...any), c *cniPods, bi
 	}
 	c.sysctls = map[string][]byte{}
 	// The daemon turns forwarding on; the demo puts it back as it was.
-	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+	for _, p := range []string{ipv4Forward, ipv6Forward} {
 		if old, err := os.ReadFile(p); err == nil {
 			c.sysctls[p] = old
 		}
 	}
 	binDir := filepath.Join(dir, "bin")
 	if err := os.MkdirAll(binDir, 0o755); err != nil {
+		return err
+	}
+	if err := saveSysctls(dir, c.sysctls); err != nil {
 		return err
 	}
 	// One CNI bin dir, named by plugin type, as kubelet's /opt/cni/bin.
@@ -209,6 +215,13 @@ func cniPodsWanted(n int) (bool, error) {
 	}
 	if _, err := exec.LookPath("ip"); err != nil {
 		return false, errors.New("iproute2's ip is missing")
+	}
+	pid, err := otherCNIDaemon()
+	if err != nil {
+		return false, err
+	}
+	if pid != 0 {
+		return false, fmt.Errorf("another tailscale-cni-daemon runs here (pid %d), and the demo's would sweep its pods' links and rules", pid)
 	}
 	return true, nil
 }

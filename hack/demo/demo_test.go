@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -34,61 +35,13 @@ func TestDemo(t *testing.T) {
 	before := hostState(t)
 	tmpBefore := demoDirs(t)
 
-	addr, err := freeLoopbackPort()
-	if err != nil {
+	run := startDemo(t, bin, 2, pods)
+	if err := run.waitReady(4 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	_, port, _ := net.SplitHostPort(addr)
-	ready := filepath.Join(t.TempDir(), "ready")
-	var out bytes.Buffer
-	cmd := exec.Command(filepath.Join(bin, "tsymbiote-demo"), "--bin", bin, "--nodes", "2",
-		"--cni-pods", fmt.Sprint(pods), "--listen", "127.0.0.1:"+port, "--ready-file", ready)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("demo exited with %v after Ctrl-C", err)
-			}
-		case <-time.After(2 * time.Minute):
-			_ = cmd.Process.Kill()
-			t.Errorf("demo did not stop within 2 minutes of Ctrl-C; killed (%v)", <-done)
-		}
-	}
-	t.Cleanup(func() {
-		stop()
-		if t.Failed() {
-			t.Logf("demo output:\n%s", out.String())
-		}
-	})
-
 	deadline := time.Now().Add(4 * time.Minute)
-	for {
-		if b, err := os.ReadFile(ready); err == nil && len(b) > 0 {
-			break
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("demo exited before it was up: %v", err)
-		case <-time.After(200 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("demo not up after 4 minutes")
-		}
-	}
-	url := "http://127.0.0.1:" + port
+	url := run.url
+	stop := run.stop
 	want := []string{"demo-node-1", "demo-node-2", "tsymbiote-adapter-demo-node-1", "tsymbiote-adapter-demo-node-2", "tsymbiote-webui-demo"}
 	for i := 1; i <= pods; i++ {
 		want = append(want, fmt.Sprintf("demo-default-pod-%d", i), fmt.Sprintf("tsymbiote-adapter-pod-%d", i))
@@ -157,15 +110,123 @@ func TestDemo(t *testing.T) {
 	}
 }
 
-// buildDemoBinaries builds what `make binaries` builds for the demo into a
-// temporary bin dir, next to links to the pinned reference CNI plugins.
-func buildDemoBinaries(t *testing.T) string {
+// demoRun is one running demo process.
+type demoRun struct {
+	t       *testing.T
+	cmd     *exec.Cmd
+	url     string
+	ready   string
+	out     bytes.Buffer
+	done    chan error
+	stopped bool
+}
+
+// startDemo starts the demo binary with nodes tailscaled nodes and pods CNI
+// pods. It is stopped with Ctrl-C when the test ends, if still running.
+func startDemo(t *testing.T, bin string, nodes, pods int) *demoRun {
 	t.Helper()
-	root, err := headscaletest.RepoRoot()
+	addr, err := freeLoopbackPort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := t.TempDir()
+	_, port, _ := net.SplitHostPort(addr)
+	r := &demoRun{t: t, url: "http://127.0.0.1:" + port, ready: filepath.Join(t.TempDir(), "ready"), done: make(chan error, 1)}
+	r.cmd = exec.Command(filepath.Join(bin, "tsymbiote-demo"), "--bin", bin, "--nodes", fmt.Sprint(nodes),
+		"--cni-pods", fmt.Sprint(pods), "--listen", "127.0.0.1:"+port, "--ready-file", r.ready)
+	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
+	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.done <- r.cmd.Wait() }()
+	t.Cleanup(func() {
+		r.stop()
+		if t.Failed() {
+			t.Logf("demo (pid %d) output:\n%s", r.cmd.Process.Pid, r.out.String())
+		}
+	})
+	return r
+}
+
+// waitReady waits until the demo says it is up.
+func (r *demoRun) waitReady(timeout time.Duration) error {
+	deadline := time.After(timeout)
+	for {
+		if b, err := os.ReadFile(r.ready); err == nil && len(b) > 0 {
+			return nil
+		}
+		select {
+		case err := <-r.done:
+			r.stopped = true
+			return fmt.Errorf("demo exited before it was up: %w", err)
+		case <-deadline:
+			return fmt.Errorf("demo not up after %v", timeout)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// stop sends Ctrl-C (SIGINT) and waits for the demo to clean up and exit.
+func (r *demoRun) stop() {
+	if r.stopped {
+		return
+	}
+	r.stopped = true
+	_ = r.cmd.Process.Signal(os.Interrupt)
+	select {
+	case err := <-r.done:
+		if err != nil {
+			r.t.Errorf("demo exited with %v after Ctrl-C", err)
+		}
+	case <-time.After(2 * time.Minute):
+		_ = r.cmd.Process.Kill()
+		r.t.Errorf("demo did not stop within 2 minutes of Ctrl-C; killed (%v)", <-r.done)
+	}
+}
+
+// kill kills the demo with SIGKILL, which it cannot clean up after.
+func (r *demoRun) kill() {
+	r.stopped = true
+	_ = r.cmd.Process.Kill()
+	r.t.Logf("demo %d killed: %v", r.cmd.Process.Pid, <-r.done)
+}
+
+var (
+	buildOnce sync.Once
+	builtBin  string
+	buildErr  error
+)
+
+// TestMain removes the binaries the tests built.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if builtBin != "" {
+		os.RemoveAll(builtBin)
+	}
+	os.Exit(code)
+}
+
+// buildDemoBinaries builds what `make binaries` builds for the demo into a
+// temporary bin dir, next to links to the pinned reference CNI plugins,
+// once for all tests.
+func buildDemoBinaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() { builtBin, buildErr = buildBinaries() })
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
+}
+
+func buildBinaries() (string, error) {
+	root, err := headscaletest.RepoRoot()
+	if err != nil {
+		return "", err
+	}
+	bin, err := os.MkdirTemp("", "tsdemo-test-bin-")
+	if err != nil {
+		return "", err
+	}
 	builds := [][]string{
 		{"-o", bin + "/", "./adapter/cmd/tsymbiote-adapter", "./webui/cmd/tsymbiote-webui", "./cni/cmd/tailscale-cni", "./hack/demo"},
 		{"-tags", "ts_omit_portmapper", "-o", bin + "/", "./cni/cmd/tailscale-cni-daemon"},
@@ -174,22 +235,22 @@ func buildDemoBinaries(t *testing.T) string {
 		cmd := exec.Command("go", append([]string{"build"}, args...)...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("go build %v: %v\n%s", args, err, out)
+			return bin, fmt.Errorf("go build %v: %w\n%s", args, err, out)
 		}
 	}
 	if err := os.Rename(filepath.Join(bin, "demo"), filepath.Join(bin, "tsymbiote-demo")); err != nil {
-		t.Fatal(err)
+		return bin, err
 	}
 	for _, p := range []string{"cni-ptp", "cni-host-local"} {
 		src, err := headscaletest.RepoBinary(p, "CNI_PLUGINS_VERSION")
 		if err != nil {
-			t.Fatal(err)
+			return bin, err
 		}
 		if err := os.Symlink(src, filepath.Join(bin, p)); err != nil {
-			t.Fatal(err)
+			return bin, err
 		}
 	}
-	return bin
+	return bin, nil
 }
 
 // hostState summarises what the demo may touch on the host: namespaces,

@@ -3,7 +3,8 @@
 // networking), an adapter attached to each, when run as root a tailscale-cni
 // daemon with network-namespace pods (each with an adapter on its per-pod
 // LocalAPI socket), and the WebUI with --dev on http://127.0.0.1:3621.
-// Ctrl-C (or SIGTERM) stops everything it started and removes its files.
+// Ctrl-C (or SIGTERM) stops everything it started and removes its files; a
+// demo killed with SIGKILL is cleaned up after by the next one (stale.go).
 // `make demo` builds the binaries and runs it.
 //
 // Nothing it starts talks to anything but loopback and its own namespaces: no
@@ -70,8 +71,13 @@ func run(ctx context.Context, logf func(string, ...any), opts options) (err erro
 			return fmt.Errorf("%s not built: run `make demo`, which builds it", b)
 		}
 	}
-	dir, err := os.MkdirTemp("", "tsymbiote-demo-")
+	sweepStale(logf, os.TempDir())
+	dir, err := os.MkdirTemp("", demoDirPrefix)
 	if err != nil {
+		return err
+	}
+	if err := writePIDFile(dir); err != nil {
+		os.RemoveAll(dir)
 		return err
 	}
 	var procs procGroup
@@ -121,7 +127,7 @@ func run(ctx context.Context, logf func(string, ...any), opts options) (err erro
 	}
 	for i := 1; i <= opts.nodes; i++ {
 		name := fmt.Sprintf("demo-node-%d", i)
-		d, err := tailscaledtest.New(name, logf)
+		d, err := tailscaledtest.NewIn(dir, name, logf)
 		if err != nil {
 			return err
 		}

@@ -6,6 +6,7 @@ import (
 	"go/token"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -190,4 +191,36 @@ func TestPinsAgree(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("%d go.mod files checked against hack/versions.env", checked)
+}
+
+// TestNoBuildOutputTracked fails on executables and large files in git: a
+// `go build` in a module directory drops its binary there, and one once
+// slipped into a commit.
+func TestNoBuildOutputTracked(t *testing.T) {
+	root := repoRoot(t)
+	out, err := exec.Command("git", "-C", root, "ls-files", "-z").Output()
+	if err != nil {
+		t.Fatalf("git ls-files: %v", err)
+	}
+	const maxSize = 1 << 20
+	for _, rel := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
+		path := filepath.Join(root, rel)
+		fi, err := os.Lstat(path)
+		if err != nil || !fi.Mode().IsRegular() {
+			continue // deleted in the working tree, or a link
+		}
+		if fi.Size() > maxSize {
+			t.Errorf("%s is %d bytes; tracked files stay under %d", rel, fi.Size(), maxSize)
+		}
+		f, err := os.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		magic := make([]byte, 4)
+		n, _ := f.Read(magic)
+		f.Close()
+		if n == 4 && string(magic) == "\x7fELF" {
+			t.Errorf("%s is an ELF binary; build output belongs in ./bin", rel)
+		}
+	}
 }
