@@ -283,7 +283,9 @@ func hostState(t *testing.T) string {
 
 func demoDirs(t *testing.T) string {
 	var dirs []string
-	for _, pattern := range []string{"tsymbiote-demo-*", "tsd-demo-node-*"} {
+	// Every name the demo or its children (tailscaled, adapters, the WebUI)
+	// would give a temporary directory.
+	for _, pattern := range []string{"tsymbiote-*", "tsd-*"} {
 		m, err := filepath.Glob(filepath.Join(os.TempDir(), pattern))
 		if err != nil {
 			t.Fatal(err)

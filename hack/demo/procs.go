@@ -14,7 +14,7 @@ import (
 )
 
 // procGroup runs the demo's child processes. Each child gets its own HOME
-// (where tsnet keeps its state) and log file, dies with the demo (Pdeathsig),
+// and TMPDIR (where tsnet keeps its state) and log file, dies with the demo (Pdeathsig),
 // and is stopped with SIGTERM first so that it can log out and delete its
 // node, then SIGKILL.
 type procGroup struct {
@@ -46,7 +46,10 @@ func (g *procGroup) start(ctx context.Context, logf func(string, ...any), name s
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = home
-	cmd.Env = append(append(os.Environ(), "HOME="+home), env...)
+	// TMPDIR too: a child killed with the demo (SIGKILL) leaves its
+	// temporary files (the WebUI's tsnet state) where the next demo's sweep
+	// of this demo's directory removes them.
+	cmd.Env = append(append(os.Environ(), "HOME="+home, "TMPDIR="+home), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
 	if err := cmd.Start(); err != nil {
