@@ -81,12 +81,8 @@ func (c *Config) Validate() error {
 	if err != nil || p < 0 || p > 65535 {
 		return fmt.Errorf("--port %q: want a TCP port number", c.Port)
 	}
-	if c.Hostname != "" {
-		if err := tsnode.CheckHostname(c.Hostname); err != nil {
-			return fmt.Errorf("--hostname: %w", err)
-		}
-	} else if err := tsnode.CheckHostname(c.HostnamePrefix); err != nil {
-		return fmt.Errorf("--hostname-prefix: %w", err)
+	if err := tsnode.CheckHostnameFlags(c.Hostname, c.HostnamePrefix); err != nil {
+		return err
 	}
 	if len(c.Sockets) == 0 && !c.DiscoverSocket {
 		return errors.New("--socket: no tailscaled socket given")
@@ -101,10 +97,7 @@ func (c *Config) Validate() error {
 
 // hostname is --hostname, or the prefix and this machine's name.
 func (c *Config) hostname() string {
-	if c.Hostname != "" {
-		return c.Hostname
-	}
-	return tsnode.Hostname(c.HostnamePrefix)
+	return tsnode.Hostname(c.Hostname, c.HostnamePrefix)
 }
 
 // Run serves until ctx ends, then shuts down (logging out if asked).

@@ -290,14 +290,14 @@ func (s *Service) fillPaths(ctx context.Context, d daemon, resp *adapterv1.PingR
 	}
 }
 
-// validDNSName checks a query name: a sequence of labels of letters,
-// digits, '-' and '_' (SRV), at most 63 bytes each and 253 in all.
 // isLabelRune reports whether r may appear in a DNS name's label as queried
 // (letters, digits, '-', and '_' for SRV-style names).
 func isLabelRune(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_'
 }
 
+// validDNSName checks a query name: a sequence of labels of letters,
+// digits, '-' and '_' (SRV), at most 63 bytes each and 253 in all.
 func validDNSName(name string) error {
 	n := strings.TrimSuffix(name, ".")
 	if n == "" {

@@ -99,12 +99,8 @@ func (c *Config) Validate() error {
 	if err := checkPort("--adapter-port", c.AdapterPort, false); err != nil {
 		return err
 	}
-	if c.Hostname != "" {
-		if err := tsnode.CheckHostname(c.Hostname); err != nil {
-			return fmt.Errorf("--hostname: %w", err)
-		}
-	} else if err := tsnode.CheckHostname(c.HostnamePrefix); err != nil {
-		return fmt.Errorf("--hostname-prefix: %w", err)
+	if err := tsnode.CheckHostnameFlags(c.Hostname, c.HostnamePrefix); err != nil {
+		return err
 	}
 	for _, u := range c.AllowedUsers {
 		if strings.TrimSpace(u) == "" || strings.ContainsAny(u, " \t") {
@@ -155,8 +151,5 @@ func checkPort(flag, p string, zeroOK bool) error {
 
 // hostname is --hostname, or the prefix and this machine's name.
 func (c *Config) hostname() string {
-	if c.Hostname != "" {
-		return c.Hostname
-	}
-	return tsnode.Hostname(c.HostnamePrefix)
+	return tsnode.Hostname(c.Hostname, c.HostnamePrefix)
 }

@@ -31,9 +31,28 @@ func CheckHostname(h string) error {
 	return nil
 }
 
-// Hostname is prefix joined to this machine's short name (a pod's name,
-// in Kubernetes), made a DNS label of at most 63 characters.
-func Hostname(prefix string) string {
+// CheckHostnameFlags checks the --hostname and --hostname-prefix pair the
+// daemons share: --hostname when set, else the prefix, must be a hostname.
+func CheckHostnameFlags(hostname, prefix string) error {
+	if hostname != "" {
+		if err := CheckHostname(hostname); err != nil {
+			return fmt.Errorf("--hostname: %w", err)
+		}
+		return nil
+	}
+	if err := CheckHostname(prefix); err != nil {
+		return fmt.Errorf("--hostname-prefix: %w", err)
+	}
+	return nil
+}
+
+// Hostname is hostname (--hostname) when set, else prefix joined to this
+// machine's short name (a pod's name, in Kubernetes), made a DNS label of
+// at most 63 characters.
+func Hostname(hostname, prefix string) string {
+	if hostname != "" {
+		return hostname
+	}
 	h, _ := os.Hostname()
 	return hostnameFor(prefix, h)
 }

@@ -51,3 +51,20 @@ func FuzzHostnameFor(f *testing.F) {
 		}
 	})
 }
+
+func TestCheckHostnameFlags(t *testing.T) {
+	for _, tc := range []struct{ hostname, prefix, wantErr string }{
+		{"", "tsymbiote-webui", ""},
+		{"node-1", "", ""}, // --hostname wins; the prefix is not used
+		{"a.b", "tsymbiote-webui", "--hostname: "},
+		{"", "bad prefix", "--hostname-prefix: "},
+	} {
+		err := CheckHostnameFlags(tc.hostname, tc.prefix)
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.HasPrefix(err.Error(), tc.wantErr)) {
+			t.Errorf("CheckHostnameFlags(%q, %q) = %v, want error starting %q", tc.hostname, tc.prefix, err, tc.wantErr)
+		}
+	}
+	if got := Hostname("node-1", "ignored"); got != "node-1" {
+		t.Errorf("Hostname with --hostname set = %q", got)
+	}
+}

@@ -1,8 +1,8 @@
 // Package topology starts a real demo-like tailnet for the WebUI's tests and
-// benchmarks: real tailscaled daemons (controlplane/tailscaledtest) logged in
-// to a real Headscale, and real adapter processes (the tsymbiote-adapter command)
-// attached to them and joined with tag:tsymbiote-adapter keys. Everything
-// is offline-clean and dies with the test process.
+// benchmarks: real tailscaled daemons (controlplane/tailscaledtest) logged
+// in to a real Headscale, and real adapter processes (the tsymbiote-adapter
+// command) attached to them and joined with tag:tsymbiote-adapter keys.
+// Everything is offline-clean and dies with the test process.
 package topology
 
 import (
