@@ -113,7 +113,7 @@ func startCNIPods(ctx context.Context, logf func(string, ...any), c *cniPods, bi
 		return fmt.Errorf("demo conflist: %w", err)
 	}
 	for i := 1; i <= n; i++ {
-		p := &demoPod{name: fmt.Sprintf("pod-%d", i), netns: fmt.Sprintf("tsymbiote-demo-%d-pod-%d", os.Getpid(), i)}
+		p := &demoPod{name: fmt.Sprintf("pod-%d", i), netns: podNetns(os.Getpid(), i)}
 		p.id = strings.ReplaceAll(p.netns, "-", "")
 		if out, err := exec.Command("ip", "netns", "add", p.netns).CombinedOutput(); err != nil {
 			return fmt.Errorf("ip netns add %s: %w: %s", p.netns, err, out)

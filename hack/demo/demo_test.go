@@ -274,7 +274,7 @@ func hostState(t *testing.T) string {
 		}
 		parts = append(parts, fmt.Sprintf("%v=%v", args, names))
 	}
-	for _, p := range []string{"/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding"} {
+	for _, p := range []string{ipv4Forward, ipv6Forward} {
 		b, _ := os.ReadFile(p)
 		parts = append(parts, p+"="+strings.TrimSpace(string(b)))
 	}

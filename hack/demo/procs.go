@@ -14,9 +14,9 @@ import (
 )
 
 // procGroup runs the demo's child processes. Each child gets its own HOME
-// and TMPDIR (where tsnet keeps its state) and log file, dies with the demo (Pdeathsig),
-// and is stopped with SIGTERM first so that it can log out and delete its
-// node, then SIGKILL.
+// and TMPDIR (where tsnet keeps its state) and log file, dies with the demo
+// (Pdeathsig), and is stopped with SIGTERM first so that it can log out and
+// delete its node, then SIGKILL.
 type procGroup struct {
 	mu     sync.Mutex
 	procs  []*proc

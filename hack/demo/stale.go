@@ -26,7 +26,12 @@ const (
 	demoDirPrefix   = "tsymbiote-demo-"
 )
 
-// demoNetns matches the demo's pod namespaces; the number is the demo's PID.
+// podNetns names pod i's network namespace after the demo's PID, so that
+// the next demo can tell a dead demo's namespaces (demoNetns) from a live
+// one's.
+func podNetns(pid, i int) string { return fmt.Sprintf("tsymbiote-demo-%d-pod-%d", pid, i) }
+
+// demoNetns matches podNetns's names; the number is the demo's PID.
 var demoNetns = regexp.MustCompile(`^tsymbiote-demo-([0-9]+)-pod-[0-9]+$`)
 
 // processAlive reports whether pid names a running process. A PID reused

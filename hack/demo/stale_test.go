@@ -30,7 +30,7 @@ func TestDemoAfterKill(t *testing.T) {
 	}
 	pid := first.cmd.Process.Pid
 	first.kill()
-	netns := fmt.Sprintf("tsymbiote-demo-%d-pod-1", pid)
+	netns := podNetns(pid, 1)
 	if _, err := os.Stat(filepath.Join("/var/run/netns", netns)); err != nil {
 		t.Fatalf("the killed demo left no netns %s to sweep (%v): this test tests nothing", netns, err)
 	}
