@@ -25,7 +25,7 @@ import (
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
-// Defaults, as the seed's flags state them.
+// Defaults of the tsymbiote-adapter command's flags.
 const (
 	DefaultAllowedTag     = "tag:tsymbiote-webui"
 	DefaultHostnamePrefix = "tsymbiote-adapter"

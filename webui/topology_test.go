@@ -243,7 +243,7 @@ func TestDemoTopology(t *testing.T) {
 		// last (the WebUI, a moment ago) may not have its endpoints and
 		// home DERP at its peers yet; TSMP goes through WireGuard, whose
 		// first handshake towards such a node is retried only 5s later
-		// (../shared/notes/sandbox.md). Each gets up to three rounds, and
+		// (wireguard-go's RekeyTimeout). Each gets up to three rounds, and
 		// every pair must then answer with a latency and a path.
 		for _, typ := range []string{"disco", "tsmp"} {
 			var failed []Result

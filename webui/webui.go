@@ -33,7 +33,7 @@ import (
 	"tsymbiote.dhouti.dev/controlplane/tsnode"
 )
 
-// Defaults, as the seed's flags state them.
+// Defaults of the tsymbiote-webui command's flags.
 const (
 	DefaultAdapterPort    = "3621"
 	DefaultHostnamePrefix = "tsymbiote-webui"

@@ -1,4 +1,5 @@
 // Package repocheck holds repository-wide tests: every Go package carries a
-// package doc comment, and every go.mod agrees with the pins in
-// hack/versions.env. It has no code of its own.
+// package doc comment, every go.mod agrees with the pins in
+// hack/versions.env, no build output is tracked, and no comment or doc points
+// at a document outside the repository. It has no code of its own.
 package repocheck

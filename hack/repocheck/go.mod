@@ -1,5 +1,6 @@
-// Repository-wide checks that `make test` runs: every package is documented and
-// every go.mod agrees with hack/versions.env.
+// Repository-wide checks that `make test` and `make unit` run: every package is
+// documented, every go.mod agrees with hack/versions.env, every comment is
+// self-contained.
 module tsymbiote.dhouti.dev/hack/repocheck
 
 go 1.26.8

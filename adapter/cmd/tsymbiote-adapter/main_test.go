@@ -8,7 +8,7 @@ import (
 	"tsymbiote.dhouti.dev/adapter"
 )
 
-// TestFlags pins the seed's flags: names, shorthands and defaults.
+// TestFlags pins the command's flags: names, shorthands and defaults.
 func TestFlags(t *testing.T) {
 	cmd := newCommand(func(string) string { return "" })
 	f := cmd.Flags()

@@ -6,7 +6,7 @@ import (
 	"testing"
 )
 
-// TestFlags pins the seed's flags and defaults.
+// TestFlags pins the command's flags and defaults.
 func TestFlags(t *testing.T) {
 	cmd := newCommand(func(string) string { return "" })
 	want := map[string]string{
