@@ -24,7 +24,7 @@ GOLANGCI_LINT := $(BIN)/golangci-lint
 
 .PHONY: help
 help: ## Show this help.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_%-]+:.*## / {sub(/%/, "<module>", $$1); printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: tools
 tools: ## Build the pinned tools and test servers into ./bin (cached by version).
@@ -90,6 +90,60 @@ binaries: frontend ## Build the project's binaries into ./bin.
 test: tools deps lint check-generate charts test-frontend build ## Everything CI runs: lint, generated-code check, charts, frontend units, every module's tests with -race, and a check that they left nothing behind.
 	@hack/leftovers.sh snapshot $(BIN)/.before-tests
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GO_TEST_FLAGS) ./...); done
+	@hack/leftovers.sh check $(BIN)/.before-tests
+
+# The other test tiers (CONTRIBUTING.md says which to run when): unit is fast
+# and needs neither root nor ./bin, test-<module> is one module in full, e2e
+# is only the tests that need real servers or root.
+
+# UNIT_FLAGS keeps go test's result cache: a unit run after a small change
+# reruns only the packages it touches. Add -count=1 to rerun everything.
+UNIT_FLAGS ?= -short
+
+.PHONY: unit
+unit: frontend-deps ## Fast tier: every module's tests with -short (no root, no servers, no ./bin) and the frontend's Vitest units.
+	@for m in $(MODULES); do echo "unit $$m"; (cd $$m && go test $(UNIT_FLAGS) ./...); done
+	cd $(FRONTEND) && npm test
+
+# npm writes node_modules/.package-lock.json on every install, so npm ci runs
+# again only when package-lock.json changed since.
+$(FRONTEND)/node_modules/.package-lock.json: $(FRONTEND)/package-lock.json
+	cd $(FRONTEND) && npm ci --no-audit --no-fund --loglevel=error
+
+.PHONY: frontend-deps
+frontend-deps: $(FRONTEND)/node_modules/.package-lock.json ## Install the WebUI's npm packages if package-lock.json changed (no build).
+
+# test-<module>, one per module, named by the last element of its directory
+# (test-cni, test-demo, test-repocheck): its lint, then its full tests with
+# -race, then the leftovers check. The WebUI's and the demo's tests drive
+# the built frontend in Chromium.
+define module_test_rule
+.PHONY: test-$(notdir $(1))
+test-$(notdir $(1)): tools $(if $(filter webui hack/demo,$(1)),deps frontend)
+	@echo "lint $(1)"; cd $(1) && $$(GOLANGCI_LINT) run --allow-serial-runners --timeout 10m ./...
+	@hack/leftovers.sh snapshot $$(BIN)/.before-tests-$(notdir $(1))
+	cd $(1) && go test $$(GO_TEST_FLAGS) ./...
+	@hack/leftovers.sh check $$(BIN)/.before-tests-$(notdir $(1))
+endef
+$(foreach m,$(MODULES),$(eval $(call module_test_rule,$(m))))
+
+# Only names that no module rule above claims reach this one.
+test-%: ## One module's lint, full tests with -race and leftovers check: test-cni, test-webui, test-demo, ... (test-frontend: Vitest).
+	@echo "make test-$*: no module $*; the modules are: $(notdir $(MODULES))" >&2; exit 2
+
+# e2e runs the packages whose tests import testkit (directly or one of its
+# packages), the kit every test that needs a real server, root or a pinned
+# binary goes through, in full; go list finds them, so a new one needs no
+# Makefile change.
+E2E_PKGS = go list -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... | awk '/ tsymbiote\.dhouti\.dev\/testkit($$| |\/)/ {print $$1}'
+
+.PHONY: e2e
+e2e: tools deps frontend ## Only the integration tests: every package whose tests use testkit (real servers, root), with -race and the leftovers check.
+	@hack/leftovers.sh snapshot $(BIN)/.before-tests
+	@for m in $(MODULES); do \
+	  pkgs=$$(cd $$m && $(E2E_PKGS)); \
+	  if [ -n "$$pkgs" ]; then echo "e2e $$m"; (cd $$m && go test $(GO_TEST_FLAGS) $$pkgs); fi; \
+	done
 	@hack/leftovers.sh check $(BIN)/.before-tests
 
 .PHONY: bench
