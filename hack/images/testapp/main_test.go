@@ -1,0 +1,84 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestHandlers(t *testing.T) {
+	dir := t.TempDir()
+	content := []byte("hello tailnet\n")
+	if err := os.WriteFile(filepath.Join(dir, "f.txt"), content, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(content)
+	srv := httptest.NewServer(newMux(dir))
+	defer srv.Close()
+
+	tests := []struct {
+		name, method, path, body string
+		wantCode                 int
+		check                    func(t *testing.T, body []byte)
+	}{
+		{name: "file", method: "GET", path: "/files/f.txt", wantCode: 200, check: equals(string(content))},
+		{name: "sha256", method: "GET", path: "/sha256/f.txt", wantCode: 200, check: equals(hex.EncodeToString(sum[:]) + "\n")},
+		{name: "sha256 missing", method: "GET", path: "/sha256/nope", wantCode: 404},
+		{name: "sha256 escape", method: "GET", path: "/sha256/..%2f..%2fetc%2fpasswd", wantCode: 404},
+		{name: "bytes", method: "GET", path: "/bytes/300", wantCode: 200, check: func(t *testing.T, b []byte) {
+			if len(b) != 300 || b[255] != 255 || b[256] != 0 {
+				t.Errorf("got %d bytes, pattern broken", len(b))
+			}
+		}},
+		{name: "bytes bad", method: "GET", path: "/bytes/-1", wantCode: 400},
+		{name: "echo", method: "POST", path: "/echo?x=1", body: "ping", wantCode: 200, check: func(t *testing.T, b []byte) {
+			var m map[string]any
+			if err := json.Unmarshal(b, &m); err != nil {
+				t.Fatal(err)
+			}
+			if m["method"] != "POST" || m["path"] != "/echo?x=1" || m["body"] != "ping" {
+				t.Errorf("echo %v", m)
+			}
+		}},
+		{name: "healthz", method: "GET", path: "/healthz", wantCode: 200, check: equals("ok\n")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, err := http.NewRequest(tt.method, srv.URL+tt.path, strings.NewReader(tt.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != tt.wantCode {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.wantCode, body)
+			}
+			if tt.check != nil {
+				tt.check(t, body)
+			}
+		})
+	}
+}
+
+func equals(want string) func(*testing.T, []byte) {
+	return func(t *testing.T, got []byte) {
+		t.Helper()
+		if string(got) != want {
+			t.Errorf("body %q, want %q", got, want)
+		}
+	}
+}
