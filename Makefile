@@ -86,6 +86,15 @@ binaries: frontend ## Build the project's binaries into ./bin.
 	go build -o $(BIN)/tsymbiote-operator ./operator/cmd/tsymbiote-operator
 	go build -o $(BIN)/tsymbiote-demo ./hack/demo
 
+# IMAGES names some images (make images IMAGES="operator webui"); empty is all.
+# IMAGES_PUSH, a registry prefix, also pushes them there (see hack/images).
+IMAGES ?=
+IMAGES_PUSH ?=
+
+.PHONY: images
+images: tools frontend ## Build the container images (the charts' and the tests') into ./bin/images as tarballs, without Docker.
+	go run ./hack/images --out $(BIN)/images $(if $(IMAGES_PUSH),--push $(IMAGES_PUSH)) $(IMAGES)
+
 .PHONY: test
 test: tools deps lint check-generate charts test-frontend build ## Everything CI runs: lint, generated-code check, charts, frontend units, every module's tests with -race, and a check that they left nothing behind.
 	@hack/leftovers.sh snapshot $(BIN)/.before-tests
