@@ -107,12 +107,15 @@ test: tools deps lint check-generate charts test-frontend build ## Everything CI
 
 # UNIT_FLAGS keeps go test's result cache: a unit run after a small change
 # reruns only the packages it touches. Add -count=1 to rerun everything.
+# unit goes on past a failing module so that one run names every failure.
 UNIT_FLAGS ?= -short
 
 .PHONY: unit
 unit: frontend-deps ## Fast tier: every module's tests with -short (no root, no servers, no ./bin) and the frontend's Vitest units.
-	@for m in $(MODULES); do echo "unit $$m"; (cd $$m && go test $(UNIT_FLAGS) ./...); done
-	cd $(FRONTEND) && npm test
+	@failed=; \
+	for m in $(MODULES); do echo "unit $$m"; (cd $$m && go test $(UNIT_FLAGS) ./...) || failed="$$failed $$m"; done; \
+	echo "unit frontend"; (cd $(FRONTEND) && npm test) || failed="$$failed frontend"; \
+	if [ -n "$$failed" ]; then echo "make unit: failed in$$failed" >&2; exit 1; fi
 
 # npm writes node_modules/.package-lock.json on every install, so npm ci runs
 # again only when package-lock.json changed since.
