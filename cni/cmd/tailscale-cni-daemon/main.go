@@ -6,13 +6,13 @@
 // every TSymbiote daemon (TS_OAUTH_CLIENT_ID/TS_OAUTH_CLIENT_SECRET or
 // TS_API_KEY for Tailscale, HEADSCALE_URL/HEADSCALE_API_KEY for Headscale,
 // TS_CONTROL_URL), and CLUSTER_NAME (default k8s), TS_TAGS (default
-// tag:k8s-pod), AUTH_KEY_TTL (default 5m).
+// tag:k8s-pod), AUTH_KEY_TTL (default 5m), TS_CNI_EPHEMERAL and TS_CNI_IPV6
+// (default true).
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log"
 	"net"
@@ -25,27 +25,73 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/spf13/cobra"
 	"tailscale.com/envknob"
+	"tailscale.com/net/netmon"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/cni/internal/daemon"
+	"tsymbiote.dhouti.dev/cni/internal/podnet"
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := newCommand(os.Getenv).Execute(); err != nil {
 		log.Fatalf("tailscale-cni-daemon: %v", err)
 	}
 }
 
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
+// flags are the daemon's command-line settings; the rest of its
+// configuration comes from the environment (see the package comment).
+type flags struct {
+	socket, stateDir, runDir, metricsAddr string
+	addTimeout, publishWait               time.Duration
+	waitRunning, verbose                  bool
+}
+
+// newCommand is the daemon's command; getenv reads the environment
+// (os.Getenv outside tests), which also gives some flags their defaults.
+func newCommand(getenv func(string) string) *cobra.Command {
+	var fl flags
+	cmd := &cobra.Command{
+		Use:   "tailscale-cni-daemon",
+		Short: "Run one tailnet node per pod and serve the tailscale-cni shim",
+		Long: `tailscale-cni-daemon is the node daemon of tailscale-cni: one per node, it
+runs one tailnet node per pod and serves the tailscale-cni shim over a unix
+socket.
+
+Environment: the control plane (TS_OAUTH_CLIENT_ID/TS_OAUTH_CLIENT_SECRET or
+TS_API_KEY, HEADSCALE_URL/HEADSCALE_API_KEY, TS_CONTROL_URL), CLUSTER_NAME
+(default ` + daemon.DefaultClusterName + `), TS_TAGS (default ` + contract.TagPod + `), AUTH_KEY_TTL (default 5m),
+TS_CNI_EPHEMERAL (default true), TS_CNI_IPV6 (default true).`,
+		Args:          cobra.NoArgs,
+		SilenceErrors: true, // main logs it
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cmd.SilenceUsage = true // past the flags, an error is no usage mistake
+			return run(cmd.Context(), getenv, fl)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&fl.socket, "socket", envOr(getenv, "TS_CNI_SOCKET", daemon.DefaultSocket), "unix socket the shim connects to (env TS_CNI_SOCKET)")
+	f.StringVar(&fl.stateDir, "state-dir", envOr(getenv, "TS_CNI_STATE_DIR", daemon.DefaultStateDir), "pod state (node identities) lives under <dir>/pods (env TS_CNI_STATE_DIR)")
+	f.StringVar(&fl.runDir, "run-dir", envOr(getenv, "TS_CNI_RUN_DIR", daemon.DefaultRunDir), "per-pod LocalAPI sockets live under <dir>/pods (env TS_CNI_RUN_DIR)")
+	f.StringVar(&fl.metricsAddr, "metrics-addr", envOr(getenv, "TS_CNI_METRICS_ADDR", "127.0.0.1:9392"), "loopback address for /metrics and /healthz; empty turns them off (env TS_CNI_METRICS_ADDR)")
+	f.DurationVar(&fl.addTimeout, "add-timeout", daemon.DefaultAddTimeout, "how long ADD waits for a pod's node to run")
+	f.DurationVar(&fl.publishWait, "publish-wait", daemon.DefaultPublishWait, "how long ADD waits, once the pod's node has its addresses, for the control plane to hold its endpoints, so that peers reach it at once (negative: do not wait)")
+	f.BoolVar(&fl.waitRunning, "add-waits-for-running", false, "make ADD wait until the pod's node is Running (has a home DERP, seconds later) instead of only registered with its addresses")
+	f.BoolVar(&fl.verbose, "verbose", false, "log every line of the pods' tailscale backends, not only the ones that matter")
+	return cmd
+}
+
+func envOr(getenv func(string) string, k, def string) string {
+	if v := getenv(k); v != "" {
 		return v
 	}
 	return def
 }
 
-func envBool(k string, def bool) (bool, error) {
-	v := os.Getenv(k)
+func envBool(getenv func(string) string, k string, def bool) (bool, error) {
+	v := getenv(k)
 	if v == "" {
 		return def, nil
 	}
@@ -56,59 +102,57 @@ func envBool(k string, def bool) (bool, error) {
 	return b, nil
 }
 
-func run() error {
-	var (
-		socket      = flag.String("socket", envOr("TS_CNI_SOCKET", daemon.DefaultSocket), "unix socket the shim connects to (env TS_CNI_SOCKET)")
-		stateDir    = flag.String("state-dir", envOr("TS_CNI_STATE_DIR", daemon.DefaultStateDir), "pod state (node identities) lives under <dir>/pods (env TS_CNI_STATE_DIR)")
-		runDir      = flag.String("run-dir", envOr("TS_CNI_RUN_DIR", daemon.DefaultRunDir), "per-pod LocalAPI sockets live under <dir>/pods (env TS_CNI_RUN_DIR)")
-		metricsAddr = flag.String("metrics-addr", envOr("TS_CNI_METRICS_ADDR", "127.0.0.1:9392"), "loopback address for /metrics and /healthz; empty turns them off (env TS_CNI_METRICS_ADDR)")
-		addTimeout  = flag.Duration("add-timeout", daemon.DefaultAddTimeout, "how long ADD waits for a pod's node to run")
-		publishWait = flag.Duration("publish-wait", daemon.DefaultPublishWait, "how long ADD waits, once the pod's node has its addresses, for the control plane to hold its endpoints, so that peers reach it at once (negative: do not wait)")
-		waitRunning = flag.Bool("add-waits-for-running", false, "make ADD wait until the pod's node is Running (has a home DERP, seconds later) instead of only registered with its addresses")
-		verbose     = flag.Bool("verbose", false, "log every line of the pods' tailscale backends, not only the ones that matter")
-	)
-	flag.Parse()
+// configFromEnv is the daemon's configuration: fl and the environment.
+func configFromEnv(getenv func(string) string, fl flags) (daemon.Config, error) {
+	cfg := daemon.Config{
+		ClusterName:        envOr(getenv, "CLUSTER_NAME", daemon.DefaultClusterName),
+		StateDir:           fl.stateDir,
+		RunDir:             fl.runDir,
+		AddTimeout:         fl.addTimeout,
+		AddWaitsForRunning: fl.waitRunning,
+		PublishWait:        fl.publishWait,
+	}
+	var err error
+	if cfg.Tags, err = daemon.ParseTags(envOr(getenv, "TS_TAGS", contract.TagPod)); err != nil {
+		return cfg, err
+	}
+	if v := getenv("AUTH_KEY_TTL"); v != "" {
+		if cfg.AuthKeyTTL, err = time.ParseDuration(v); err != nil || cfg.AuthKeyTTL <= 0 {
+			return cfg, fmt.Errorf("AUTH_KEY_TTL=%q is not a positive duration like 5m", v)
+		}
+	}
+	if cfg.Ephemeral, err = envBool(getenv, "TS_CNI_EPHEMERAL", true); err != nil {
+		return cfg, err
+	}
+	if cfg.IPv6, err = envBool(getenv, "TS_CNI_IPV6", true); err != nil {
+		return cfg, err
+	}
+	return cfg, nil
+}
+
+func run(ctx context.Context, getenv func(string) string, fl flags) error {
 	log.SetFlags(log.LstdFlags | log.Lmicroseconds)
 	logf := logger.Logf(log.Printf)
 
-	cfg := daemon.Config{
-		ClusterName:        envOr("CLUSTER_NAME", daemon.DefaultClusterName),
-		StateDir:           *stateDir,
-		RunDir:             *runDir,
-		AddTimeout:         *addTimeout,
-		AddWaitsForRunning: *waitRunning,
-		PublishWait:        *publishWait,
-	}
-	var err error
-	if cfg.Tags, err = daemon.ParseTags(envOr("TS_TAGS", daemon.DefaultTag)); err != nil {
+	cfg, err := configFromEnv(getenv, fl)
+	if err != nil {
 		return err
 	}
-	if v := os.Getenv("AUTH_KEY_TTL"); v != "" {
-		if cfg.AuthKeyTTL, err = time.ParseDuration(v); err != nil || cfg.AuthKeyTTL <= 0 {
-			return fmt.Errorf("AUTH_KEY_TTL=%q is not a positive duration like 5m", v)
-		}
-	}
-	if cfg.Ephemeral, err = envBool("TS_CNI_EPHEMERAL", true); err != nil {
-		return err
-	}
-	if cfg.IPv6, err = envBool("TS_CNI_IPV6", true); err != nil {
-		return err
-	}
-	cpCfg, err := controlplane.ConfigFromEnv(os.Getenv)
+	cpCfg, err := controlplane.ConfigFromEnv(getenv)
 	if err != nil {
 		return err
 	}
 
 	// Offline-clean: no log upload, no support telemetry.
 	envknob.SetNoLogsNoSupport()
-	if u, err := url.Parse(cpCfg.EffectiveControlURL()); err == nil && u.Scheme == "http" && os.Getenv("TS_DEBUG_USE_DERP_HTTP") == "" {
+	if u, err := url.Parse(cpCfg.EffectiveControlURL()); err == nil && u.Scheme == "http" && getenv("TS_DEBUG_USE_DERP_HTTP") == "" {
 		// A control server on plain HTTP (a Headscale in a lab or test)
 		// serves its embedded DERP on plain HTTP too.
 		envknob.Setenv("TS_DEBUG_USE_DERP_HTTP", "1")
 		logf("control URL is plain HTTP; talking plain HTTP to its DERP too")
 	}
 	backendLogf := logf
-	if !*verbose {
+	if !fl.verbose {
 		backendLogf = daemon.QuietLogf(logf)
 	}
 
@@ -118,30 +162,36 @@ func run() error {
 	}
 	metrics := daemon.NewMetrics()
 	cfg.BackendLogf = backendLogf
-	m, err := daemon.NewManager(logf, cfg, cp, metrics)
+	m, err := daemon.NewManager(logf, cfg, daemon.Deps{
+		ControlPlane: cp,
+		Network:      podnet.Host{},
+		StartBackend: daemon.StartPodBackend,
+		NewNetMon:    netmon.New,
+		Metrics:      metrics,
+	})
 	if err != nil {
 		return err
 	}
 	defer m.Close()
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 
 	m.SetReady(errors.New("starting"))
-	ln, err := daemon.Listen(*socket)
+	ln, err := daemon.Listen(fl.socket)
 	if err != nil {
 		return err
 	}
 	g := daemon.NewServer(m).GRPCServer()
 	go func() { _ = g.Serve(ln) }()
 	defer g.Stop()
-	defer os.Remove(*socket)
+	defer os.Remove(fl.socket)
 
-	if *metricsAddr != "" {
-		if err := checkLoopback(*metricsAddr); err != nil {
+	if fl.metricsAddr != "" {
+		if err := checkLoopback(fl.metricsAddr); err != nil {
 			return err
 		}
-		mln, err := net.Listen("tcp", *metricsAddr)
+		mln, err := net.Listen("tcp", fl.metricsAddr)
 		if err != nil {
 			return fmt.Errorf("metrics listener: %w", err)
 		}
@@ -154,7 +204,7 @@ func run() error {
 	go releaseMemory(ctx)
 	go m.RetryDeletes(ctx, time.Minute)
 	rec, removed := m.Recover(ctx)
-	logf("tailscale-cni-daemon: serving %s; recovered %d pods, removed %d leftovers", *socket, rec, removed)
+	logf("tailscale-cni-daemon: serving %s; recovered %d pods, removed %d leftovers", fl.socket, rec, removed)
 	<-ctx.Done()
 	logf("tailscale-cni-daemon: shutting down; pods keep their state for the next start")
 	return nil

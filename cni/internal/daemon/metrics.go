@@ -52,8 +52,8 @@ type collectorFunc struct {
 func (c collectorFunc) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c collectorFunc) Collect(ch chan<- prometheus.Metric) { c.collect(ch) }
 
-func (m *Metrics) observe(op string, start time.Time, err error) {
-	m.latency.WithLabelValues(op).Observe(time.Since(start).Seconds())
+func (m *Metrics) observe(op string, took time.Duration, err error) {
+	m.latency.WithLabelValues(op).Observe(took.Seconds())
 	if err != nil {
 		m.errors.WithLabelValues(op, kindName(cnierr.CodeOf(err))).Inc()
 	}

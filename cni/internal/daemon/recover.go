@@ -7,7 +7,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/containernetworking/plugins/pkg/ns"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
 )
 
@@ -26,7 +25,7 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 			continue
 		}
 		rec, err := m.load(id)
-		if err != nil || !rec.Ready || rec.Deleting || !netnsExists(rec.NetNS) {
+		if err != nil || !rec.Ready || rec.Deleting || !m.netnsExists(rec.NetNS) {
 			why := "its netns is gone"
 			switch {
 			case err != nil:
@@ -56,7 +55,7 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 		live = append(live, p)
 	}
 
-	n, err := podnet.Sweep(m.logf, m.ownsLink, m.ownsTable)
+	n, err := m.net.Sweep(m.logf, m.ownsLink, m.ownsTable)
 	if err != nil {
 		m.logf("recover: sweep: %v", err)
 	}
@@ -76,9 +75,11 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	timer, timeout := m.clock.NewTimer(m.cfg.AddTimeout)
+	defer timer.Stop()
 	select {
 	case <-done:
-	case <-time.After(m.cfg.AddTimeout):
+	case <-timeout:
 		m.logf("recover: some pods are still coming up after %v", m.cfg.AddTimeout)
 	}
 	mu.Lock()
@@ -86,16 +87,8 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 	return recovered, removed
 }
 
-func netnsExists(path string) bool {
-	if path == "" {
-		return false
-	}
-	h, err := ns.GetNS(path)
-	if err != nil {
-		return false
-	}
-	h.Close()
-	return true
+func (m *Manager) netnsExists(path string) bool {
+	return path != "" && m.net.CheckNetNS(path) == nil
 }
 
 // recoverPod restarts one pod's node from its stored identity and rewires it.
@@ -105,8 +98,7 @@ func (m *Manager) recoverPod(ctx context.Context, p *pod) bool {
 	defer unlock()
 	// Ready is cleared while rewiring so that addrsChanged leaves it alone.
 	p.rec.Ready = false
-	pn := podnet.PodFor(id, p.rec.NetNS, p.rec.Table)
-	if err := podnet.PrepareHost(pn); err != nil {
+	if err := m.net.PrepareHost(p.kernel()); err != nil {
 		m.logf("recover: pod %s: %v", id, err)
 		return false
 	}
@@ -178,31 +170,36 @@ func (m *Manager) sweepSockets() {
 // RetryDeletes deletes, every interval until ctx ends, the nodes of pods
 // that DEL tore down while the control plane was unreachable.
 func (m *Manager) RetryDeletes(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
+	t, tick := m.clock.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-tick:
 		}
-		entries, _ := os.ReadDir(filepath.Join(m.cfg.StateDir, "pods"))
-		for _, e := range entries {
-			id := e.Name()
-			if ValidContainerID(id) != nil {
-				continue
-			}
-			unlock := m.lock(id)
-			m.mu.Lock()
-			_, live := m.pods[id]
-			m.mu.Unlock()
-			if rec, err := m.load(id); !live && err == nil && rec.Deleting {
-				p := &pod{rec: *rec, socket: SocketPath(m.cfg.RunDir, rec.Namespace, rec.Pod, id)}
-				if err := m.delete(ctx, p); err == nil {
-					m.logf("deleted node %s of pod %s, which DEL could not reach the control plane for", rec.NodeID, id)
-				}
-			}
-			unlock()
+		m.retryDeletes(ctx)
+	}
+}
+
+// retryDeletes makes one attempt at every node still to delete, in the
+// order of their container IDs. Each pod's record goes once its node is
+// gone, so no node is deleted twice.
+func (m *Manager) retryDeletes(ctx context.Context) {
+	entries, _ := os.ReadDir(filepath.Join(m.cfg.StateDir, "pods"))
+	for _, e := range entries {
+		id := e.Name()
+		if ValidContainerID(id) != nil {
+			continue
 		}
+		unlock := m.lock(id)
+		live := m.podByID(id) != nil
+		if rec, err := m.load(id); !live && err == nil && rec.Deleting {
+			p := &pod{rec: *rec, socket: SocketPath(m.cfg.RunDir, rec.Namespace, rec.Pod, id)}
+			if err := m.delete(ctx, p); err == nil {
+				m.logf("deleted node %s of pod %s, which DEL could not reach the control plane for", rec.NodeID, id)
+			}
+		}
+		unlock()
 	}
 }

@@ -15,12 +15,13 @@ import (
 	"time"
 
 	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
-// Defaults of the daemon's configuration.
+// Defaults of the daemon's configuration. The default tag is
+// contract.TagPod.
 const (
 	DefaultClusterName = "k8s"
-	DefaultTag         = "tag:k8s-pod"
 	DefaultAuthKeyTTL  = 5 * time.Minute
 	DefaultStateDir    = "/var/lib/tailscale-cni"
 	DefaultRunDir      = "/var/run/tailscale-cni"
@@ -63,7 +64,7 @@ func (c Config) WithDefaults() Config {
 		c.ClusterName = DefaultClusterName
 	}
 	if len(c.Tags) == 0 {
-		c.Tags = []string{DefaultTag}
+		c.Tags = []string{contract.TagPod}
 	}
 	if c.AuthKeyTTL == 0 {
 		c.AuthKeyTTL = DefaultAuthKeyTTL

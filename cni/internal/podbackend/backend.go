@@ -85,10 +85,15 @@ type Backend struct {
 	errMsg  string
 
 	closeOnce sync.Once
+
+	// cleanups undo Start's phases if a later one fails; Start's own
+	// goroutine is the only one to touch them.
+	cleanups []func()
 }
 
 // Start creates the TUN and the backend and starts logging in. It does not
-// wait for the node to run; see WaitRunning.
+// wait for the node to run; see WaitRunning. Its phases run in order, and
+// when one fails, what the earlier ones started is stopped in reverse.
 func Start(logf logger.Logf, cfg Config) (_ *Backend, err error) {
 	if cfg.NetMon == nil {
 		return nil, errors.New("podbackend: no NetMon")
@@ -96,31 +101,66 @@ func Start(logf logger.Logf, cfg Config) (_ *Backend, err error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating state dir: %w", err)
 	}
-	b := &Backend{logf: logf, cfg: cfg, changed: make(chan struct{})}
-	var cleanups []func()
+	b := &Backend{logf: logf, cfg: cfg, sys: tsd.NewSystem(), changed: make(chan struct{})}
 	defer func() {
 		if err != nil {
-			for i := len(cleanups) - 1; i >= 0; i-- {
-				cleanups[i]()
-			}
+			b.undo()
 		}
 	}()
+	netMon, err := b.joinNetMon()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.startEngine(netMon); err != nil {
+		return nil, err
+	}
+	if err := b.openStore(); err != nil {
+		return nil, err
+	}
+	if err := b.newLocalBackend(); err != nil {
+		return nil, err
+	}
+	ctx, err := b.watchNotifications()
+	if err != nil {
+		return nil, err
+	}
+	if err := b.login(ctx); err != nil {
+		return nil, err
+	}
+	if err := b.serveLocalAPI(); err != nil {
+		return nil, err
+	}
+	return b, nil
+}
 
-	sys := tsd.NewSystem()
-	b.sys = sys
-	netMon := cfg.NetMon
+// onFailure registers f to run, last in first out, if Start fails.
+func (b *Backend) onFailure(f func()) { b.cleanups = append(b.cleanups, f) }
+
+// undo stops what Start's phases started, newest first.
+func (b *Backend) undo() {
+	for i := len(b.cleanups) - 1; i >= 0; i-- {
+		b.cleanups[i]()
+	}
+}
+
+// joinNetMon gives the node the daemon's shared view of the host network,
+// or a monitor of its own where sharing cannot work, and the relay by which
+// the daemon forwards the changes that matter to it.
+func (b *Backend) joinNetMon() (*netmon.Monitor, error) {
+	sys := b.sys
+	netMon := b.cfg.NetMon
 	if buildfeatures.HasPortMapper {
 		// magicsock's portmapper subscribes to its monitor's own bus
 		// client, which works once per monitor: sharing one panics at the
 		// second pod. Builds with -tags ts_omit_portmapper (the Makefile's)
 		// share; others fall back to a monitor per pod. Pods have no use
 		// for UPnP/NAT-PMP mappings on the node's router anyway.
-		nm, err := netmon.New(sys.Bus.Get(), logf)
+		nm, err := netmon.New(sys.Bus.Get(), b.logf)
 		if err != nil {
 			return nil, fmt.Errorf("starting network monitor: %w", err)
 		}
 		netMon = nm
-		cleanups = append(cleanups, func() { nm.Close() })
+		b.onFailure(func() { nm.Close() })
 		b.ownNetMon = nm
 	}
 	sys.Set(netMon)
@@ -128,21 +168,28 @@ func Start(logf logger.Logf, cfg Config) (_ *Backend, err error) {
 	// changes that matter to this backend's bus.
 	b.bus = sys.Bus.Get().Client("tailscale-cni.netmon-relay")
 	b.relay = eventbus.Publish[netmon.ChangeDelta](b.bus)
-	cleanups = append(cleanups, func() { b.bus.Close() })
+	b.onFailure(func() { b.bus.Close() })
+	return netMon, nil
+}
 
+// startEngine creates the pod's TUN, under the name the daemon's sweep
+// knows, and the WireGuard engine on it, with a router that only touches
+// the pod's own table.
+func (b *Backend) startEngine(netMon *netmon.Monitor) error {
+	sys, logf := b.sys, b.logf
 	dialer := &tsdial.Dialer{Logf: logf}
 	dialer.SetBus(sys.Bus.Get())
 	sys.Set(dialer)
 
-	dev, devName, err := tstun.New(logf, cfg.Pod.TUN)
+	dev, devName, err := tstun.New(logf, b.cfg.Pod.TUN)
 	if err != nil {
-		return nil, fmt.Errorf("creating TUN %s: %w", cfg.Pod.TUN, err)
+		return fmt.Errorf("creating TUN %s: %w", b.cfg.Pod.TUN, err)
 	}
-	if devName != cfg.Pod.TUN {
+	if devName != b.cfg.Pod.TUN {
 		dev.Close()
-		return nil, fmt.Errorf("TUN came up as %s, want %s", devName, cfg.Pod.TUN)
+		return fmt.Errorf("TUN came up as %s, want %s", devName, b.cfg.Pod.TUN)
 	}
-	b.router = &podRouter{logf: logf, pod: cfg.Pod, onAddrs: cfg.OnAddrs}
+	b.router = &podRouter{logf: logf, pod: b.cfg.Pod, onAddrs: b.cfg.OnAddrs}
 	eng, err := wgengine.NewUserspaceEngine(logf, wgengine.Config{
 		Tun:           dev,
 		Router:        b.router,
@@ -156,63 +203,83 @@ func Start(logf logger.Logf, cfg Config) (_ *Backend, err error) {
 	})
 	if err != nil {
 		dev.Close()
-		return nil, fmt.Errorf("starting engine: %w", err)
+		return fmt.Errorf("starting engine: %w", err)
 	}
 	sys.Set(eng)
-	cleanups = append(cleanups, eng.Close)
+	b.onFailure(eng.Close)
 	sys.HealthTracker.Get().SetMetricsRegistry(sys.UserMetricsRegistry())
+	return nil
+}
 
-	st, err := store.New(logf, filepath.Join(cfg.StateDir, StateFile))
+// openStore opens the FileStore that keeps the node's identity (keys,
+// profile) across daemon restarts.
+func (b *Backend) openStore() error {
+	st, err := store.New(b.logf, filepath.Join(b.cfg.StateDir, StateFile))
 	if err != nil {
-		return nil, fmt.Errorf("opening state store: %w", err)
+		return fmt.Errorf("opening state store: %w", err)
 	}
-	sys.Set(st)
-	sys.Tun.Get().Start()
+	b.sys.Set(st)
+	return nil
+}
 
-	lb, err := ipnlocal.NewLocalBackend(logf, logid.PublicID{}, sys, controlclient.LoginDefault)
+// newLocalBackend starts the TUN's packet processing and creates the
+// LocalBackend, tailscaled's core, on everything set up so far.
+func (b *Backend) newLocalBackend() error {
+	b.sys.Tun.Get().Start()
+	lb, err := ipnlocal.NewLocalBackend(b.logf, logid.PublicID{}, b.sys, controlclient.LoginDefault)
 	if err != nil {
-		return nil, fmt.Errorf("creating backend: %w", err)
+		return fmt.Errorf("creating backend: %w", err)
 	}
 	b.lb = lb
-	cleanups = append(cleanups, lb.Shutdown)
-	lb.SetVarRoot(cfg.StateDir)
+	b.onFailure(lb.Shutdown)
+	lb.SetVarRoot(b.cfg.StateDir)
+	return nil
+}
 
+// watchNotifications follows the backend's state (for WaitRunning) from
+// before it starts, so that no transition is missed. The context it
+// returns lives as long as the backend.
+func (b *Backend) watchNotifications() (context.Context, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.cancel = cancel
-	cleanups = append(cleanups, cancel)
+	b.onFailure(cancel)
 	watching := make(chan struct{})
-	go lb.WatchNotifications(ctx, ipn.NotifyInitialState, func() { close(watching) }, b.onNotify)
+	go b.lb.WatchNotifications(ctx, ipn.NotifyInitialState, func() { close(watching) }, b.onNotify)
 	select {
 	case <-watching:
+		return ctx, nil
 	case <-time.After(10 * time.Second):
 		return nil, errors.New("backend did not accept a watcher")
 	}
+}
 
+// login starts the backend with the pod's prefs: no DNS, routes, netfilter
+// or SNAT of its own, since the daemon wires the pod. With an auth key it
+// registers a new node; without, it comes back with the stored identity.
+func (b *Backend) login(ctx context.Context) error {
 	prefs := ipn.NewPrefs()
-	prefs.ControlURL = cfg.ControlURL
-	prefs.Hostname = cfg.Hostname
+	prefs.ControlURL = b.cfg.ControlURL
+	prefs.Hostname = b.cfg.Hostname
 	prefs.WantRunning = true
 	prefs.CorpDNS = false
 	prefs.RouteAll = false
 	prefs.NetfilterMode = preftype.NetfilterOff
 	prefs.NoSNAT = true
-	if err := lb.Start(ipn.Options{UpdatePrefs: prefs, AuthKey: cfg.AuthKey}); err != nil {
-		return nil, fmt.Errorf("starting backend: %w", err)
+	if err := b.lb.Start(ipn.Options{UpdatePrefs: prefs, AuthKey: b.cfg.AuthKey}); err != nil {
+		return fmt.Errorf("starting backend: %w", err)
 	}
-	if lb.State() == ipn.NeedsLogin {
-		if cfg.AuthKey == "" {
-			return nil, errors.New("stored identity needs a new login and no auth key was given")
-		}
-		// Start with an auth key leaves a fresh backend in NeedsLogin;
-		// this is what makes it register.
-		if err := lb.StartLoginInteractive(ctx); err != nil {
-			return nil, fmt.Errorf("logging in: %w", err)
-		}
+	if b.lb.State() != ipn.NeedsLogin {
+		return nil
 	}
-	if err := b.serveLocalAPI(); err != nil {
-		return nil, err
+	if b.cfg.AuthKey == "" {
+		return errors.New("stored identity needs a new login and no auth key was given")
 	}
-	return b, nil
+	// Start with an auth key leaves a fresh backend in NeedsLogin; this is
+	// what makes it register.
+	if err := b.lb.StartLoginInteractive(ctx); err != nil {
+		return fmt.Errorf("logging in: %w", err)
+	}
+	return nil
 }
 
 func (b *Backend) onNotify(n *ipn.Notify) bool {
@@ -229,6 +296,8 @@ func (b *Backend) onNotify(n *ipn.Notify) bool {
 	return true
 }
 
+// serveLocalAPI serves the pod's LocalAPI on its own socket, last: once
+// the socket is there, the stock CLI and an adapter can use the node.
 func (b *Backend) serveLocalAPI() error {
 	sock := b.cfg.Socket
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {

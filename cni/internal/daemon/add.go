@@ -1,0 +1,327 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"runtime/debug"
+	"time"
+
+	"tsymbiote.dhouti.dev/cni/internal/cnierr"
+	"tsymbiote.dhouti.dev/cni/internal/podbackend"
+	"tsymbiote.dhouti.dev/cni/internal/podnet"
+	"tsymbiote.dhouti.dev/controlplane"
+)
+
+// Add gives the attachment's pod its tailnet node and ts0. Its phases run
+// in order, each ending at a mark of addTimeline; once the pod is reserved,
+// a failure in any phase deletes everything the earlier ones made.
+func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) {
+	tl := addTimeline{start: m.clock.Now()}
+	defer func() { m.metrics.observe("add", m.clock.Since(tl.start), err) }()
+	if err := m.admit(a); err != nil {
+		return nil, err
+	}
+	unlock := m.lock(a.ContainerID)
+	defer unlock()
+	if p := m.podByID(a.ContainerID); p != nil {
+		if m.isWholeRepeat(p, a) {
+			return m.result(p)
+		}
+		m.replace(ctx, p)
+	}
+	p, err := m.reserve(a)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.undoAdd(ctx, p)
+		}
+	}()
+	if err := m.prepareHost(p); err != nil {
+		return nil, err
+	}
+	tl.prepared = m.clock.Now()
+	key, err := m.mintKey(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	tl.minted = m.clock.Now()
+	b, err := m.startBackend(p, key)
+	if err != nil {
+		return nil, err
+	}
+	tl.started = m.clock.Now()
+	wctx, cancel := context.WithTimeout(ctx, m.cfg.AddTimeout)
+	defer cancel()
+	run, err := m.waitRegistered(wctx, p, b)
+	if err != nil {
+		return nil, err
+	}
+	tl.registered = m.clock.Now()
+	// Not an error when it takes longer: the pod works, and its peers
+	// reach it after one WireGuard retry.
+	published := b.WaitPublished(wctx, m.cfg.PublishWait)
+	tl.published = m.clock.Now()
+	if err := m.wire(p, run.Addrs); err != nil {
+		return nil, err
+	}
+	m.logUp(p, tl, published)
+	return m.result(p)
+}
+
+// admit refuses, before anything is made, attachments that are malformed
+// and ADDs the daemon cannot serve yet: the runtime retries those.
+func (m *Manager) admit(a Attachment) error {
+	if err := m.validateAttachment(a, true); err != nil {
+		return err
+	}
+	if _, rerr := m.Status(); rerr != nil {
+		if errors.Is(rerr, controlplane.ErrUnauthorized) {
+			return cnierr.New(cnierr.ControlPlaneRefused, "the control plane refuses the daemon's credentials, so it cannot mint auth keys", rerr)
+		}
+		return cnierr.New(cnierr.TryAgainLater, "tailscale-cni daemon not ready (control plane unreachable?); try again later", rerr)
+	}
+	return nil
+}
+
+// isWholeRepeat reports whether ADD is repeated (the runtime retried after
+// a timeout) for a pod that is whole, which is then answered as it is.
+func (m *Manager) isWholeRepeat(p *pod, a Attachment) bool {
+	return p.rec.NetNS == a.NetNS && p.backend != nil && p.rec.Ready && m.checkPod(p) == nil
+}
+
+// replace deletes an attachment of the container that a new ADD supersedes
+// (another netns, or half made): two would fight over the same links.
+func (m *Manager) replace(ctx context.Context, p *pod) {
+	m.logf("pod %s: ADD for a container already set up; replacing it", p.rec.ContainerID)
+	if err := m.delete(ctx, p); err != nil && !errors.Is(err, errNodeNotDeleted) {
+		m.logf("pod %s: removing the old attachment: %v", p.rec.ContainerID, err)
+	}
+}
+
+// reserve records the new pod and claims its routing table, under mu so
+// that concurrent ADDs never pick the same table.
+func (m *Manager) reserve(a Attachment) (*pod, error) {
+	rec := PodRecord{
+		ContainerID: a.ContainerID, NetNS: a.NetNS, IfName: a.IfName, Network: a.Network,
+		Namespace: a.Namespace, Pod: a.Pod, PodUID: a.PodUID,
+		Hostname: Hostname(m.cfg.ClusterName, a.Namespace, a.Pod, a.ContainerID),
+		Created:  m.clock.Now().UTC(),
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	t, err := podnet.PickTable(a.ContainerID, m.tableInUseLocked)
+	if err != nil {
+		return nil, cnierr.New(cnierr.Internal, "no routing table free", err)
+	}
+	rec.Table = t
+	p := &pod{rec: rec, socket: SocketPath(m.cfg.RunDir, a.Namespace, a.Pod, a.ContainerID)}
+	m.pods[a.ContainerID] = p
+	return p, nil
+}
+
+// undoAdd deletes what a failed ADD made; the runtime's DEL would too, but
+// it may never come for an ADD that failed.
+func (m *Manager) undoAdd(ctx context.Context, p *pod) {
+	if err := m.delete(context.WithoutCancel(ctx), p); err != nil && !errors.Is(err, errNodeNotDeleted) {
+		m.logf("pod %s: cleaning up after a failed ADD: %v", p.rec.ContainerID, err)
+	}
+}
+
+// prepareHost saves the record, then installs the pod's rules and table.
+// The record goes to disk first so that a daemon that dies from here on
+// finds, and removes, what this ADD made.
+func (m *Manager) prepareHost(p *pod) error {
+	if err := m.save(&p.rec); err != nil {
+		return cnierr.New(cnierr.IOFailure, "saving pod state", err)
+	}
+	if err := m.net.PrepareHost(p.kernel()); err != nil {
+		return cnierr.New(cnierr.Internal, "setting up policy routing", err)
+	}
+	return nil
+}
+
+// mintKey gets the one-use key the pod's node registers with.
+func (m *Manager) mintKey(ctx context.Context, p *pod) (string, error) {
+	key, err := m.cp.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
+		Tags: m.cfg.Tags, Ephemeral: m.cfg.Ephemeral, Preauthorized: true,
+		Expiry: m.cfg.AuthKeyTTL, Description: "tailscale-cni " + p.rec.Hostname,
+	})
+	if err != nil {
+		return "", controlPlaneError("minting an auth key", err)
+	}
+	return key.Key.Reveal(), nil
+}
+
+// waitRegistered waits until the node has registered and has its
+// addresses (or, with AddWaitsForRunning, is Running), and records its ID
+// so that a later failure deletes the node.
+func (m *Manager) waitRegistered(ctx context.Context, p *pod, b PodBackend) (*podbackend.Running, error) {
+	wait := b.WaitAddresses
+	if m.cfg.AddWaitsForRunning {
+		wait = b.WaitRunning
+	}
+	run, err := wait(ctx)
+	if err != nil {
+		if errors.Is(err, podbackend.ErrLoginFailed) {
+			return nil, cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused the pod's login", err)
+		}
+		return nil, cnierr.New(cnierr.NodeNotReady, fmt.Sprintf("node %s did not come up within %v", p.rec.Hostname, m.cfg.AddTimeout), err)
+	}
+	p.rec.NodeID = run.NodeID
+	return run, nil
+}
+
+// wire gives the pod ts0 with the node's addresses and marks it Ready. The
+// record is saved before (a daemon that dies now deletes the node) and
+// after (it recovers the pod).
+func (m *Manager) wire(p *pod, addrs []netip.Prefix) error {
+	if err := m.save(&p.rec); err != nil {
+		return cnierr.New(cnierr.IOFailure, "saving pod state", err)
+	}
+	if err := m.attach(p, addrs); err != nil {
+		return err
+	}
+	p.rec.Ready = true
+	if err := m.save(&p.rec); err != nil {
+		return cnierr.New(cnierr.IOFailure, "saving pod state", err)
+	}
+	return nil
+}
+
+// addTimeline is when ADD started and when each of its phases ended, for
+// the one line ADD logs: it says where a slow ADD spent its time.
+type addTimeline struct {
+	start, prepared, minted, started, registered, published time.Time
+}
+
+func (m *Manager) logUp(p *pod, tl addTimeline, published bool) {
+	now := m.clock.Now()
+	ms := func(a, b time.Time) time.Duration { return b.Sub(a).Round(time.Millisecond) }
+	m.logf("pod %s/%s: up as %s (%v) in %v: prepare %v, key %v, start %v, register %v, publish %v (done %v), wire %v",
+		p.rec.Namespace, p.rec.Pod, p.rec.Hostname, p.rec.Addrs, ms(tl.start, now),
+		ms(tl.start, tl.prepared), ms(tl.prepared, tl.minted), ms(tl.minted, tl.started),
+		ms(tl.started, tl.registered), ms(tl.registered, tl.published), published, ms(tl.published, now))
+}
+
+func (m *Manager) tableInUseLocked(t int) bool {
+	for _, p := range m.pods {
+		if p.rec.Table == t {
+			return true
+		}
+	}
+	return false
+}
+
+// startBackend starts the pod's node, with authKey to register, or with
+// none to come back with the identity in its state dir.
+func (m *Manager) startBackend(p *pod, authKey string) (PodBackend, error) {
+	id := p.rec.ContainerID
+	// A pod's engine allocates about 40 MiB of packet buffers (wireguard-go
+	// and tstun size their batches at 128 × 64 KiB on Linux) that stay
+	// allocated for the pod's life and are mostly never written. Landing
+	// on pages the runtime has just handed back to the kernel, they are
+	// known to be zero and stay untouched, so not resident; landing on the
+	// garbage of earlier ADDs, Go zeroes them and every page becomes
+	// resident for good. So collect and release first: a few milliseconds
+	// per ADD for megabytes per pod.
+	debug.FreeOSMemory()
+	b, err := m.start(m.podLogf(&p.rec), podbackend.Config{
+		Pod:        p.kernel(),
+		Hostname:   p.rec.Hostname,
+		ControlURL: m.cp.ControlURL(),
+		AuthKey:    authKey,
+		StateDir:   PodDir(m.cfg.StateDir, id),
+		Socket:     p.socket,
+		NetMon:     m.netMon,
+		OnAddrs:    func(addrs []netip.Prefix) { m.addrsChanged(id, addrs) },
+	})
+	if err != nil {
+		return nil, cnierr.New(cnierr.Internal, "starting the pod's node", err)
+	}
+	m.mu.Lock()
+	p.backend = b
+	m.mu.Unlock()
+	return b, nil
+}
+
+func (m *Manager) attach(p *pod, addrs []netip.Prefix) error {
+	if !m.cfg.IPv6 {
+		addrs = v4only(addrs)
+	}
+	got, err := m.net.AttachPod(m.podLogf(&p.rec), p.kernel(), addrs)
+	if err != nil {
+		return cnierr.New(cnierr.Internal, "wiring ts0 into the pod", err)
+	}
+	p.rec.Addrs = got
+	return nil
+}
+
+// addrsChanged follows a node whose addresses the control plane changed.
+func (m *Manager) addrsChanged(id string, addrs []netip.Prefix) {
+	unlock := m.lock(id)
+	defer unlock()
+	p := m.podByID(id)
+	if p == nil || !p.rec.Ready {
+		return // ADD or recovery is still wiring it up and will use the new ones
+	}
+	want := podnet.HostAddrs(addrs)
+	if samePrefixes(want, p.rec.Addrs) || (!m.cfg.IPv6 && samePrefixes(v4only(want), p.rec.Addrs)) {
+		return
+	}
+	m.logf("pod %s: addresses changed %v -> %v", id, p.rec.Addrs, want)
+	if err := m.attach(p, want); err != nil {
+		m.logf("pod %s: rewiring: %v", id, err)
+		return
+	}
+	if err := m.save(&p.rec); err != nil {
+		m.logf("pod %s: saving state: %v", id, err)
+	}
+}
+
+func v4only(ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, p := range ps {
+		if p.Addr().Is4() {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func samePrefixes(a, b []netip.Prefix) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (m *Manager) result(p *pod) (*Result, error) {
+	mac, err := m.net.PodMAC(p.kernel())
+	if err != nil {
+		return nil, cnierr.New(cnierr.Internal, "reading ts0", err)
+	}
+	return &Result{
+		Interface: podnet.PodIfName, MAC: mac, Sandbox: p.rec.NetNS,
+		Addrs: p.rec.Addrs, NodeID: p.rec.NodeID, Hostname: p.rec.Hostname,
+	}, nil
+}
+
+func controlPlaneError(what string, err error) error {
+	if errors.Is(err, controlplane.ErrUnauthorized) {
+		return cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused "+what, err)
+	}
+	var ce interface{ StatusCode() int }
+	if errors.As(err, &ce) && ce.StatusCode() >= 400 && ce.StatusCode() < 500 {
+		return cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused "+what, err)
+	}
+	return cnierr.New(cnierr.TryAgainLater, "control plane unreachable while "+what+"; try again later", err)
+}

@@ -1,0 +1,97 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"time"
+
+	"tailscale.com/ipn"
+	"tailscale.com/net/netmon"
+	"tailscale.com/tstime"
+	"tailscale.com/types/logger"
+	"tailscale.com/util/eventbus"
+	"tsymbiote.dhouti.dev/cni/internal/podbackend"
+	"tsymbiote.dhouti.dev/cni/internal/podnet"
+	"tsymbiote.dhouti.dev/controlplane"
+)
+
+// ControlPlane is the part of controlplane.Client the Manager uses: a key
+// per pod to register with, and the pod's node deleted when it goes.
+type ControlPlane interface {
+	ControlURL() string
+	CreateAuthKey(ctx context.Context, req controlplane.AuthKeyRequest) (*controlplane.AuthKey, error)
+	DeleteDevice(ctx context.Context, id string) error
+}
+
+var _ ControlPlane = controlplane.Client(nil)
+
+// PodNetwork is the kernel work of a pod's attachment: host rules and
+// table, the ts0 veth, the sweep of leftovers. podnet.Host is the real one;
+// it must be safe for concurrent use, since pods are added in parallel.
+type PodNetwork interface {
+	CheckNetNS(path string) error
+	EnableForwarding(want6 bool) error
+	PrepareHost(podnet.Pod) error
+	AttachPod(logf logger.Logf, p podnet.Pod, addrs []netip.Prefix) ([]netip.Prefix, error)
+	PodMAC(podnet.Pod) (string, error)
+	Check(p podnet.Pod, addrs []netip.Prefix) error
+	Teardown(podnet.Pod) error
+	Sweep(logf logger.Logf, keepLink func(string) bool, keepTable func(int) bool) (int, error)
+}
+
+var _ PodNetwork = podnet.Host{}
+
+// PodBackend is one pod's running node: *podbackend.Backend.
+type PodBackend interface {
+	WaitAddresses(context.Context) (*podbackend.Running, error)
+	WaitRunning(context.Context) (*podbackend.Running, error)
+	WaitPublished(ctx context.Context, limit time.Duration) bool
+	State() ipn.State
+	Relay(netmon.ChangeDelta)
+	Close()
+}
+
+var _ PodBackend = (*podbackend.Backend)(nil)
+
+// StartBackendFunc starts a pod's node; StartPodBackend is the real one.
+type StartBackendFunc func(logger.Logf, podbackend.Config) (PodBackend, error)
+
+// StartPodBackend is podbackend.Start as a StartBackendFunc.
+func StartPodBackend(logf logger.Logf, cfg podbackend.Config) (PodBackend, error) {
+	b, err := podbackend.Start(logf, cfg)
+	if err != nil {
+		return nil, err // not a nil *Backend in a non-nil PodBackend
+	}
+	return b, nil
+}
+
+// Deps are what a Manager drives. The daemon's main passes the real ones;
+// tests pass fakes, which is what lets the Manager's logic run without root
+// or servers.
+type Deps struct {
+	ControlPlane ControlPlane
+	Network      PodNetwork
+	StartBackend StartBackendFunc
+	// NewNetMon starts the monitor of the host network that every backend
+	// shares, publishing on bus: netmon.New, or a static one in tests.
+	NewNetMon func(bus *eventbus.Bus, logf logger.Logf) (*netmon.Monitor, error)
+	// Clock drives RetryDeletes' ticks and Recover's wait; the real clock
+	// when nil.
+	Clock tstime.Clock
+	// Metrics receives the operations' figures; new ones when nil.
+	Metrics *Metrics
+}
+
+func (d Deps) withDefaults() (Deps, error) {
+	if d.ControlPlane == nil || d.Network == nil || d.StartBackend == nil || d.NewNetMon == nil {
+		return d, errors.New("daemon: Deps needs ControlPlane, Network, StartBackend and NewNetMon")
+	}
+	if d.Clock == nil {
+		d.Clock = tstime.StdClock{}
+	}
+	if d.Metrics == nil {
+		d.Metrics = NewMetrics()
+	}
+	return d, nil
+}
