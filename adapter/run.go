@@ -23,14 +23,16 @@ import (
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/tsnode"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
-// Defaults of the tsymbiote-adapter command's flags.
+// Defaults of the adapter command's flags.
 const (
-	DefaultAllowedTag     = "tag:tsymbiote-webui"
+	// DefaultAllowedTag is the tag callers carry by default: the WebUI's.
+	DefaultAllowedTag     = contract.TagWebUI
 	DefaultHostnamePrefix = "tsymbiote-adapter"
-	DefaultPort           = "3621"
-	DefaultSocket         = "/var/run/tailscale/tailscaled.sock"
+	DefaultPort           = contract.PortString
+	DefaultSocket         = contract.DefaultSocket
 )
 
 // maxRequestBytes bounds a request message. The largest legitimate request
@@ -218,7 +220,7 @@ func startTsnet(ctx context.Context, logf logger.Logf, cfg Config, hostname stri
 		AuthKey:     cfg.AuthKey,
 		Ephemeral:   cfg.Logout,
 		BackendLogf: cfg.TsnetLogf,
-		Tag:         "tag:tsymbiote-adapter",
+		Tag:         contract.TagAdapter,
 	})
 }
 
