@@ -16,6 +16,7 @@ import (
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // AdapterClient is what the WebUI needs from an adapter: its generated gRPC
@@ -35,16 +36,17 @@ type Discoverer interface {
 	Discover(ctx context.Context) ([]Endpoint, error)
 }
 
-// controlPlaneDiscoverer finds adapters as the devices carrying TagAdapter.
+// controlPlaneDiscoverer finds adapters as the devices carrying
+// contract.TagAdapter.
 type controlPlaneDiscoverer struct {
 	cp   controlplane.Client
 	port string
 }
 
 func (d *controlPlaneDiscoverer) Discover(ctx context.Context) ([]Endpoint, error) {
-	devs, err := d.cp.ListDevices(ctx, controlplane.ListOptions{Tag: TagAdapter})
+	devs, err := d.cp.ListDevices(ctx, controlplane.ListOptions{Tag: contract.TagAdapter})
 	if err != nil {
-		return nil, fmt.Errorf("listing %s devices: %w", TagAdapter, err)
+		return nil, fmt.Errorf("listing %s devices: %w", contract.TagAdapter, err)
 	}
 	var out []Endpoint
 	for _, dev := range devs {

@@ -12,6 +12,7 @@ import (
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/tsnode"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // Run serves until ctx ends, then shuts down (logging out if asked).
@@ -139,17 +140,17 @@ func startTsnet(ctx context.Context, logf logger.Logf, cfg *Config, hostname str
 	key := cfg.AuthKey
 	if cfg.GenerateAuth {
 		k, err := cfg.ControlPlane.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
-			Tags:          []string{TagWebUI},
+			Tags:          []string{contract.TagWebUI},
 			Ephemeral:     true,
 			Preauthorized: true,
 			Expiry:        10 * time.Minute,
 			Description:   "tsymbiote webui " + hostname,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("--generate-auth: minting a %s key: %w", TagWebUI, err)
+			return nil, fmt.Errorf("--generate-auth: minting a %s key: %w", contract.TagWebUI, err)
 		}
 		key = k.Key
-		logf("minted an ephemeral %s auth key (%s)", TagWebUI, k.ID)
+		logf("minted an ephemeral %s auth key (%s)", contract.TagWebUI, k.ID)
 	}
 	dir := cfg.StateDir
 	if dir == "" && cfg.Logout {
@@ -170,7 +171,7 @@ func startTsnet(ctx context.Context, logf logger.Logf, cfg *Config, hostname str
 		AuthKey:     key,
 		Ephemeral:   cfg.Logout,
 		BackendLogf: cfg.TsnetLogf,
-		Tag:         TagWebUI,
+		Tag:         contract.TagWebUI,
 	})
 	if err != nil {
 		if cfg.removeStateDir {

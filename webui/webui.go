@@ -31,17 +31,15 @@ import (
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/controlplane/tsnode"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
-// Defaults of the tsymbiote-webui command's flags.
+// Defaults of the webui command's flags.
 const (
-	DefaultAdapterPort    = "3621"
+	// DefaultAdapterPort is the port adapters serve on.
+	DefaultAdapterPort    = contract.PortString
 	DefaultHostnamePrefix = "tsymbiote-webui"
-	DefaultPort           = "3621"
-	// TagWebUI is the tag the WebUI's node carries; adapters admit only it.
-	TagWebUI = "tag:tsymbiote-webui"
-	// TagAdapter marks the devices the WebUI calls as adapters.
-	TagAdapter = "tag:tsymbiote-adapter"
+	DefaultPort           = contract.PortString
 )
 
 // DefaultScopes are the OAuth scopes --generate-auth needs.

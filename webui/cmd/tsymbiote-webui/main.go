@@ -1,6 +1,7 @@
 // The tsymbiote-webui command serves the TSymbiote WebUI: a React frontend
 // and a Go API that call every adapter on the tailnet at once. It serves
-// over tsnet on port 3621, or with --dev on http://127.0.0.1:3621.
+// over tsnet on port 3621, or with --dev on http://127.0.0.1:3621. It is
+// `tsymbiote webui` built alone, for the WebUI's container image.
 //
 // Environment: the control plane settings every TSymbiote daemon reads
 // (TS_OAUTH_CLIENT_ID/TS_OAUTH_CLIENT_SECRET or TS_API_KEY for Tailscale,
@@ -11,19 +12,10 @@
 package main
 
 import (
-	"context"
-	"fmt"
-	"log"
 	"os"
-	"os/signal"
-	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/cobra"
-	"tailscale.com/types/logger"
-	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/webui"
+	"tsymbiote.dhouti.dev/webui/cli"
 )
 
 func main() {
@@ -32,72 +24,9 @@ func main() {
 	}
 }
 
+// newCommand is the WebUI command under the binary's own name.
 func newCommand(getenv func(string) string) *cobra.Command {
-	var (
-		cfg    webui.Config
-		scopes []string
-	)
-	cmd := &cobra.Command{
-		Use:   "tsymbiote-webui",
-		Short: "Serve the TSymbiote WebUI: see the whole tailnet and debug it from every host at once",
-		Long: `Serves a React frontend with a Go API backend over tsnet.
-
-Required: TS_OAUTH_CLIENT_ID and TS_OAUTH_CLIENT_SECRET (or HEADSCALE_URL and
-HEADSCALE_API_KEY): they list the adapters and, with --generate-auth, mint the
-WebUI's key. Optionally accepts TS_AUTHKEY when --generate-auth=false.`,
-		Args:          cobra.NoArgs,
-		SilenceUsage:  true,
-		SilenceErrors: false,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			logf := logger.Logf(log.New(cmd.ErrOrStderr(), "", log.LstdFlags).Printf)
-			if err := fromEnv(logf, &cfg, scopes, getenv); err != nil {
-				return err
-			}
-			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
-			defer stop()
-			cfg.OnReady = func(r webui.Ready) {
-				fmt.Fprintf(cmd.OutOrStdout(), "TSymbiote WebUI: %s\n", r.URL)
-			}
-			return webui.Run(ctx, logf, cfg)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&cfg.AdapterPort, "adapter-port", webui.DefaultAdapterPort, "Adapter port")
-	f.StringSliceVar(&cfg.AllowedUsers, "allowed-users", nil, "Comma-separated allowed users")
-	f.BoolVar(&cfg.Dev, "dev", false, "Run in HTTP mode for local dev")
-	f.BoolVar(&cfg.GenerateAuth, "generate-auth", false, "Generate authkey using OAuth client")
-	f.StringVar(&cfg.Hostname, "hostname", "", "Static hostname")
-	f.StringVar(&cfg.HostnamePrefix, "hostname-prefix", webui.DefaultHostnamePrefix, "Hostname prefix")
-	f.BoolVar(&cfg.Logout, "logout", true, "Logout on exit")
-	f.StringVarP(&cfg.Port, "port", "p", webui.DefaultPort, "Service port")
-	f.StringSliceVar(&scopes, "scopes", webui.DefaultScopes, "OAuth scopes")
-	f.StringArrayVar(&cfg.Adapters, "adapter", nil, "With --dev: an adapter's host:port to call directly instead of discovering adapters (repeatable; for adapters run with --dev)")
+	cmd := cli.NewCommand(getenv)
+	cmd.Use = "tsymbiote-webui"
 	return cmd
-}
-
-// fromEnv fills the settings that come from the environment. Keys never
-// appear in logs or errors.
-func fromEnv(logf logger.Logf, cfg *webui.Config, scopes []string, getenv func(string) string) error {
-	cfg.AuthKey = controlplane.Secret(strings.TrimSpace(getenv("TS_AUTHKEY")))
-	cp, err := controlplane.ConfigFromEnv(getenv)
-	if err != nil {
-		if len(cfg.Adapters) > 0 && !cfg.GenerateAuth {
-			// --dev --adapter needs no control plane.
-			return nil
-		}
-		return err
-	}
-	cp.Scopes = scopes
-	cfg.ControlURL = cp.EffectiveControlURL()
-	c, err := controlplane.New(logf, cp)
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	if err := c.Verify(ctx); err != nil {
-		return fmt.Errorf("control plane (%s): %w", c.Backend(), err)
-	}
-	cfg.ControlPlane = c
-	return nil
 }
