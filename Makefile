@@ -31,9 +31,10 @@ tools: ## Build the pinned tools and test servers into ./bin (cached by version)
 	@hack/tools.sh
 
 .PHONY: generate
-generate: tools ## Regenerate the protos' Go code and the operator's CRDs, RBAC and webhook manifests.
+generate: tools ## Regenerate the protos' Go code, the operator's CRDs, RBAC and webhook manifests, and the WebUI's TypeScript API types.
 	cd proto && $(BIN)/buf generate
 	operator/hack/generate.sh
+	cd webui && go run ./cmd/gen-api-types
 
 .PHONY: check-generate
 check-generate: ## Fail if `make generate` changes any file (untracked ones too).

@@ -253,16 +253,6 @@ func (r *Registry) list() ([]*adapter, error) {
 	return out, r.lastErr
 }
 
-// AdapterState is one adapter and what it said, for the graph.
-type AdapterState struct {
-	ID      string `json:"id"`
-	Name    string `json:"name"`
-	Addr    string `json:"addr"`
-	Online  bool   `json:"online"`
-	Error   string `json:"error,omitempty"`
-	Targets int    `json:"targets"`
-}
-
 // HostState is a host and its status, or why there is none.
 type HostState struct {
 	Host

@@ -283,7 +283,7 @@ func (s *Server) handleFanoutEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-var detailKinds = []string{"status", "prefs", "dns", "serve", "netcheck", "derpmap", "targets"}
+var detailKinds = []DetailKind{DetailStatus, DetailPrefs, DetailDNS, DetailServe, DetailNetcheck, DetailDERPMap, DetailTargets}
 
 func (s *Server) handleDetails(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
@@ -292,31 +292,31 @@ func (s *Server) handleDetails(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, err)
 		return
 	}
-	what := q.Get("what")
+	what := DetailKind(q.Get("what"))
 	timeout := s.timeout
-	if what == "netcheck" {
+	if what == DetailNetcheck {
 		timeout = max(timeout, 30*time.Second) // netcheck waits for slow probes
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
 	var res proto.Message
 	switch what {
-	case "status":
+	case DetailStatus:
 		res, err = h.client.Status(ctx, &adapterv1.StatusRequest{Target: h.Target})
-	case "prefs":
+	case DetailPrefs:
 		res, err = h.client.Prefs(ctx, &adapterv1.PrefsRequest{Target: h.Target})
-	case "dns":
+	case DetailDNS:
 		res, err = h.client.DNSConfig(ctx, &adapterv1.DNSConfigRequest{Target: h.Target})
-	case "serve":
+	case DetailServe:
 		res, err = h.client.ServeConfig(ctx, &adapterv1.ServeConfigRequest{Target: h.Target})
-	case "netcheck":
+	case DetailNetcheck:
 		res, err = h.client.Netcheck(ctx, &adapterv1.NetcheckRequest{Target: h.Target})
-	case "derpmap":
+	case DetailDERPMap:
 		res, err = h.client.DERPMap(ctx, &adapterv1.DERPMapRequest{Target: h.Target})
-	case "targets":
+	case DetailTargets:
 		res, err = h.client.ListTargets(ctx, &adapterv1.ListTargetsRequest{})
 	default:
-		writeError(w, http.StatusBadRequest, fmt.Errorf("what %q: want one of %s", what, strings.Join(detailKinds, ", ")))
+		writeError(w, http.StatusBadRequest, fmt.Errorf("what %q: want one of %v", what, detailKinds))
 		return
 	}
 	if err != nil {

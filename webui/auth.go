@@ -15,19 +15,6 @@ type whoIser interface {
 	WhoIs(ctx context.Context, remoteAddr string) (*apitype.WhoIsResponse, error)
 }
 
-// Caller is who made a request.
-type Caller struct {
-	Login    string   `json:"login,omitempty"`
-	Display  string   `json:"display,omitempty"`
-	Node     string   `json:"node,omitempty"`
-	NodeID   string   `json:"nodeId,omitempty"`
-	Tags     []string `json:"tags,omitempty"`
-	Dev      bool     `json:"dev,omitempty"` // dev mode: nobody is identified
-	Allowed  bool     `json:"allowed"`
-	Reason   string   `json:"reason,omitempty"`
-	Required []string `json:"allowedUsers,omitempty"`
-}
-
 // gate admits callers by --allowed-users. A nil whois (dev mode, localhost
 // only) admits everyone.
 type gate struct {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -16,26 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
-
-// FanoutRequest is one call made from many hosts at once.
-type FanoutRequest struct {
-	Kind  string   `json:"kind"`  // "ping" or "dns"
-	Hosts []string `json:"hosts"` // host IDs to call from; every host when empty
-	// Ping: which peers (node IDs); every peer of each host when empty.
-	Peers          []string `json:"peers,omitempty"`
-	PingType       string   `json:"pingType,omitempty"` // disco (default), tsmp, icmp, peerapi
-	Count          int      `json:"count,omitempty"`    // pings per pair; 1 when zero
-	IncludeOffline bool     `json:"includeOffline,omitempty"`
-	// DNS: the name and record type to resolve from every host.
-	DNSName string `json:"dnsName,omitempty"`
-	DNSType string `json:"dnsType,omitempty"`
-	// TimeoutMS is the deadline of each call; 5000 when zero.
-	TimeoutMS int `json:"timeoutMs,omitempty"`
-	// Concurrency bounds calls in flight in total; 64 when zero.
-	Concurrency int `json:"concurrency,omitempty"`
-	// PerHost bounds calls in flight per host; 8 when zero.
-	PerHost int `json:"perHost,omitempty"`
-}
 
 // Limits on a fan-out request.
 const (
@@ -48,26 +29,26 @@ const (
 	defaultTimeout  = 5 * time.Second
 	defaultConc     = 64
 	defaultPerHost  = 8
-	defaultPingType = "disco"
+	defaultPingType = PingDisco
 )
 
-var pingTypes = map[string]adapterv1.PingType{
-	"disco":   adapterv1.PingType_PING_TYPE_DISCO,
-	"tsmp":    adapterv1.PingType_PING_TYPE_TSMP,
-	"icmp":    adapterv1.PingType_PING_TYPE_ICMP,
-	"peerapi": adapterv1.PingType_PING_TYPE_PEERAPI,
+var pingTypes = map[PingType]adapterv1.PingType{
+	PingDisco:   adapterv1.PingType_PING_TYPE_DISCO,
+	PingTSMP:    adapterv1.PingType_PING_TYPE_TSMP,
+	PingICMP:    adapterv1.PingType_PING_TYPE_ICMP,
+	PingPeerAPI: adapterv1.PingType_PING_TYPE_PEERAPI,
 }
 
-var dnsTypes = []string{"A", "AAAA", "CNAME", "MX", "NS", "PTR", "SOA", "SRV", "TXT"}
+var dnsTypes = []DNSType{DNSTypeA, DNSTypeAAAA, DNSTypeCNAME, DNSTypeMX, DNSTypeNS, DNSTypePTR, DNSTypeSOA, DNSTypeSRV, DNSTypeTXT}
 
 // normalize fills defaults and checks r, naming the field at fault.
 func (r *FanoutRequest) normalize() error {
 	switch r.Kind {
-	case "ping":
+	case FanoutPing:
 		if r.PingType == "" {
 			r.PingType = defaultPingType
 		}
-		r.PingType = strings.ToLower(r.PingType)
+		r.PingType = PingType(strings.ToLower(string(r.PingType)))
 		if _, ok := pingTypes[r.PingType]; !ok {
 			return fmt.Errorf("pingType %q: want disco, tsmp, icmp or peerapi", r.PingType)
 		}
@@ -77,17 +58,17 @@ func (r *FanoutRequest) normalize() error {
 		if r.Count < 1 || r.Count > maxPingCount {
 			return fmt.Errorf("count %d: want 1 to %d", r.Count, maxPingCount)
 		}
-	case "dns":
+	case FanoutDNS:
 		r.DNSName = strings.TrimSpace(r.DNSName)
 		if r.DNSName == "" || len(r.DNSName) > 253 || strings.ContainsAny(r.DNSName, " \t/") {
 			return fmt.Errorf("dnsName %q: want a DNS name", r.DNSName)
 		}
 		if r.DNSType == "" {
-			r.DNSType = "A"
+			r.DNSType = DNSTypeA
 		}
-		r.DNSType = strings.ToUpper(r.DNSType)
+		r.DNSType = DNSType(strings.ToUpper(string(r.DNSType)))
 		if !contains(dnsTypes, r.DNSType) {
-			return fmt.Errorf("dnsType %q: want one of %s", r.DNSType, strings.Join(dnsTypes, ", "))
+			return fmt.Errorf("dnsType %q: want one of %v", r.DNSType, dnsTypes)
 		}
 	default:
 		return fmt.Errorf("kind %q: want ping or dns", r.Kind)
@@ -113,46 +94,7 @@ func (r *FanoutRequest) normalize() error {
 	return nil
 }
 
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
-// Result is one call's outcome.
-type Result struct {
-	Seq       int     `json:"seq"` // order of arrival, from 1
-	Host      string  `json:"host"`
-	HostNode  string  `json:"hostNode"`
-	HostName  string  `json:"hostName"`
-	Adapter   string  `json:"adapter"`
-	OK        bool    `json:"ok"`
-	Error     string  `json:"error,omitempty"`
-	Code      string  `json:"code,omitempty"` // gRPC code of the error
-	Millis    float64 `json:"ms"`             // the call's own duration
-	StartedAt string  `json:"startedAt"`
-
-	// Ping.
-	Peer       string  `json:"peer,omitempty"` // node ID
-	PeerName   string  `json:"peerName,omitempty"`
-	PeerIP     string  `json:"peerIp,omitempty"`
-	PingType   string  `json:"pingType,omitempty"`
-	LatencyMS  float64 `json:"latencyMs,omitempty"` // average over successful pings
-	Path       string  `json:"path,omitempty"`      // direct, derp, peer-relay, local
-	Endpoint   string  `json:"endpoint,omitempty"`
-	DERPRegion string  `json:"derpRegion,omitempty"`
-	PeerRelay  string  `json:"peerRelay,omitempty"`
-	Sent       int     `json:"sent,omitempty"`
-	Received   int     `json:"received,omitempty"`
-
-	// DNS.
-	DNSName string   `json:"dnsName,omitempty"`
-	Rcode   string   `json:"rcode,omitempty"`
-	Answers []string `json:"answers,omitempty"`
-}
+func contains[T comparable](xs []T, x T) bool { return slices.Contains(xs, x) }
 
 // call is one planned call.
 type call struct {
@@ -179,25 +121,11 @@ type Fanout struct {
 	changed  chan struct{} // closed and replaced on every change
 }
 
-// FanoutState is a fan-out as JSON.
-type FanoutState struct {
-	ID        string        `json:"id"`
-	Request   FanoutRequest `json:"request"`
-	Total     int           `json:"total"`
-	Completed int           `json:"completed"`
-	Failed    int           `json:"failed"`
-	Done      bool          `json:"done"`
-	Canceled  bool          `json:"canceled"`
-	Started   time.Time     `json:"started"`
-	ElapsedMS float64       `json:"elapsedMs"`
-	Results   []Result      `json:"results,omitempty"`
-}
-
 // planFanout lists the calls req makes from hosts.
 func planFanout(req *FanoutRequest, hosts []HostState) ([]call, error) {
 	var calls []call
 	for _, h := range hosts {
-		if req.Kind == "dns" {
+		if req.Kind == FanoutDNS {
 			calls = append(calls, call{host: h})
 			continue
 		}
@@ -305,8 +233,8 @@ func (f *Fanout) run(ctx context.Context, calls []call, m *metrics) {
 		if f.canceled {
 			outcome = "canceled"
 		}
-		m.fanouts.WithLabelValues(f.Request.Kind, outcome).Inc()
-		m.fanoutSeconds.WithLabelValues(f.Request.Kind).Observe(time.Since(f.Started).Seconds())
+		m.fanouts.WithLabelValues(string(f.Request.Kind), outcome).Inc()
+		m.fanoutSeconds.WithLabelValues(string(f.Request.Kind)).Observe(time.Since(f.Started).Seconds())
 	}
 }
 
@@ -327,18 +255,18 @@ func (f *Fanout) notifyLocked() {
 func (f *Fanout) do(ctx context.Context, c call, _ *metrics) Result {
 	req := &f.Request
 	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
-	r := Result{Host: c.host.ID, Adapter: c.host.Adapter, HostName: c.host.Target, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	r := Result{Kind: req.Kind, Host: c.host.ID, Adapter: c.host.Adapter, HostName: c.host.Target, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
 	if st := c.host.Status; st != nil && st.GetSelf() != nil {
 		r.HostNode, r.HostName = st.GetSelf().GetId(), st.GetSelf().GetHostname()
 	}
 	start := time.Now()
 	defer func() { r.Millis = float64(time.Since(start).Microseconds()) / 1000 }()
-	if c.host.Err != nil && req.Kind == "ping" {
+	if c.host.Err != nil && req.Kind == FanoutPing {
 		r.Error, r.Code = "host status: "+c.host.Err.Error(), status.Code(c.host.Err).String()
 		return r
 	}
 	switch req.Kind {
-	case "ping":
+	case FanoutPing:
 		r.Peer, r.PeerName, r.PeerIP, r.PingType, r.Sent = c.peer.GetId(), c.peer.GetHostname(), c.peerAddr, req.PingType, req.Count
 		// The deadline covers every ping of the call plus the adapter's
 		// own overhead; each ping gets the whole budget as its timeout so
@@ -354,11 +282,11 @@ func (f *Fanout) do(ctx context.Context, c call, _ *metrics) Result {
 			return r
 		}
 		fillPing(&r, res)
-	case "dns":
+	case FanoutDNS:
 		r.DNSName = req.DNSName
 		cctx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
-		res, err := c.host.client.QueryDNS(cctx, &adapterv1.QueryDNSRequest{Target: c.host.Target, Name: req.DNSName, Type: req.DNSType})
+		res, err := c.host.client.QueryDNS(cctx, &adapterv1.QueryDNSRequest{Target: c.host.Target, Name: req.DNSName, Type: string(req.DNSType)})
 		if err != nil {
 			r.Error, r.Code = callError(ctx, err), status.Code(err).String()
 			return r
@@ -420,7 +348,7 @@ func fillPing(r *Result, res *adapterv1.PingResponse) {
 	}
 }
 
-func pathName(k adapterv1.PathKind) string {
+func pathName(k adapterv1.PathKind) PathKind {
 	switch k {
 	case adapterv1.PathKind_PATH_KIND_DIRECT:
 		return PathDirect

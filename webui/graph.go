@@ -9,74 +9,8 @@ import (
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
-// Graph is the tailnet as the adapters see it: every device any of them
-// sees (and every device the control plane lists), and one directed edge
-// per (host, peer) with the path traffic takes now.
-type Graph struct {
-	Nodes       []GraphNode    `json:"nodes"`
-	Edges       []GraphEdge    `json:"edges"`
-	Hosts       []GraphHost    `json:"hosts"`
-	Adapters    []AdapterState `json:"adapters"`
-	Errors      []string       `json:"errors"`
-	GeneratedAt time.Time      `json:"generatedAt"`
-}
-
-// GraphNode is one tailnet device.
-type GraphNode struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"` // hostname
-	DNSName   string    `json:"dnsName,omitempty"`
-	OS        string    `json:"os,omitempty"`
-	Version   string    `json:"version,omitempty"`
-	User      string    `json:"user,omitempty"`
-	Tags      []string  `json:"tags"`
-	Addresses []string  `json:"addresses"`
-	Online    bool      `json:"online"`
-	Hosts     []string  `json:"hosts"`  // hosts (adapter targets) that are this node
-	SeenBy    []string  `json:"seenBy"` // hosts that list it as a peer
-	LastSeen  time.Time `json:"lastSeen,omitzero"`
-}
-
-// GraphEdge is host -> peer as the host sees it.
-type GraphEdge struct {
-	ID             string    `json:"id"`
-	Source         string    `json:"source"` // node ID of the host
-	Target         string    `json:"target"` // node ID of the peer
-	Host           string    `json:"host"`   // host ID
-	Path           string    `json:"path"`   // direct, derp, peer-relay or idle
-	CurrentAddress string    `json:"currentAddress,omitempty"`
-	PeerRelay      string    `json:"peerRelay,omitempty"`
-	DERPRegion     string    `json:"derpRegion,omitempty"`
-	Active         bool      `json:"active"`
-	Online         bool      `json:"online"`
-	RxBytes        int64     `json:"rxBytes"`
-	TxBytes        int64     `json:"txBytes"`
-	LastHandshake  time.Time `json:"lastHandshake,omitzero"`
-}
-
-// GraphHost is a host: an adapter target and the node it is.
-type GraphHost struct {
-	ID      string `json:"id"`
-	NodeID  string `json:"nodeId,omitempty"`
-	Name    string `json:"name"`
-	Adapter string `json:"adapter"`
-	Target  string `json:"target"`
-	Version string `json:"version,omitempty"`
-	State   string `json:"state,omitempty"`
-	Error   string `json:"error,omitempty"`
-}
-
-// Edge paths as the graph reports them before any ping.
-const (
-	PathDirect    = "direct"
-	PathDERP      = "derp"
-	PathPeerRelay = "peer-relay"
-	PathLocal     = "local"
-	PathIdle      = "idle" // no traffic yet: the path is not known
-)
-
 // edgePath is the path the host's status says traffic to p takes now.
-func edgePath(p *adapterv1.Node) string {
+func edgePath(p *adapterv1.Node) PathKind {
 	switch {
 	case p.GetCurrentAddress() != "":
 		return PathDirect

@@ -49,11 +49,11 @@ func TestBuildGraph(t *testing.T) {
 	if n := byID["b"]; n.Version != "1.102.5" || n.Name != "node-b" {
 		t.Errorf("peer with version from the control plane: %+v", n)
 	}
-	paths := map[string]string{}
+	paths := map[string]PathKind{}
 	for _, e := range g.Edges {
 		paths[e.Target] = e.Path
 	}
-	want := map[string]string{"b": PathDirect, "c": PathPeerRelay, "d": PathDERP, "e": PathIdle}
+	want := map[string]PathKind{"b": PathDirect, "c": PathPeerRelay, "d": PathDERP, "e": PathIdle}
 	for k, v := range want {
 		if paths[k] != v {
 			t.Errorf("edge a->%s: path %q, want %q", k, paths[k], v)

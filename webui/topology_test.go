@@ -211,7 +211,7 @@ func TestDemoTopology(t *testing.T) {
 	t.Logf("graph: %d nodes, %d edges, %d hosts, %d adapters", len(g.Nodes), len(g.Edges), len(g.Hosts), len(g.Adapters))
 
 	t.Run("PingAllFullMesh", func(t *testing.T) {
-		pingAll := func(typ string) (failed []Result) {
+		pingAll := func(typ PingType) (failed []Result) {
 			st := startFanoutHTTP(t, d.url, FanoutRequest{Kind: "ping", PingType: typ})
 			start := time.Now()
 			results, done := readEvents(t, d.url+"/api/fanouts/"+st.ID+"/events", nil)
@@ -220,7 +220,7 @@ func TestDemoTopology(t *testing.T) {
 				t.Fatalf("%s: total %d (edges %d), %d results, done %+v", typ, st.Total, len(g.Edges), len(results), done)
 			}
 			pairs := map[string]bool{}
-			paths := map[string]int{}
+			paths := map[PathKind]int{}
 			var sum float64
 			for _, r := range results {
 				pairs[r.HostNode+">"+r.Peer] = true
@@ -245,7 +245,7 @@ func TestDemoTopology(t *testing.T) {
 		// first handshake towards such a node is retried only 5s later
 		// (wireguard-go's RekeyTimeout). Each gets up to three rounds, and
 		// every pair must then answer with a latency and a path.
-		for _, typ := range []string{"disco", "tsmp"} {
+		for _, typ := range []PingType{PingDisco, PingTSMP} {
 			var failed []Result
 			for round := 1; round <= 3; round++ {
 				if failed = pingAll(typ); len(failed) == 0 {
@@ -262,7 +262,7 @@ func TestDemoTopology(t *testing.T) {
 		// After pings the graph's paths are known.
 		var g2 Graph
 		getJSON(t, d.url+"/api/graph", &g2)
-		paths := map[string]int{}
+		paths := map[PathKind]int{}
 		for _, e := range g2.Edges {
 			paths[e.Path]++
 		}
