@@ -10,7 +10,7 @@ BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
 # Go modules tested, linted and built, in dependency order.
-MODULES := proto controlplane adapter cni webui operator hack/demo hack/repocheck
+MODULES := proto controlplane testkit adapter cni webui operator hack/demo hack/repocheck
 CHARTS := charts/tailscale-cni charts/tsymbiote-operator
 FRONTEND := webui/frontend
 

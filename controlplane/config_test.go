@@ -16,7 +16,7 @@ import (
 
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // Secret values used by the configuration tests. Each is distinctive, so
@@ -205,9 +205,12 @@ func closedURL(t *testing.T) string {
 	return u
 }
 
-func newClient(t *testing.T, env map[string]string) controlplane.Client {
+// newClient is a client configured as the daemons are: from the
+// environment getenv reads (envFunc of a map, or a test Headscale's
+// Getenv).
+func newClient(t *testing.T, getenv func(string) string) controlplane.Client {
 	t.Helper()
-	cfg, err := controlplane.ConfigFromEnv(envFunc(env))
+	cfg, err := controlplane.ConfigFromEnv(getenv)
 	if err != nil {
 		t.Fatalf("ConfigFromEnv: %v", err)
 	}
@@ -259,7 +262,7 @@ func TestUnreachableAndRejected(t *testing.T) {
 			controlplane.ErrUnauthorized, []string{"TS_API_KEY"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			err := newClient(t, tc.env).Verify(ctxT(t))
+			err := newClient(t, envFunc(tc.env)).Verify(ctxT(t))
 			t.Logf("error: %v", err)
 			checkOneClearError(t, err, tc.mention...)
 			if tc.is != nil && !errors.Is(err, tc.is) {
@@ -281,7 +284,7 @@ func TestTailscaleTokenEndpointHangs(t *testing.T) {
 	}))
 	defer srv.Close()
 	defer close(release)
-	c := newClient(t, map[string]string{"TS_API_URL": srv.URL, "TS_OAUTH_CLIENT_ID": fakeClientID, "TS_OAUTH_CLIENT_SECRET": fakeClientSecret})
+	c := newClient(t, envFunc(map[string]string{"TS_API_URL": srv.URL, "TS_OAUTH_CLIENT_ID": fakeClientID, "TS_OAUTH_CLIENT_SECRET": fakeClientSecret}))
 
 	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
@@ -322,7 +325,7 @@ func TestTailscaleErrorsWithoutJSON(t *testing.T) {
 				_, _ = w.Write([]byte(tc.body))
 			}))
 			defer srv.Close()
-			c := newClient(t, map[string]string{"TS_API_URL": srv.URL, "TS_API_KEY": fakeAPIKey})
+			c := newClient(t, envFunc(map[string]string{"TS_API_URL": srv.URL, "TS_API_KEY": fakeAPIKey}))
 			var err error
 			switch {
 			case errors.Is(tc.is, controlplane.ErrPolicyConflict):
@@ -346,7 +349,7 @@ func TestTailscaleErrorsWithoutJSON(t *testing.T) {
 // HEADSCALE_API_KEY and the server, wrapping ErrUnauthorized.
 func TestHeadscaleWrongAPIKey(t *testing.T) {
 	hs := headscaletest.Start(t, headscaletest.Options{})
-	real := hs.APIKey.Reveal()
+	real := hs.APIKey
 	last := byte('a')
 	if real[len(real)-1] == last {
 		last = 'b'
@@ -354,8 +357,7 @@ func TestHeadscaleWrongAPIKey(t *testing.T) {
 	altered := real[:len(real)-1] + string(last)
 	for name, key := range map[string]string{"foreign": hsKey, "altered": altered} {
 		t.Run(name, func(t *testing.T) {
-			cfg := hs.Config
-			cfg.HeadscaleAPIKey = controlplane.Secret(key)
+			cfg := controlplane.Config{HeadscaleURL: hs.URL, HeadscaleAPIKey: controlplane.Secret(key)}
 			c, err := controlplane.New(logger.Discard, cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -373,7 +375,7 @@ func TestHeadscaleWrongAPIKey(t *testing.T) {
 			}
 		})
 	}
-	if err := hs.Client.Verify(ctxT(t)); err != nil {
+	if err := newClient(t, hs.Getenv).Verify(ctxT(t)); err != nil {
 		t.Errorf("the right key: Verify = %v", err)
 	}
 }

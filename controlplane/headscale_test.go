@@ -9,8 +9,26 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
+
+// TestHeadscaletestEnv checks that the test Headscale's environment is the
+// one ConfigFromEnv reads: tests and the demo configure every daemon with it.
+func TestHeadscaletestEnv(t *testing.T) {
+	hs := &headscaletest.Server{URL: "http://127.0.0.1:1", APIKey: "hskey-api-test"}
+	env := map[string]string{}
+	for _, kv := range hs.Env() {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	cfg, err := controlplane.ConfigFromEnv(hs.Getenv)
+	if err != nil || cfg.HeadscaleURL != hs.URL || cfg.HeadscaleAPIKey.Reveal() != hs.APIKey {
+		t.Fatalf("ConfigFromEnv(Getenv) = %+v, %v", cfg, err)
+	}
+	if env[controlplane.EnvHeadscaleURL] != hs.URL || env[controlplane.EnvHeadscaleAPIKey] != hs.APIKey {
+		t.Errorf("Env() = %v, not the variables controlplane reads", hs.Env())
+	}
+}
 
 // TestHeadscaleDevicesAndKeys runs the device and key half of the interface
 // against a real Headscale: a tagged ephemeral key minted through it lets a
@@ -19,7 +37,7 @@ func TestHeadscaleDevicesAndKeys(t *testing.T) {
 	hs := headscaletest.Start(t, headscaletest.Options{Logf: t.Logf})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := hs.Client
+	c := newClient(t, hs.Getenv)
 
 	if err := c.Verify(ctx); err != nil {
 		t.Fatalf("Verify: %v", err)
@@ -40,7 +58,7 @@ func TestHeadscaleDevicesAndKeys(t *testing.T) {
 		t.Errorf("key expires in %v, want about 5m", until)
 	}
 
-	_, st := hs.NewNode(t, headscaletest.NodeOptions{Hostname: "cp-test-node", AuthKey: key.Key, Ephemeral: true})
+	_, st := hs.NewNode(t, headscaletest.NodeOptions{Hostname: "cp-test-node", AuthKey: key.Key.Reveal(), Ephemeral: true})
 	selfIPs := st.Self.TailscaleIPs
 	t.Logf("node joined as %s with %v", st.Self.ID, selfIPs)
 
@@ -87,7 +105,7 @@ func TestHeadscalePolicyCAS(t *testing.T) {
 	hs := headscaletest.Start(t, headscaletest.Options{Policy: headscaletest.SeedPolicy})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := hs.Client
+	c := newClient(t, hs.Getenv)
 
 	p1, err := c.GetPolicy(ctx)
 	if err != nil {

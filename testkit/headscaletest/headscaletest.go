@@ -12,8 +12,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -21,62 +21,57 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"tailscale.com/types/logger"
-	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/proto/contract"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // Tags the project uses, owned by the harness's user in every policy here.
 const (
-	TagWebUI   = "tag:tsymbiote-webui"
-	TagAdapter = "tag:tsymbiote-adapter"
-	TagPod     = "tag:k8s-pod"
+	TagWebUI   = contract.TagWebUI
+	TagAdapter = contract.TagAdapter
+	TagPod     = contract.TagPod
+	TagTest    = "tag:test" // for nodes that stand in for anything else
 )
 
-// SeedPolicy is the policy the README asks users to add: the WebUI and the
-// adapters may reach each other on tcp:3621, and pods may reach anything.
-const SeedPolicy = `{
-  "tagOwners": {
-    "tag:tsymbiote-webui":   ["tsymbiote@"],
-    "tag:tsymbiote-adapter": ["tsymbiote@"],
-    "tag:k8s-pod":           ["tsymbiote@"],
-    "tag:test":              ["tsymbiote@"],
+// tagOwners lets the harness's user own every tag above.
+const tagOwners = `  "tagOwners": {
+    "` + TagWebUI + `":   ["` + User + `@"],
+    "` + TagAdapter + `": ["` + User + `@"],
+    "` + TagPod + `":           ["` + User + `@"],
+    "` + TagTest + `":              ["` + User + `@"],
   },
-  "grants": [
-    // The WebUI must be able to talk to the adapters, and the adapters must
-    // be able to see the WebUI for WhoIs.
-    {
-      "src": ["tag:tsymbiote-webui", "tag:tsymbiote-adapter"],
-      "dst": ["tag:tsymbiote-webui", "tag:tsymbiote-adapter"],
-      "ip":  ["tcp:3621"],
+`
+
+// webUIAdapterGrant lets the WebUI and the adapters reach each other on
+// the adapter port: the WebUI calls the adapters, and the adapters must
+// see the WebUI for WhoIs.
+const webUIAdapterGrant = `    {
+      "src": ["` + TagWebUI + `", "` + TagAdapter + `"],
+      "dst": ["` + TagWebUI + `", "` + TagAdapter + `"],
+      "ip":  ["tcp:` + contract.PortString + `"],
     },
-  ],
+`
+
+// SeedPolicy is the policy the README asks users to add: the WebUI and the
+// adapters may reach each other on the adapter port, and pods may reach
+// anything.
+const SeedPolicy = "{\n" + tagOwners + `  "grants": [
+` + webUIAdapterGrant + `  ],
   "acls": [
-    {"action": "accept", "src": ["tag:k8s-pod"], "dst": ["*:*"]},
+    {"action": "accept", "src": ["` + TagPod + `"], "dst": ["*:*"]},
   ],
 }
 `
 
-// OpenPolicy is SeedPolicy plus a rule that lets every node reach every
-// other, so that tests can show that a service's own checks (not the network
-// policy) refuse a caller. It is the default.
-const OpenPolicy = `{
-  "tagOwners": {
-    "tag:tsymbiote-webui":   ["tsymbiote@"],
-    "tag:tsymbiote-adapter": ["tsymbiote@"],
-    "tag:k8s-pod":           ["tsymbiote@"],
-    "tag:test":              ["tsymbiote@"],
-  },
-  "grants": [
-    {
-      "src": ["tag:tsymbiote-webui", "tag:tsymbiote-adapter"],
-      "dst": ["tag:tsymbiote-webui", "tag:tsymbiote-adapter"],
-      "ip":  ["tcp:3621"],
-    },
-    {"src": ["*"], "dst": ["*"], "ip": ["*"]},
+// OpenPolicy is SeedPolicy's grant plus one that lets every node reach
+// every other, so that tests can show that a service's own checks (not the
+// network policy) refuse a caller. It is the default.
+const OpenPolicy = "{\n" + tagOwners + `  "grants": [
+` + webUIAdapterGrant + `    {"src": ["*"], "dst": ["*"], "ip": ["*"]},
   ],
 }
 `
@@ -93,33 +88,60 @@ type Options struct {
 	// pass a host-side veth address, as a namespace cannot reach the host's
 	// loopback.
 	ListenAddr string
-	// Binary overrides the headscale binary; see Binary.
+	// Binary overrides the headscale binary: $HEADSCALE_BIN, or the pinned
+	// build in ./bin, when empty.
 	Binary string
 	// Logf receives Headscale's output; discarded when nil.
 	Logf logger.Logf
 }
 
-// Server is a running Headscale.
+// Server is a running Headscale. Tests reach its API with a control-plane
+// client of their own, configured from Getenv or Env.
 type Server struct {
-	URL    string              // server_url: the control URL and API base
-	APIKey controlplane.Secret // an API key for URL
-	Client controlplane.Client // a Headscale client using APIKey
-	Config controlplane.Config // the configuration Client was made from
-	Dir    string              // temporary directory holding config, keys, DB and socket
-	STUN   string              // host:port of the STUN server
+	URL    string // server_url: the control URL and API base
+	APIKey string // an API key for URL; a secret: never log it
+	Dir    string // temporary directory holding config, keys, DB and socket
+	STUN   string // host:port of the STUN server
 
 	binary   string
 	cfgPath  string
-	cmd      *exec.Cmd
-	done     chan struct{}
+	proc     *testkit.Process
 	stopOnce sync.Once
 	ownDir   bool
 }
 
-// Start starts a Server for t and stops it when t ends. It fails t when the
-// headscale binary has not been built.
+// Environment variables naming a Headscale, as every daemon reads them.
+const (
+	EnvURL    = "HEADSCALE_URL"
+	EnvAPIKey = "HEADSCALE_API_KEY"
+)
+
+// Getenv answers EnvURL and EnvAPIKey for this server and "" otherwise, in
+// the shape of os.Getenv, for a control-plane configuration read from the
+// environment.
+func (s *Server) Getenv(key string) string {
+	switch key {
+	case EnvURL:
+		return s.URL
+	case EnvAPIKey:
+		return s.APIKey
+	}
+	return ""
+}
+
+// Env is the environment that points a daemon at this server.
+func (s *Server) Env() []string {
+	return []string{EnvURL + "=" + s.URL, EnvAPIKey + "=" + s.APIKey}
+}
+
+// Start starts a Server for t and stops it when t ends. Without the
+// headscale binary it skips t, or fails it under CI=true.
 func Start(t testing.TB, opts Options) *Server {
 	t.Helper()
+	testkit.Integration(t)
+	if opts.Binary == "" && os.Getenv("HEADSCALE_BIN") == "" {
+		opts.Binary = testkit.Binary(t, "headscale")
+	}
 	dir := t.TempDir()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -137,11 +159,11 @@ func Start(t testing.TB, opts Options) *Server {
 func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err error) {
 	bin := opts.Binary
 	if bin == "" {
-		if bin, err = Binary(); err != nil {
+		if bin, err = binary(); err != nil {
 			return nil, err
 		}
 	}
-	s := &Server{binary: bin, done: make(chan struct{})}
+	s := &Server{binary: bin}
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "headscaletest-"); err != nil {
 			return nil, err
@@ -161,7 +183,7 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 	if host == "" {
 		host = "127.0.0.1"
 	}
-	ports, err := freeTCPPorts(host, 3)
+	ports, err := testkit.FreePorts(host, 3)
 	if err != nil {
 		return nil, err
 	}
@@ -180,19 +202,18 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 		return nil, err
 	}
 
-	s.cmd = exec.Command(bin, "serve", "-c", s.cfgPath)
-	s.cmd.Dir = dir
-	out := &logWriter{logf: opts.Logf}
-	s.cmd.Stdout, s.cmd.Stderr = out, out
-	// Headscale must not outlive a test binary that dies without cleanup.
-	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	cmd := exec.Command(bin, "serve", "-c", s.cfgPath)
+	cmd.Dir = dir
+	if opts.Logf != nil {
+		w := &lineWriter{logf: opts.Logf}
+		cmd.Stdout, cmd.Stderr = w, w
 	}
-	go func() { _ = s.cmd.Wait(); close(s.done) }()
-
+	// Headscale must not outlive a test binary that dies without cleanup.
+	if s.proc, err = testkit.Launch(cmd); err != nil {
+		return nil, err
+	}
 	if err := s.waitHealthy(ctx); err != nil {
-		return nil, fmt.Errorf("%w; last output:\n%s", err, out.tail())
+		return nil, fmt.Errorf("%w; last output:\n%s", err, s.proc.Output())
 	}
 	if _, err := s.cli(ctx, "users", "create", User); err != nil {
 		return nil, err
@@ -201,16 +222,12 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 	if err != nil {
 		return nil, err
 	}
-	s.APIKey = controlplane.Secret(lastLine(key))
-	s.Config = controlplane.Config{HeadscaleURL: s.URL, HeadscaleAPIKey: s.APIKey}
-	if s.Client, err = controlplane.New(logger.Discard, s.Config); err != nil {
-		return nil, err
-	}
+	s.APIKey = lastLine(key)
 	policy := opts.Policy
 	if policy == "" {
 		policy = OpenPolicy
 	}
-	if _, err := s.Client.SetPolicy(ctx, policy, ""); err != nil {
+	if err := s.api(ctx, http.MethodPut, "/api/v1/policy", map[string]string{"policy": policy}, nil); err != nil {
 		return nil, fmt.Errorf("setting initial policy: %w", err)
 	}
 	return s, nil
@@ -220,14 +237,8 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 // to call more than once.
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
-		if s.cmd != nil && s.cmd.Process != nil {
-			s.cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-s.done:
-			case <-time.After(5 * time.Second):
-				syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
-				<-s.done
-			}
+		if s.proc != nil {
+			s.proc.Stop(5 * time.Second)
 		}
 		if s.ownDir {
 			os.RemoveAll(s.Dir)
@@ -235,9 +246,68 @@ func (s *Server) Stop() {
 	})
 }
 
+// KeyOptions shape an auth key AuthKey mints.
+type KeyOptions struct {
+	Tags      []string // the tags nodes registered with it get
+	Ephemeral bool     // its nodes are removed when they go offline
+	Reusable  bool     // it may register more than one node
+}
+
+// AuthKey mints a preauthorized key with opts.Tags that expires in an
+// hour, through Headscale's API (as the project's control-plane client
+// does).
+func (s *Server) AuthKey(ctx context.Context, opts KeyOptions) (string, error) {
+	req := map[string]any{
+		"aclTags":    opts.Tags,
+		"ephemeral":  opts.Ephemeral,
+		"reusable":   opts.Reusable,
+		"expiration": time.Now().Add(time.Hour).UTC().Format(time.RFC3339),
+	}
+	var resp struct {
+		PreAuthKey struct {
+			Key string `json:"key"`
+		} `json:"preAuthKey"`
+	}
+	if err := s.api(ctx, http.MethodPost, "/api/v1/preauthkey", req, &resp); err != nil {
+		return "", fmt.Errorf("minting a %v key: %w", opts.Tags, err)
+	}
+	return resp.PreAuthKey.Key, nil
+}
+
+// api calls Headscale's REST API with the server's API key. Errors carry
+// the status and body, never the key.
+func (s *Server) api(ctx context.Context, method, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, method, s.URL+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+s.APIKey)
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 1<<20))
+	if err != nil {
+		return err
+	}
+	if res.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s %s: %s: %s", method, path, res.Status, bytes.TrimSpace(data))
+	}
+	if out == nil {
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
 // UserAuthKey mints a key that registers nodes owned by User, without tags,
-// through the CLI (the API client only mints tagged keys).
-func (s *Server) UserAuthKey(ctx context.Context, ephemeral bool) (controlplane.Secret, error) {
+// through the CLI (the API only mints tagged keys).
+func (s *Server) UserAuthKey(ctx context.Context, ephemeral bool) (string, error) {
 	out, err := s.cli(ctx, "users", "list", "-o", "json")
 	if err != nil {
 		return "", err
@@ -266,7 +336,7 @@ func (s *Server) UserAuthKey(ctx context.Context, ephemeral bool) (controlplane.
 	if err != nil {
 		return "", err
 	}
-	return controlplane.Secret(lastLine(key)), nil
+	return lastLine(key), nil
 }
 
 func (s *Server) waitHealthy(ctx context.Context) error {
@@ -279,7 +349,7 @@ func (s *Server) waitHealthy(ctx context.Context) error {
 			}
 		}
 		select {
-		case <-s.done:
+		case <-s.proc.Done():
 			return fmt.Errorf("headscale exited during start-up")
 		case <-ctx.Done():
 			return fmt.Errorf("headscale at %s not healthy: %w", s.URL, ctx.Err())
@@ -371,25 +441,6 @@ tuning:
 `, dir, listen, metrics, grpcAddr, stun, host)
 }
 
-func freeTCPPorts(host string, n int) ([]int, error) {
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-		if err != nil {
-			return nil, fmt.Errorf("finding a free port on %s: %w", host, err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
-}
-
 func freeUDPPort(host string) (int, error) {
 	c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
 	if err != nil {
@@ -399,94 +450,22 @@ func freeUDPPort(host string) (int, error) {
 	return c.LocalAddr().(*net.UDPAddr).Port, nil
 }
 
-// Binary returns the path of the pinned headscale binary: $HEADSCALE_BIN, or
-// bin/headscale-<version> at the repository root.
-func Binary() (string, error) {
+// binary returns the headscale binary: $HEADSCALE_BIN, or the pinned build.
+func binary() (string, error) {
 	if p := os.Getenv("HEADSCALE_BIN"); p != "" {
 		return p, nil
 	}
-	return RepoBinary("headscale", "HEADSCALE_VERSION")
+	return testkit.FindBinary("headscale")
 }
 
-// RepoBinary finds bin/<name>-<version> at the repository root, where version
-// is the value of versionVar in hack/versions.env.
-func RepoBinary(name, versionVar string) (string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	v, err := PinnedVersion(versionVar)
-	if err != nil {
-		return "", err
-	}
-	p := filepath.Join(root, "bin", name+"-"+v)
-	if _, err := os.Stat(p); err != nil {
-		return "", fmt.Errorf("%s %s not built (%s missing): run `make tools`", name, v, p)
-	}
-	return p, nil
-}
-
-// RepoRoot finds the repository root by walking up from the working
-// directory to the directory holding hack/versions.env.
-func RepoRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "hack", "versions.env")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("repository root (with hack/versions.env) not found above the working directory")
-		}
-		dir = parent
-	}
-}
-
-// PinnedVersion returns a version pinned in hack/versions.env.
-func PinnedVersion(name string) (string, error) {
-	root, err := RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	data, err := os.ReadFile(filepath.Join(root, "hack", "versions.env"))
-	if err != nil {
-		return "", err
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && k == name {
-			return strings.TrimSpace(v), nil
-		}
-	}
-	return "", fmt.Errorf("%s not pinned in hack/versions.env", name)
-}
-
-// logWriter forwards output to logf and keeps the last few KiB for errors.
-type logWriter struct {
+// lineWriter forwards output to logf a line at a time.
+type lineWriter struct {
 	logf logger.Logf
-	mu   sync.Mutex
-	buf  []byte
 }
 
-func (w *logWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	w.buf = append(w.buf, p...)
-	if len(w.buf) > 8<<10 {
-		w.buf = w.buf[len(w.buf)-8<<10:]
-	}
-	w.mu.Unlock()
-	if w.logf != nil {
-		for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
-			w.logf("headscale: %s", line)
-		}
+func (w *lineWriter) Write(p []byte) (int, error) {
+	for line := range strings.SplitSeq(strings.TrimRight(string(p), "\n"), "\n") {
+		w.logf("headscale: %s", line)
 	}
 	return len(p), nil
-}
-
-func (w *logWriter) tail() string {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return string(w.buf)
 }

@@ -11,7 +11,6 @@ import (
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
-	"tsymbiote.dhouti.dev/controlplane"
 )
 
 var offlineOnce sync.Once
@@ -32,10 +31,10 @@ func OfflineClean() {
 // NodeOptions configure NewNode.
 type NodeOptions struct {
 	Hostname  string
-	Tags      []string            // tags for the auth key NewNode mints
-	AuthKey   controlplane.Secret // use this key instead of minting one
-	Ephemeral bool                // register as an ephemeral node
-	Logf      logger.Logf         // the node's logs; discarded when nil
+	Tags      []string    // tags for the auth key NewNode mints
+	AuthKey   string      // use this key instead of minting one
+	Ephemeral bool        // register as an ephemeral node
+	Logf      logger.Logf // the node's logs; discarded when nil
 }
 
 // NewNode joins a tsnet node to s, waits until it is running, and closes it
@@ -47,14 +46,12 @@ func (s *Server) NewNode(t testing.TB, opts NodeOptions) (*tsnet.Server, *ipnsta
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	key := opts.AuthKey
-	if key.IsZero() {
-		k, err := s.Client.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
-			Tags: opts.Tags, Ephemeral: opts.Ephemeral, Preauthorized: true, Expiry: 10 * time.Minute,
-		})
+	if key == "" {
+		k, err := s.AuthKey(ctx, KeyOptions{Tags: opts.Tags, Ephemeral: opts.Ephemeral})
 		if err != nil {
 			t.Fatalf("minting a key for %s: %v", opts.Hostname, err)
 		}
-		key = k.Key
+		key = k
 	}
 	logf := opts.Logf
 	if logf == nil {
@@ -64,7 +61,7 @@ func (s *Server) NewNode(t testing.TB, opts NodeOptions) (*tsnet.Server, *ipnsta
 		Dir:        t.TempDir(),
 		Hostname:   opts.Hostname,
 		ControlURL: s.URL,
-		AuthKey:    key.Reveal(),
+		AuthKey:    key,
 		Ephemeral:  opts.Ephemeral,
 		Logf:       logf,
 		UserLogf:   logf,

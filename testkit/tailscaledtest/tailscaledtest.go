@@ -1,8 +1,4 @@
-// Package tailscaledtest runs real tailscaled daemons (the pinned build in
-// ./bin) for tests: userspace networking, their own socket, state directory
-// and WireGuard port, offline-clean (no log upload, plain-HTTP DERP, no port
-// mapper probes). Each daemon dies with the test process (Pdeathsig) and is
-// killed, and its directory removed, by the test's cleanup.
+// Package tailscaledtest runs real tailscaled daemons (the pinned build in ./bin) for tests and the demo: userspace networking, their own socket, state directory and WireGuard port, offline-clean.
 package tailscaledtest
 
 import (
@@ -19,7 +15,8 @@ import (
 	"time"
 
 	"tailscale.com/client/local"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // Env is the environment every daemon and CLI call gets: no log upload,
@@ -31,7 +28,9 @@ var Env = []string{
 	"TS_DISABLE_PORTMAPPER=1",
 }
 
-// Daemon is one running tailscaled.
+// Daemon is one running tailscaled. Each dies with the process that
+// started it (testkit.Process); Close kills it and removes its files.
+// Its methods are safe for concurrent use.
 type Daemon struct {
 	Name     string
 	Dir      string // holds the socket and state; short, for the socket path limit
@@ -39,19 +38,21 @@ type Daemon struct {
 	StateDir string
 
 	bin, cli string
-	logf     func(string, ...any)
+	logf     logger.Logf
 
 	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  *tailBuffer
+	proc *testkit.Process // nil while stopped
+	last string           // the output of the last process, once stopped
 }
 
 // Start starts a tailscaled named name for t, and stops it and removes its
-// files when t ends.
+// files when t ends. Without the pinned binaries it skips t, or fails it
+// under CI=true.
 func Start(t testing.TB, name string) *Daemon {
 	t.Helper()
-	d, err := New(name, t.Logf)
+	testkit.Binary(t, "tailscaled")
+	testkit.Binary(t, "tailscale")
+	d, err := New(t.Logf, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,21 +67,21 @@ func Start(t testing.TB, name string) *Daemon {
 
 // New starts a tailscaled named name outside a test. The caller must call
 // Close.
-func New(name string, logf func(string, ...any)) (*Daemon, error) {
-	return NewIn("", name, logf)
+func New(logf logger.Logf, name string) (*Daemon, error) {
+	return NewIn(logf, "", name)
 }
 
 // NewIn is New with the daemon's directory made in parent (the system's
 // temporary directory when empty), so that a caller that may be killed
 // before Close (the demo) keeps every file in one place to sweep.
-func NewIn(parent, name string, logf func(string, ...any)) (*Daemon, error) {
-	bin, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
+func NewIn(logf logger.Logf, parent, name string) (*Daemon, error) {
+	bin, err := testkit.FindBinary("tailscaled")
 	if err != nil {
-		return nil, fmt.Errorf("tailscaled: %w (run hack/build-bin.sh tailscaled)", err)
+		return nil, err
 	}
-	cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION")
+	cli, err := testkit.FindBinary("tailscale")
 	if err != nil {
-		return nil, fmt.Errorf("tailscale CLI: %w (run hack/build-bin.sh tailscale)", err)
+		return nil, err
 	}
 	// t.TempDir paths can exceed the 108-byte unix socket limit.
 	dir, err := os.MkdirTemp(parent, "tsd-"+name+"-")
@@ -111,7 +112,7 @@ func (d *Daemon) Close() {
 func (d *Daemon) Restart() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd != nil {
+	if d.proc != nil {
 		return fmt.Errorf("tailscaled %s already running", d.Name)
 	}
 	cmd := exec.Command(d.bin,
@@ -122,16 +123,17 @@ func (d *Daemon) Restart() error {
 		"--no-logs-no-support",
 	)
 	cmd.Env = append(os.Environ(), Env...)
-	d.out = &tailBuffer{}
-	cmd.Stdout, cmd.Stderr = d.out, d.out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting tailscaled %s: %w", d.Name, err)
+	proc, err := testkit.Launch(cmd)
+	if err != nil {
+		return fmt.Errorf("tailscaled %s: %w", d.Name, err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	d.cmd, d.done = cmd, done
+	d.proc = proc
+	d.logf("tailscaled %s: started (pid %d)", d.Name, proc.PID())
+	return d.waitSocket(proc)
+}
 
+// waitSocket waits until the LocalAPI answers, for at most 30s.
+func (d *Daemon) waitSocket(proc *testkit.Process) error {
 	lc := d.Client()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
@@ -142,8 +144,8 @@ func (d *Daemon) Restart() error {
 			return nil
 		}
 		select {
-		case <-done:
-			return fmt.Errorf("tailscaled %s exited during start-up:\n%s", d.Name, d.out.String())
+		case <-proc.Done():
+			return fmt.Errorf("tailscaled %s exited during start-up:\n%s", d.Name, proc.Output())
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -158,12 +160,12 @@ func (d *Daemon) Restart() error {
 func (d *Daemon) Stop() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd == nil {
+	if d.proc == nil {
 		return
 	}
-	syscall.Kill(-d.cmd.Process.Pid, syscall.SIGKILL)
-	<-d.done
-	d.cmd, d.done = nil, nil
+	d.proc.Kill()
+	d.last = d.proc.Output()
+	d.proc = nil
 	// A killed daemon leaves its socket file behind; remove it so that
 	// "not running" looks the same as after a clean exit.
 	os.Remove(d.Socket)
@@ -173,10 +175,10 @@ func (d *Daemon) Stop() {
 func (d *Daemon) PID() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.cmd == nil {
+	if d.proc == nil {
 		return 0
 	}
-	return d.cmd.Process.Pid
+	return d.proc.PID()
 }
 
 // Client is a LocalAPI client for the daemon.
@@ -199,6 +201,7 @@ func (d *Daemon) CLI(ctx context.Context, args ...string) (string, error) {
 	cmd.Env = append(os.Environ(), Env...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
+	// A call outlives a test binary that dies by up to --timeout otherwise.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Run(); err != nil {
 		return out.String(), fmt.Errorf("tailscale %s on %s: %w: %s", args[0], d.Name, err, strings.TrimSpace(out.String()))
@@ -206,34 +209,12 @@ func (d *Daemon) CLI(ctx context.Context, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// Output is the daemon's recent output.
+// Output is the daemon's recent output (the last run's, once stopped).
 func (d *Daemon) Output() string {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.out == nil {
-		return ""
+	if d.proc == nil {
+		return d.last
 	}
-	return d.out.String()
-}
-
-// tailBuffer keeps the last 32 KiB written to it.
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > 32<<10 {
-		b.buf = b.buf[len(b.buf)-32<<10:]
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
+	return d.proc.Output()
 }

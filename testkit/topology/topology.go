@@ -1,178 +1,225 @@
-// Package topology starts a real demo-like tailnet for the WebUI's tests and
-// benchmarks: real tailscaled daemons (controlplane/tailscaledtest) logged
-// in to a real Headscale, and real adapter processes (the tsymbiote-adapter
-// command) attached to them and joined with tag:tsymbiote-adapter keys.
-// Everything is offline-clean and dies with the test process.
+// Package topology starts a demo-like tailnet for the WebUI's tests and the demo: real tailscaled daemons logged in to a real Headscale, and real adapter processes attached to them.
 package topology
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
-	"time"
 
-	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/proto/contract"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 )
 
-// Adapter is one running adapter process.
-type Adapter struct {
-	Name    string
-	Sockets []string
-
-	mu   sync.Mutex
-	cmd  *exec.Cmd
-	done chan struct{}
-	out  bytes.Buffer
+// Options shape a Topology.
+type Options struct {
+	Nodes int // tailscaled daemons
+	// NodeName names daemon i (from 0) and its tailnet host; node-00,
+	// node-01, ... when nil.
+	NodeName func(i int) string
+	// NodeTags are the tags of the daemons' auth keys; untagged nodes
+	// owned by headscaletest.User when empty.
+	NodeTags []string
+	// AdapterPerNode attaches one adapter process to each daemon (the
+	// demo's shape); otherwise one adapter serves every daemon as targets.
+	AdapterPerNode bool
+	// AdapterName names adapter i (from 0) on the tailnet; adapter-00,
+	// adapter-01, ... when nil.
+	AdapterName func(i int) string
+	// AdapterBin is the tsymbiote-adapter binary (testkit.BuildOnce in a
+	// test, ./bin in the demo).
+	AdapterBin string
+	// AdapterEnv is added to every adapter's environment.
+	AdapterEnv []string
+	// Dir holds every file the topology makes, so that a caller that may
+	// be killed (the demo) has one place to sweep; the system's temporary
+	// directory when empty.
+	Dir  string
+	Logf logger.Logf
 }
 
-// Topology is a set of daemons and the adapters attached to them.
+// Topology is a set of daemons and the adapters attached to them. Start
+// builds it; Close takes it down.
 type Topology struct {
 	HS       *headscaletest.Server
 	Daemons  []*tailscaledtest.Daemon
 	Adapters []*Adapter
 
-	dirs []string
+	opts Options
+	dirs []string // temporary directories to remove
 }
 
-// Options shape a Topology.
-type Options struct {
-	Nodes int // tailscaled daemons, named node-00, node-01, ...
-	// AdapterPerNode attaches one adapter process to each daemon (the
-	// demo's shape); otherwise one adapter serves every daemon as targets.
-	AdapterPerNode bool
-	// AdapterBin is the tsymbiote-adapter binary; see AdapterBinary.
-	AdapterBin string
-	Logf       func(string, ...any)
+// Adapter is one running adapter process.
+type Adapter struct {
+	Name    string // its host name on the tailnet
+	Sockets []string
+
+	proc *testkit.Process
 }
 
-// AdapterBinary returns $TSYMBIOTE_ADAPTER_BIN, or builds the adapter
-// command from the repository's adapter module into dir.
-func AdapterBinary(ctx context.Context, dir string) (string, error) {
-	if p := os.Getenv("TSYMBIOTE_ADAPTER_BIN"); p != "" {
-		return p, nil
-	}
-	root, err := headscaletest.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "tsymbiote-adapter")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/tsymbiote-adapter")
-	cmd.Dir = filepath.Join(root, "adapter")
-	cmd.Env = append(os.Environ(), "GOWORK=off")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("building the adapter (set TSYMBIOTE_ADAPTER_BIN to skip): %w\n%s", err, out)
-	}
-	return bin, nil
-}
-
-func mintKey(ctx context.Context, cp controlplane.Client, ephemeral bool, tags ...string) (controlplane.Secret, error) {
-	k, err := cp.CreateAuthKey(ctx, controlplane.AuthKeyRequest{Tags: tags, Ephemeral: ephemeral, Preauthorized: true, Reusable: false, Expiry: 30 * time.Minute})
-	if err != nil {
-		return "", fmt.Errorf("minting a %v key: %w", tags, err)
-	}
-	return k.Key, nil
-}
-
-// Start brings up opts.Nodes daemons on hs, logged in with tag:test keys,
-// and their adapters, and waits until every adapter serves. Call Close.
+// Start brings up opts.Nodes daemons logged in to hs and their adapters,
+// and waits until every adapter serves. On error, what it started is
+// already stopped; otherwise the caller must call Close.
 func Start(ctx context.Context, hs *headscaletest.Server, opts Options) (_ *Topology, err error) {
-	logf := opts.Logf
-	if logf == nil {
-		logf = func(string, ...any) {}
-	}
-	tp := &Topology{HS: hs}
+	tp := &Topology{HS: hs, opts: withDefaults(opts)}
 	defer func() {
 		if err != nil {
 			tp.Close()
 		}
 	}()
-
-	// Start and log in the daemons a few at a time: all at once starves
-	// two cores and makes logins time out.
-	tp.Daemons = make([]*tailscaledtest.Daemon, opts.Nodes)
-	sem := make(chan struct{}, 6)
-	var (
-		wg    sync.WaitGroup
-		mu    sync.Mutex
-		first error
-	)
-	for i := range opts.Nodes {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			d, err := startDaemon(ctx, fmt.Sprintf("node-%02d", i), hs, logf)
-			mu.Lock()
-			defer mu.Unlock()
-			tp.Daemons[i] = d
-			if err != nil && first == nil {
-				first = err
-			}
-		}()
+	if err := tp.startDaemons(ctx); err != nil {
+		return nil, err
 	}
-	wg.Wait()
-	if first != nil {
-		return nil, first
-	}
-
-	bin := opts.AdapterBin
-	if bin == "" {
-		if bin, err = AdapterBinary(ctx, tp.tempDir("tsw-bin-")); err != nil {
-			return nil, err
-		}
-	}
-	var groups [][]string
-	if opts.AdapterPerNode {
-		for _, d := range tp.Daemons {
-			groups = append(groups, []string{d.Socket})
-		}
-	} else {
-		var all []string
-		for _, d := range tp.Daemons {
-			all = append(all, d.Socket)
-		}
-		groups = [][]string{all}
-	}
-	for i, socks := range groups {
-		a := &Adapter{Name: fmt.Sprintf("adapter-%02d", i), Sockets: socks}
-		tp.Adapters = append(tp.Adapters, a)
-		if err := a.start(ctx, bin, hs, tp.tempDir("tsw-a-")); err != nil {
-			return nil, err
-		}
-	}
-	for _, a := range tp.Adapters {
-		if err := a.waitServing(ctx); err != nil {
+	for i, sockets := range tp.adapterSockets() {
+		if _, err := tp.StartAdapter(ctx, tp.opts.AdapterName(i), sockets...); err != nil {
 			return nil, err
 		}
 	}
 	return tp, nil
 }
 
-func (tp *Topology) tempDir(prefix string) string {
-	d, err := os.MkdirTemp("", prefix)
-	if err != nil {
-		panic(err)
+func withDefaults(opts Options) Options {
+	if opts.NodeName == nil {
+		opts.NodeName = func(i int) string { return fmt.Sprintf("node-%02d", i) }
 	}
-	tp.dirs = append(tp.dirs, d)
-	return d
+	if opts.AdapterName == nil {
+		opts.AdapterName = func(i int) string { return fmt.Sprintf("adapter-%02d", i) }
+	}
+	if opts.Logf == nil {
+		opts.Logf = logger.Discard
+	}
+	return opts
 }
 
-// Close stops everything and removes what Start made.
-func (tp *Topology) Close() {
-	for _, a := range tp.Adapters {
-		a.Stop()
+// startDaemons starts and logs in the daemons a few at a time: all at once
+// starves two cores and makes logins time out.
+func (tp *Topology) startDaemons(ctx context.Context) error {
+	tp.Daemons = make([]*tailscaledtest.Daemon, tp.opts.Nodes)
+	sem := make(chan struct{}, 6)
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	for i := range tp.opts.Nodes {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			d, err := tp.startDaemon(ctx, tp.opts.NodeName(i))
+			mu.Lock()
+			defer mu.Unlock()
+			tp.Daemons[i] = d
+			if err != nil && first == nil {
+				first = err
+			}
+		})
 	}
+	wg.Wait()
+	return first
+}
+
+// startDaemon starts a tailscaled named name and logs it in. The daemon it
+// returns, even with an error, must be closed.
+func (tp *Topology) startDaemon(ctx context.Context, name string) (*tailscaledtest.Daemon, error) {
+	d, err := tailscaledtest.NewIn(tp.opts.Logf, tp.opts.Dir, name)
+	if err != nil {
+		return nil, err
+	}
+	var key string
+	if len(tp.opts.NodeTags) == 0 {
+		key, err = tp.HS.UserAuthKey(ctx, false)
+	} else {
+		key, err = tp.HS.AuthKey(ctx, headscaletest.KeyOptions{Tags: tp.opts.NodeTags})
+	}
+	if err != nil {
+		return d, err
+	}
+	if err := d.Up(ctx, tp.HS.URL, key, name); err != nil {
+		return d, err
+	}
+	tp.opts.Logf("topology: %s up", name)
+	return d, nil
+}
+
+// adapterSockets groups the daemons' sockets by the adapter that serves
+// them.
+func (tp *Topology) adapterSockets() [][]string {
+	var groups [][]string
+	for _, d := range tp.Daemons {
+		if tp.opts.AdapterPerNode || len(groups) == 0 {
+			groups = append(groups, nil)
+		}
+		groups[len(groups)-1] = append(groups[len(groups)-1], d.Socket)
+	}
+	return groups
+}
+
+// StartAdapter starts an adapter named name attached to sockets, joined
+// to the tailnet with an ephemeral adapter-tagged key, and waits until it
+// serves. Close stops it.
+func (tp *Topology) StartAdapter(ctx context.Context, name string, sockets ...string) (*Adapter, error) {
+	key, err := tp.HS.AuthKey(ctx, headscaletest.KeyOptions{Tags: []string{contract.TagAdapter}, Ephemeral: true})
+	if err != nil {
+		return nil, err
+	}
+	home, err := tp.homeDir(name)
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"--hostname", name, "--port", contract.PortString}
+	for _, s := range sockets {
+		args = append(args, "--socket", s)
+	}
+	cmd := exec.Command(tp.opts.AdapterBin, args...)
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(), tailscaledtest.Env...)
+	// HOME and TMPDIR too: an adapter killed with its starter leaves its
+	// tsnet state where the starter's sweep finds it.
+	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME="+home, "TMPDIR="+home,
+		"TS_AUTHKEY="+key, "TS_CONTROL_URL="+tp.HS.URL)
+	cmd.Env = append(cmd.Env, tp.opts.AdapterEnv...)
+	proc, err := testkit.Launch(cmd)
+	if err != nil {
+		return nil, fmt.Errorf("adapter %s: %w", name, err)
+	}
+	proc.Name = name
+	a := &Adapter{Name: name, Sockets: sockets, proc: proc}
+	tp.Adapters = append(tp.Adapters, a)
+	if err := proc.WaitFor(ctx, "serving on the tailnet"); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// homeDir makes the directory an adapter runs in.
+func (tp *Topology) homeDir(name string) (string, error) {
+	if tp.opts.Dir != "" {
+		home := filepath.Join(tp.opts.Dir, name)
+		return home, os.MkdirAll(home, 0o700)
+	}
+	home, err := os.MkdirTemp("", "tsw-a-")
+	if err != nil {
+		return "", err
+	}
+	tp.dirs = append(tp.dirs, home)
+	return home, nil
+}
+
+// Close stops the adapters (SIGTERM, so that they log out and delete
+// their nodes), then the daemons, and removes what Start made. Headscale
+// is the caller's.
+func (tp *Topology) Close() {
+	var wg sync.WaitGroup
+	for _, a := range tp.Adapters {
+		wg.Go(func() { a.proc.Stop(testkit.StopGrace) })
+	}
+	wg.Wait()
 	for _, d := range tp.Daemons {
 		if d != nil {
 			d.Close()
@@ -183,96 +230,15 @@ func (tp *Topology) Close() {
 	}
 }
 
-// startDaemon starts a tailscaled named name and logs it in to hs with a
-// tag:test key. The daemon it returns, even with an error, must be closed.
-func startDaemon(ctx context.Context, name string, hs *headscaletest.Server, logf func(string, ...any)) (*tailscaledtest.Daemon, error) {
-	d, err := tailscaledtest.New(name, logf)
-	if err != nil {
-		return nil, err
-	}
-	key, err := mintKey(ctx, hs.Client, false, "tag:test")
-	if err != nil {
-		return d, err
-	}
-	if err := d.Up(ctx, hs.URL, key.Reveal(), name); err != nil {
-		return d, err
-	}
-	logf("%s up", name)
-	return d, nil
-}
+// Output is the adapter's recent output.
+func (a *Adapter) Output() string { return a.proc.Output() }
 
-func (a *Adapter) start(ctx context.Context, bin string, hs *headscaletest.Server, home string) error {
-	key, err := mintKey(ctx, hs.Client, true, headscaletest.TagAdapter)
-	if err != nil {
-		return err
-	}
-	args := []string{"--hostname", a.Name, "-p", "3621"}
-	for _, s := range a.Sockets {
-		args = append(args, "--socket", s)
-	}
-	cmd := exec.Command(bin, args...)
-	cmd.Env = append(os.Environ(), tailscaledtest.Env...)
-	cmd.Env = append(cmd.Env, "HOME="+home, "XDG_CONFIG_HOME="+home, "TS_AUTHKEY="+key.Reveal(), "TS_CONTROL_URL="+hs.URL)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", a.Name, err)
-	}
-	a.cmd, a.done = cmd, make(chan struct{})
-	go func() { _ = cmd.Wait(); pw.Close(); close(a.done) }()
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			a.mu.Lock()
-			if a.out.Len() < 64<<10 {
-				a.out.WriteString(sc.Text() + "\n")
-			}
-			a.mu.Unlock()
-		}
-	}()
-	return nil
-}
-
-func (a *Adapter) waitServing(ctx context.Context) error {
-	for {
-		a.mu.Lock()
-		ok := strings.Contains(a.out.String(), "serving on the tailnet")
-		a.mu.Unlock()
-		if ok {
-			return nil
-		}
-		select {
-		case <-a.done:
-			return fmt.Errorf("%s exited during start-up:\n%s", a.Name, a.Output())
-		case <-ctx.Done():
-			return fmt.Errorf("%s not serving: %w\n%s", a.Name, ctx.Err(), a.Output())
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-// Output is the adapter's output so far.
-func (a *Adapter) Output() string {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return a.out.String()
-}
+// Done is closed when the adapter's process has exited.
+func (a *Adapter) Done() <-chan struct{} { return a.proc.Done() }
 
 // Freeze stops the adapter's process (SIGSTOP) without killing it: calls
 // to it hang, as to an adapter whose host went away, until Stop.
-func (a *Adapter) Freeze() {
-	if a.cmd == nil {
-		return
-	}
-	_ = a.cmd.Process.Signal(syscall.SIGSTOP)
-}
+func (a *Adapter) Freeze() { _ = a.proc.Signal(syscall.SIGSTOP) }
 
 // Stop kills the adapter at once, as a crash or a lost host would.
-func (a *Adapter) Stop() {
-	if a.cmd == nil {
-		return
-	}
-	a.cmd.Process.Kill()
-	<-a.done
-}
+func (a *Adapter) Stop() { a.proc.Kill() }

@@ -1,0 +1,177 @@
+package testkit
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// StopGrace is how long Stop waits after SIGTERM before it kills: enough
+// for the project's daemons to log out and delete their nodes.
+const StopGrace = 10 * time.Second
+
+// Process is a child process tied to the life of the process that started
+// it. The kernel kills it when its starter dies (Pdeathsig), even without
+// cleanup; it runs in its own process group, so that a kill reaches
+// whatever it started; and Stop asks it to exit (SIGTERM) before killing
+// it. Its last output is kept for errors and failed tests. Its methods are
+// safe for concurrent use.
+type Process struct {
+	Name string // what logs and errors call it
+
+	cmd      *exec.Cmd
+	out      *tailBuffer
+	done     chan struct{}
+	err      error // Wait's result; set before done is closed
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// Launch starts cmd as a Process named after its binary. Its output goes
+// to cmd.Stdout and cmd.Stderr when set, and to Output in any case. The
+// caller must call Stop (Start does it for a test).
+func Launch(cmd *exec.Cmd) (*Process, error) {
+	p := &Process{Name: filepath.Base(cmd.Path), cmd: cmd, out: &tailBuffer{}, done: make(chan struct{})}
+	cmd.Stdout = teeTo(cmd.Stdout, p.out)
+	cmd.Stderr = teeTo(cmd.Stderr, p.out)
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+	cmd.SysProcAttr.Setpgid = true
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting %s: %w", p.Name, err)
+	}
+	go func() {
+		p.err = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+// Start is Launch for a test: it fails t when cmd does not start, stops
+// the process when t ends, and then logs its last output if t failed.
+func Start(t testing.TB, cmd *exec.Cmd) *Process {
+	t.Helper()
+	p, err := Launch(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.Stop(StopGrace)
+		if t.Failed() {
+			t.Logf("%s (pid %d) last output:\n%s", p.Name, p.PID(), p.Output())
+		}
+	})
+	return p
+}
+
+func teeTo(w io.Writer, tail *tailBuffer) io.Writer {
+	if w == nil {
+		return tail
+	}
+	return io.MultiWriter(w, tail)
+}
+
+// PID is the process's ID.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
+// Done is closed once the process has exited and its output is read.
+func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Err is how the process exited (exec.Cmd.Wait's error); valid after Done.
+func (p *Process) Err() error {
+	<-p.done
+	return p.err
+}
+
+// Signal sends sig to the process (not its group).
+func (p *Process) Signal(sig syscall.Signal) error {
+	return p.cmd.Process.Signal(sig)
+}
+
+// Stop sends SIGTERM, waits up to grace for an exit, then kills the whole
+// process group, and returns how the process exited. It is safe to call
+// more than once and after the process exited; later calls return the
+// first's result.
+func (p *Process) Stop(grace time.Duration) error {
+	p.stopOnce.Do(func() {
+		_ = p.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(grace):
+			p.killGroup()
+		}
+		p.stopErr = p.Err()
+	})
+	return p.stopErr
+}
+
+// Kill kills the process group at once, as a crash or a lost host would,
+// and waits for the exit.
+func (p *Process) Kill() {
+	p.stopOnce.Do(func() {
+		p.killGroup()
+		p.stopErr = p.Err()
+	})
+}
+
+func (p *Process) killGroup() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+	<-p.done
+}
+
+// Output is the process's last output (up to 256 KiB).
+func (p *Process) Output() string { return p.out.String() }
+
+// WaitFor waits until the process's output holds mark. It fails when the
+// process exits first or ctx ends, with the output in the error.
+func (p *Process) WaitFor(ctx context.Context, mark string) error {
+	for {
+		if strings.Contains(p.Output(), mark) {
+			return nil
+		}
+		select {
+		case <-p.done:
+			if strings.Contains(p.Output(), mark) {
+				return nil
+			}
+			return fmt.Errorf("%s exited (%v) before saying %q:\n%s", p.Name, p.err, mark, p.Output())
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not say %q: %w\n%s", p.Name, mark, ctx.Err(), p.Output())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// tailBuffer keeps the last 256 KiB written to it: enough to find start-up
+// marks and to show why a process failed, bounded for chatty daemons.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+}
+
+const tailSize = 256 << 10
+
+func (b *tailBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.buf = append(b.buf, p...)
+	if len(b.buf) > tailSize {
+		b.buf = append(b.buf[:0], b.buf[len(b.buf)-tailSize:]...)
+	}
+	return len(p), nil
+}
+
+func (b *tailBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return string(b.buf)
+}
