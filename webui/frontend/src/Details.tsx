@@ -1,10 +1,13 @@
 // Details of one node: what the graph knows, and for hosts (nodes an
 // adapter answers for) their status, prefs, DNS, netcheck and live logs.
 import { useEffect, useRef, useState } from "react";
-import type { GraphNode, Result } from "./api";
+import type { DetailKind, GraphNode, Result } from "./api";
 import { fetchDetails } from "./api";
 
-const KINDS = [
+// What the tabs show: each a DetailKind, and the live logs.
+type Kind = DetailKind | "logs";
+
+const KINDS: readonly (readonly [Kind, string])[] = [
   ["status", "Status"],
   ["prefs", "Prefs"],
   ["dns", "DNS config"],
@@ -12,9 +15,9 @@ const KINDS = [
   ["serve", "Serve"],
   ["derpmap", "DERP map"],
   ["logs", "Logs"],
-] as const;
+];
 
-function Fetched({ host, what }: { host: string; what: string }) {
+function Fetched({ host, what }: { host: string; what: DetailKind }) {
   const [state, setState] = useState<{ loading: boolean; data?: unknown; error?: string }>({ loading: true });
   useEffect(() => {
     let live = true;
@@ -67,7 +70,7 @@ function Logs({ host }: { host: string }) {
 }
 
 export function Details({ node, results, onClose }: { node: GraphNode; results: Result[]; onClose: () => void }) {
-  const [kind, setKind] = useState<string>("status");
+  const [kind, setKind] = useState<Kind>("status");
   const [host, setHost] = useState<string>(node.hosts[0] ?? "");
   useEffect(() => {
     setHost(node.hosts[0] ?? "");

@@ -1,122 +1,13 @@
-// Types of the WebUI's browser API (see the Go package webui) and thin
-// fetch helpers. Every helper throws an Error carrying the server's own
-// message, so that the UI can show it where the call was made.
+// The WebUI's browser API: its types, generated from the Go package webui
+// (api.gen.ts, by make generate), and thin fetch helpers. Every helper
+// throws an Error carrying the server's own message, so that the UI can
+// show it where the call was made.
+import type { Caller, DetailKind, FanoutRequest, FanoutState, Graph, Result } from "./api.gen";
 
-export interface GraphNode {
-  id: string;
-  name: string;
-  dnsName?: string;
-  os?: string;
-  version?: string;
-  user?: string;
-  tags: string[];
-  addresses: string[];
-  online: boolean;
-  hosts: string[];
-  seenBy: string[];
-  lastSeen?: string;
-}
+export * from "./api.gen";
 
-export interface GraphEdge {
-  id: string;
-  source: string;
-  target: string;
-  host: string;
-  path: string; // direct, derp, peer-relay, idle
-  currentAddress?: string;
-  peerRelay?: string;
-  derpRegion?: string;
-  active: boolean;
-  online: boolean;
-  rxBytes: number;
-  txBytes: number;
-  lastHandshake?: string;
-}
-
-export interface GraphHost {
-  id: string;
-  nodeId?: string;
-  name: string;
-  adapter: string;
-  target: string;
-  version?: string;
-  state?: string;
-  error?: string;
-}
-
-export interface AdapterState {
-  id: string;
-  name: string;
-  addr: string;
-  online: boolean;
-  error?: string;
-  targets: number;
-}
-
-export interface Graph {
-  nodes: GraphNode[];
-  edges: GraphEdge[];
-  hosts: GraphHost[];
-  adapters: AdapterState[];
-  errors: string[];
-  generatedAt: string;
-}
-
-export type PingType = "disco" | "tsmp" | "icmp" | "peerapi";
-
-export interface FanoutRequest {
-  kind: "ping" | "dns";
-  hosts?: string[];
-  peers?: string[];
-  pingType?: PingType;
-  count?: number;
-  includeOffline?: boolean;
-  dnsName?: string;
-  dnsType?: string;
-  timeoutMs?: number;
-  concurrency?: number;
-  perHost?: number;
-}
-
-export interface Result {
-  seq: number;
-  host: string;
-  hostNode: string;
-  hostName: string;
-  adapter: string;
-  ok: boolean;
-  error?: string;
-  code?: string;
-  ms: number;
-  startedAt: string;
-  peer?: string;
-  peerName?: string;
-  peerIp?: string;
-  pingType?: string;
-  latencyMs?: number;
-  path?: string;
-  endpoint?: string;
-  derpRegion?: string;
-  peerRelay?: string;
-  sent?: number;
-  received?: number;
-  dnsName?: string;
-  rcode?: string;
-  answers?: string[];
-}
-
-export interface FanoutState {
-  id: string;
-  request: FanoutRequest;
-  total: number;
-  completed: number;
-  failed: number;
-  done: boolean;
-  canceled: boolean;
-  started: string;
-  elapsedMs: number;
-  results?: Result[];
-}
+// Me is who the server says the browser's user is.
+export type Me = Caller;
 
 async function errorOf(res: Response): Promise<Error> {
   let msg = `${res.status} ${res.statusText}`;
@@ -150,18 +41,10 @@ export async function cancelFanout(id: string): Promise<void> {
   if (!res.ok) throw await errorOf(res);
 }
 
-export async function fetchDetails(host: string, what: string): Promise<unknown> {
+export async function fetchDetails(host: string, what: DetailKind): Promise<unknown> {
   const res = await fetch(`/api/details?host=${encodeURIComponent(host)}&what=${encodeURIComponent(what)}`);
   if (!res.ok) throw await errorOf(res);
   return res.json();
-}
-
-export interface Me {
-  login?: string;
-  display?: string;
-  node?: string;
-  dev?: boolean;
-  allowed: boolean;
 }
 
 export async function fetchMe(): Promise<Me> {

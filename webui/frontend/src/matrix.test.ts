@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { FAILED_COLOR, buildMatrix, cellKey, heatColor } from "./matrix";
-import { ping } from "./fixtures";
+import { dns, ping } from "./fixtures";
 
 describe("buildMatrix", () => {
   it("has a row per host, a column per peer and a cell per pair", () => {
@@ -26,7 +26,7 @@ describe("buildMatrix", () => {
   });
 
   it("ignores DNS results and copes with none", () => {
-    const m = buildMatrix([{ ...ping("1", "2"), peer: undefined, dnsName: "x" }]);
+    const m = buildMatrix([dns("1", "x")]);
     expect(m.rows).toHaveLength(0);
     expect(m.min).toBe(0);
   });

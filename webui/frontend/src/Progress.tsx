@@ -1,0 +1,24 @@
+// The fan-out's progress bar and counts, and why it failed if it did.
+import type { FanoutState } from "./api";
+import { progressPercent } from "./fanout";
+
+export function Progress({ state, error }: { state: FanoutState | null; error: string | null }) {
+  if (!state && !error) return null;
+  const pct = progressPercent(state);
+  return (
+    <section className="progress-row">
+      {state && (
+        <>
+          <div className="progress" role="progressbar" aria-valuemin={0} aria-valuemax={100} aria-valuenow={pct} data-testid="progress">
+            <div className="bar" style={{ width: `${pct}%` }} />
+          </div>
+          <span data-testid="progress-text">
+            {state.completed}/{state.total} ({pct}%) · {state.failed} failed
+            {state.done ? ` · ${state.canceled ? "canceled" : "done"} in ${(state.elapsedMs / 1000).toFixed(2)} s` : " · running"}
+          </span>
+        </>
+      )}
+      {error && <span className="error" role="alert" data-testid="fanout-error">{error}</span>}
+    </section>
+  );
+}
