@@ -122,9 +122,15 @@ func fakeMesh(t testing.TB, n int, tweak func(i int, f *fakeAdapter)) ([]string,
 
 func newTestServer(t testing.TB, addrs []string, g *gate) (*Server, *httptest.Server) {
 	t.Helper()
+	return newTestServerDisc(t, staticDiscoverer(addrs), g)
+}
+
+// newTestServerDisc is newTestServer with the adapters disc lists.
+func newTestServerDisc(t testing.TB, disc Discoverer, g *gate) (*Server, *httptest.Server) {
+	t.Helper()
 	var d net.Dialer
 	m := newMetrics()
-	reg := NewRegistry(t.Logf, staticDiscoverer(addrs), d.DialContext, m, 5*time.Second)
+	reg := NewRegistry(t.Logf, disc, d.DialContext, m, 5*time.Second)
 	t.Cleanup(reg.Close)
 	if err := reg.Refresh(context.Background()); err != nil {
 		t.Fatal(err)

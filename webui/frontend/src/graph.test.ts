@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import { EDGE_COLORS, NO_FILTERS, buildElements, edgeCategory, filterOptions, formatLatency, nodeMatches, resultCategory } from "./graph";
+import { EDGE_COLORS, NO_FILTERS, TAG_ADAPTER, adapterNodes, buildElements, edgeCategory, filterOptions, formatLatency, nodeMatches, resultCategory } from "./graph";
 import { edge, graph, mesh, node, ping } from "./fixtures";
+import { tailnet } from "./tailnet.fixture";
 
 describe("buildElements", () => {
   it("makes a node per device and an edge per (host, peer)", () => {
@@ -98,5 +99,50 @@ describe("scale", () => {
     expect(el.counts.direct).toBe(9900);
     console.log(`buildElements, 100 nodes / 9900 edges with results: ${ms.toFixed(1)} ms`);
     expect(ms).toBeLessThan(2000);
+  });
+});
+
+describe("adapters", () => {
+  it("draws each adapter on the host it debugs, not beside it", () => {
+    const g = tailnet(4, 2, 0);
+    expect(g.nodes).toHaveLength(13);
+    expect(adapterNodes(g).get("a-demo-node-1")).toEqual(["n-demo-node-1"]);
+    const el = buildElements(g, [], NO_FILTERS);
+    expect(el.nodes.map((n) => n.data.name).sort()).toEqual([
+      "demo-default-pod-1", "demo-default-pod-2", "demo-node-1", "demo-node-2", "demo-node-3", "demo-node-4", "tsymbiote-webui-demo",
+    ]);
+    const pod = el.nodes.find((n) => n.data.id === "n-demo-default-pod-1")!;
+    expect(pod.data.adapters).toEqual(["tsymbiote-adapter-pod-1"]);
+    expect(pod.classes).toContain("debugged");
+    // 6 hosts see 12 peers each; the 6 adapters among them are folded.
+    expect(el.edges).toHaveLength(36);
+    expect(el.folded).toBe(36);
+    expect(el.edges.some((e) => e.data.target.startsWith("a-"))).toBe(false);
+  });
+
+  it("finds an adapter by address when its ID is not a node's", () => {
+    const g = tailnet(2, 0, 0);
+    g.adapters[0].id = "100.64.0.2:3621";
+    g.hosts[0].id = "100.64.0.2:3621|sock";
+    expect(adapterNodes(g).get("a-demo-node-1")).toEqual(["n-demo-node-1"]);
+  });
+
+  it("keeps an adapter a node when its host is filtered out", () => {
+    const el = buildElements(tailnet(2, 1, 0), [], { ...NO_FILTERS, tag: TAG_ADAPTER });
+    expect(el.nodes.map((n) => n.data.name)).toEqual(["tsymbiote-adapter-demo-node-1", "tsymbiote-adapter-demo-node-2", "tsymbiote-adapter-pod-1"]);
+    expect(el.nodes.every((n) => n.data.adapters.length === 0)).toBe(true);
+  });
+
+  it("matches a search for an adapter on its host", () => {
+    const el = buildElements(tailnet(2, 0, 0), [], { ...NO_FILTERS, search: "adapter-demo-node-2" });
+    expect(el.nodes.filter((n) => n.classes.includes("match")).map((n) => n.data.id)).toEqual(["n-demo-node-2"]);
+  });
+
+  it("leaves adapters reached outside the tailnet alone", () => {
+    const g = mesh(3);
+    g.adapters = [{ id: "127.0.0.1:4000", name: "127.0.0.1:4000", addr: "127.0.0.1:4000", online: true, targets: 1 }];
+    g.hosts = [{ id: "127.0.0.1:4000|sock", nodeId: "1", name: "node-1", adapter: "127.0.0.1:4000", target: "sock" }];
+    expect(adapterNodes(g).size).toBe(0);
+    expect(buildElements(g, [], NO_FILTERS).nodes).toHaveLength(3);
   });
 });

@@ -1,6 +1,11 @@
 // Pure graph building: the API's graph plus the last fan-out's results
 // become cytoscape elements with classes for colour, filtered and searched.
 import type { Graph, GraphEdge, GraphNode, Result } from "./api";
+import { shortLabel } from "./layout";
+
+// The tags of TSymbiote's own nodes (contract.TagAdapter, contract.TagWebUI).
+export const TAG_ADAPTER = "tag:tsymbiote-adapter";
+export const TAG_WEBUI = "tag:tsymbiote-webui";
 
 // Edge categories, each with its own colour.
 export type EdgeCategory = "direct" | "derp" | "peer-relay" | "peerapi" | "local" | "failed" | "idle";
@@ -104,8 +109,10 @@ export function nodeMatches(n: GraphNode, q: string): boolean {
 
 export interface NodeData {
   id: string;
-  label: string;
+  label: string; // the name, shortened
+  name: string;
   node: GraphNode;
+  adapters: string[]; // names of the adapters drawn on this node
 }
 export interface EdgeData {
   id: string;
@@ -127,6 +134,53 @@ export interface Elements {
   nodes: Element<NodeData>[];
   edges: Element<EdgeData>[];
   counts: Record<EdgeCategory, number>;
+  // folded counts the edges to and from adapters drawn on their hosts:
+  // they are in the graph (and pinged) but not drawn.
+  folded: number;
+}
+
+// hostIDSep joins an adapter's ID and its target into a host ID (as the
+// Go side's hostID does).
+const hostIDSep = "|";
+
+// adapterNodes finds the tailnet node of each adapter that debugs a
+// host, and maps it to the nodes of the hosts it debugs. An adapter is a
+// tailnet node of its own beside the tailscaled it attaches to; it is
+// found by its ID (the control plane's device ID) or else by the address
+// it was reached at. Adapters reached outside the tailnet (--adapter
+// host:port) have no node and are left out.
+export function adapterNodes(g: Graph): Map<string, string[]> {
+  const byID = new Map(g.nodes.map((n) => [n.id, n]));
+  const byAddr = new Map<string, string>();
+  for (const n of g.nodes) for (const a of n.addresses) byAddr.set(a, n.id);
+  const adapterNode = new Map<string, string>();
+  for (const a of g.adapters) {
+    if (byID.has(a.id)) {
+      adapterNode.set(a.id, a.id);
+      continue;
+    }
+    const ip = hostOf(a.addr);
+    const id = ip ? byAddr.get(ip) : undefined;
+    if (id) adapterNode.set(a.id, id);
+  }
+  const out = new Map<string, string[]>();
+  for (const h of g.hosts) {
+    const adapterID = h.id.slice(0, h.id.lastIndexOf(hostIDSep));
+    const an = adapterNode.get(adapterID);
+    if (!an || !h.nodeId || an === h.nodeId || !byID.has(h.nodeId)) continue;
+    const hs = out.get(an) ?? [];
+    if (!hs.includes(h.nodeId)) hs.push(h.nodeId);
+    out.set(an, hs);
+  }
+  // A node that is itself a host stays a node of its own.
+  for (const an of [...out.keys()]) if ((byID.get(an)?.hosts.length ?? 0) > 0) out.delete(an);
+  return out;
+}
+
+// hostOf is the IP of "ip:port" or "[ip6]:port".
+function hostOf(addr: string): string {
+  const m = /^\[(.*)\]:\d+$/.exec(addr) ?? /^([^:]*):\d+$/.exec(addr);
+  return m ? m[1] : "";
 }
 
 // buildElements makes the cytoscape elements for g with the results of
@@ -134,23 +188,47 @@ export interface Elements {
 // let through (an edge needs both of its ends visible).
 export function buildElements(g: Graph, results: Result[], f: Filters): Elements {
   const idx = resultIndex(results);
-  const visible = new Set<string>();
+  const shown = g.nodes.filter((n) => nodeVisible(n, f));
+  const visible = new Set(shown.map((n) => n.id));
+  // An adapter is drawn on the hosts it debugs, as a badge, not as a node
+  // beside them; with none of its hosts in view it is a node again.
+  const onHost = new Map<string, GraphNode[]>();
+  const folded = new Set<string>();
+  const byID = new Map(g.nodes.map((n) => [n.id, n]));
+  for (const [an, hosts] of adapterNodes(g)) {
+    const a = byID.get(an)!;
+    const hs = hosts.filter((h) => visible.has(h));
+    if (hs.length === 0) continue;
+    folded.add(an);
+    for (const h of hs) onHost.set(h, [...(onHost.get(h) ?? []), a]);
+  }
   const nodes: Element<NodeData>[] = [];
-  for (const n of g.nodes) {
-    if (!nodeVisible(n, f)) continue;
-    visible.add(n.id);
+  for (const n of shown) {
+    if (folded.has(n.id)) continue;
+    const adapters = onHost.get(n.id) ?? [];
     const cls = [n.online ? "online" : "offline"];
     if (n.hosts.length > 0) cls.push("host");
-    if (n.tags.includes("tag:tsymbiote-adapter") || n.tags.includes("tag:tsymbiote-webui")) cls.push("infra");
-    if (f.search && nodeMatches(n, f.search)) cls.push("match");
-    nodes.push({ group: "nodes", data: { id: n.id, label: n.name || n.id, node: n }, classes: cls.join(" ") });
+    if (adapters.length > 0) cls.push("debugged");
+    if (n.tags.includes(TAG_ADAPTER) || n.tags.includes(TAG_WEBUI)) cls.push("infra");
+    if (f.search && [n, ...adapters].some((m) => nodeMatches(m, f.search))) cls.push("match");
+    const name = n.name || n.id;
+    nodes.push({
+      group: "nodes",
+      data: { id: n.id, label: shortLabel(name), name, node: n, adapters: adapters.map((a) => a.name || a.id) },
+      classes: cls.join(" "),
+    });
   }
   const counts: Record<EdgeCategory, number> = {
     direct: 0, derp: 0, "peer-relay": 0, peerapi: 0, local: 0, failed: 0, idle: 0,
   };
   const edges: Element<EdgeData>[] = [];
+  let foldedEdges = 0;
   for (const e of g.edges) {
     if (!visible.has(e.source) || !visible.has(e.target)) continue;
+    if (folded.has(e.source) || folded.has(e.target)) {
+      foldedEdges++;
+      continue;
+    }
     const r = idx.get(pairKey(e.source, e.target));
     const category = edgeCategory(e, r);
     counts[category]++;
@@ -161,7 +239,7 @@ export function buildElements(g: Graph, results: Result[], f: Filters): Elements
       classes: `cat-${category}${r ? " pinged" : ""}`,
     });
   }
-  return { nodes, edges, counts };
+  return { nodes, edges, counts, folded: foldedEdges };
 }
 
 // filterOptions lists the tags and OSes the filters offer.
