@@ -195,7 +195,6 @@ type Result struct {
 	Millis    float64    `json:"ms"`             // the call's own duration
 	StartedAt string     `json:"startedAt"`
 
-	// Ping.
 	Peer       string   `json:"peer,omitempty" tskind:"ping"` // node ID
 	PeerName   string   `json:"peerName,omitempty" tskind:"ping"`
 	PeerIP     string   `json:"peerIp,omitempty" tskind:"ping"`
@@ -208,7 +207,6 @@ type Result struct {
 	Sent       int      `json:"sent,omitempty" tskind:"ping"`
 	Received   int      `json:"received,omitempty" tskind:"ping"`
 
-	// DNS.
 	DNSName string   `json:"dnsName,omitempty" tskind:"dns"`
 	Rcode   string   `json:"rcode,omitempty" tskind:"dns"`
 	Answers []string `json:"answers,omitempty" tskind:"dns"`

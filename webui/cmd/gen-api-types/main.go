@@ -36,7 +36,7 @@ var roots = []reflect.Type{
 }
 
 func main() {
-	src := flag.String("src", ".", "directory of the webui package, whose source lists the enums' values")
+	src := flag.String("src", ".", "directory of the webui package, whose source lists the enums' values and holds the comments")
 	out := flag.String("out", "frontend/src/api.gen.ts", "file to write")
 	flag.Parse()
 	if err := run(*src, *out); err != nil {
@@ -45,11 +45,11 @@ func main() {
 }
 
 func run(src, out string) error {
-	enums, err := tsgen.EnumValues(src)
+	source, err := tsgen.ReadSource(src)
 	if err != nil {
 		return err
 	}
-	g := &tsgen.Generator{Enums: enums, EnumPkg: roots[0].PkgPath()}
+	g := &tsgen.Generator{Enums: source.Enums, Docs: source.Docs, EnumPkg: roots[0].PkgPath()}
 	ts, err := g.Generate(roots...)
 	if err != nil {
 		return err

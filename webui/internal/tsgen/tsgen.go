@@ -31,6 +31,9 @@ type Generator struct {
 	// order. A string type of an enum package without an entry is an
 	// error: its constants would be missing from the union.
 	Enums map[string][]string
+	// Docs holds comments to carry over, by Go name: "Type" for a type,
+	// "Type.Field" for a field (see ReadSource).
+	Docs map[string]string
 	// EnumPkg is the package path whose defined string types are enums;
 	// defined string types of other packages become string.
 	EnumPkg string
@@ -73,6 +76,7 @@ func (g *Generator) enqueue(t reflect.Type) {
 
 // declare writes the declaration of the named type t.
 func (g *Generator) declare(t reflect.Type) (string, error) {
+	doc := comment("", g.Docs[t.Name()])
 	if g.isEnum(t) {
 		vals, err := g.enumValues(t)
 		if err != nil {
@@ -83,25 +87,25 @@ func (g *Generator) declare(t reflect.Type) (string, error) {
 			quoted[i] = strconv.Quote(v)
 		}
 		// The values as an array too: TypeScript cannot list a union's.
-		return fmt.Sprintf("export type %[1]s = %[2]s;\nexport const %[1]sValues: readonly %[1]s[] = [%[3]s];\n",
-			t.Name(), strings.Join(quoted, " | "), strings.Join(quoted, ", ")), nil
+		return fmt.Sprintf("%[4]sexport type %[1]s = %[2]s;\nexport const %[1]sValues: readonly %[1]s[] = [%[3]s];\n",
+			t.Name(), strings.Join(quoted, " | "), strings.Join(quoted, ", "), doc), nil
 	}
 	if t.Kind() != reflect.Struct {
 		ts, err := g.typeOf(t, true)
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("export type %s = %s;\n", t.Name(), ts), nil
+		return fmt.Sprintf("%sexport type %s = %s;\n", doc, t.Name(), ts), nil
 	}
 	fs, err := g.fields(t)
 	if err != nil {
 		return "", err
 	}
 	if u := unionOf(fs); u != nil {
-		return g.declareUnion(t, fs, u)
+		return g.declareUnion(t, fs, u, doc)
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "export interface %s {\n", t.Name())
+	fmt.Fprintf(&b, "%sexport interface %s {\n", doc, t.Name())
 	for _, f := range fs {
 		b.WriteString(f.line())
 	}
@@ -117,14 +121,30 @@ type field struct {
 	union    string // the TagUnion tag, on the discriminant
 	kind     string // the TagKind tag
 	goType   reflect.Type
+	doc      string
 }
 
 func (f field) line() string {
+	return comment("  ", f.doc) + f.decl()
+}
+
+func (f field) decl() string {
 	opt := ""
 	if f.optional {
 		opt = "?"
 	}
 	return fmt.Sprintf("  %s%s: %s;\n", propName(f.name), opt, f.ts)
+}
+
+// comment returns text as // lines with indent, or "" for no text.
+func comment(indent, text string) string {
+	var b strings.Builder
+	for l := range strings.SplitSeq(strings.TrimSpace(text), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			fmt.Fprintf(&b, "%s// %s\n", indent, l)
+		}
+	}
+	return b.String()
 }
 
 // fields lists t's JSON properties, with embedded structs' fields inline
@@ -157,7 +177,7 @@ func (g *Generator) fields(t reflect.Type) ([]field, error) {
 		if name == "" || !hasTag {
 			name = sf.Name
 		}
-		f := field{name: name, goType: sf.Type, union: sf.Tag.Get(TagUnion), kind: sf.Tag.Get(TagKind)}
+		f := field{name: name, goType: sf.Type, union: sf.Tag.Get(TagUnion), kind: sf.Tag.Get(TagKind), doc: g.Docs[t.Name()+"."+sf.Name]}
 		optional := false
 		for o := range strings.SplitSeq(opts, ",") {
 			switch o {
@@ -206,7 +226,7 @@ func unionOf(fs []field) *union {
 // interface per member, and T as their union. Each member declares the
 // other members' fields as never, so that reading one without narrowing
 // first is still allowed and gives undefined.
-func (g *Generator) declareUnion(t reflect.Type, fs []field, u *union) (string, error) {
+func (g *Generator) declareUnion(t reflect.Type, fs []field, u *union, doc string) (string, error) {
 	vals, err := g.enumValues(u.disc.goType)
 	if err != nil {
 		return "", fmt.Errorf("discriminant %s: %w", u.disc.name, err)
@@ -228,7 +248,7 @@ func (g *Generator) declareUnion(t reflect.Type, fs []field, u *union) (string, 
 	}
 	var b strings.Builder
 	base := t.Name() + "Base"
-	fmt.Fprintf(&b, "export interface %s {\n", base)
+	fmt.Fprintf(&b, "// %s holds the fields every %s has.\nexport interface %[1]s {\n", base, t.Name())
 	for _, f := range fs {
 		if f.kind == "" && f.union == "" {
 			b.WriteString(f.line())
@@ -237,7 +257,7 @@ func (g *Generator) declareUnion(t reflect.Type, fs []field, u *union) (string, 
 	b.WriteString("}\n")
 	var names []string
 	for _, m := range u.members {
-		fmt.Fprintf(&b, "\nexport interface %s extends %s {\n", m[1], base)
+		fmt.Fprintf(&b, "\n// %s is a %s of %s %q.\nexport interface %[1]s extends %[2]sBase {\n", m[1], t.Name(), u.disc.name, m[0])
 		fmt.Fprintf(&b, "  %s: %s;\n", propName(u.disc.name), strconv.Quote(m[0]))
 		for _, f := range fs {
 			if f.kind == m[0] {
@@ -252,7 +272,7 @@ func (g *Generator) declareUnion(t reflect.Type, fs []field, u *union) (string, 
 		b.WriteString("}\n")
 		names = append(names, m[1])
 	}
-	fmt.Fprintf(&b, "\nexport type %s = %s;\n", t.Name(), strings.Join(names, " | "))
+	fmt.Fprintf(&b, "\n%sexport type %s = %s;\n", doc, t.Name(), strings.Join(names, " | "))
 	return b.String(), nil
 }
 
@@ -329,7 +349,7 @@ func (g *Generator) typeOf(t reflect.Type, top bool) (string, error) {
 		}
 		var parts []string
 		for _, f := range fs {
-			parts = append(parts, strings.TrimSpace(strings.TrimSuffix(f.line(), "\n")))
+			parts = append(parts, strings.TrimSpace(f.decl()))
 		}
 		return "{ " + strings.Join(parts, " ") + " }", nil
 	}

@@ -94,6 +94,11 @@ type NoValues struct {
 	S Shade `json:"s"`
 }
 
+type Documented struct {
+	A int    `json:"a"`
+	B string `json:"b"`
+}
+
 type Self struct{}
 
 func (Self) MarshalJSON() ([]byte, error) { return []byte("1"), nil }
@@ -104,6 +109,7 @@ type SelfField struct {
 
 func TestGenerate(t *testing.T) {
 	enums := map[string][]string{"Color": {"red", "blue"}}
+	docs := map[string]string{"Documented": "Documented says why.\nOn two lines.", "Documented.A": "A is a.", "Documented.B": "the b"}
 	tests := []struct {
 		name    string
 		roots   []reflect.Type
@@ -168,10 +174,12 @@ export const ColorValues: readonly Color[] = ["red", "blue"];
 		{
 			name:  "union",
 			roots: []reflect.Type{reflect.TypeFor[Shape]()},
-			want: `export interface ShapeBase {
+			want: `// ShapeBase holds the fields every Shape has.
+export interface ShapeBase {
   size: number;
 }
 
+// RedShape is a Shape of kind "red".
 export interface RedShape extends ShapeBase {
   kind: "red";
   fire?: string;
@@ -179,6 +187,7 @@ export interface RedShape extends ShapeBase {
   wetter?: never;
 }
 
+// BlueShape is a Shape of kind "blue".
 export interface BlueShape extends ShapeBase {
   kind: "blue";
   water: number;
@@ -192,6 +201,19 @@ export type Color = "red" | "blue";
 export const ColorValues: readonly Color[] = ["red", "blue"];
 `,
 		},
+		{
+			name:  "comments",
+			roots: []reflect.Type{reflect.TypeFor[Documented]()},
+			want: `// Documented says why.
+// On two lines.
+export interface Documented {
+  // A is a.
+  a: number;
+  // the b
+  b: string;
+}
+`,
+		},
 		{name: "union value not in enum", roots: []reflect.Type{reflect.TypeFor[BadUnionValue]()}, wantErr: `tsunion "green=G"`},
 		{name: "union member missing", roots: []reflect.Type{reflect.TypeFor[MissingMember]()}, wantErr: "want one member for each of red, blue"},
 		{name: "kind not in enum", roots: []reflect.Type{reflect.TypeFor[BadKind]()}, wantErr: `tskind "green"`},
@@ -202,7 +224,7 @@ export const ColorValues: readonly Color[] = ["red", "blue"];
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			g := &Generator{Enums: enums, EnumPkg: reflect.TypeFor[Color]().PkgPath()}
+			g := &Generator{Enums: enums, Docs: docs, EnumPkg: reflect.TypeFor[Color]().PkgPath()}
 			got, err := g.Generate(tt.roots...)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
@@ -220,18 +242,11 @@ export const ColorValues: readonly Color[] = ["red", "blue"];
 	}
 }
 
-func TestEnumValues(t *testing.T) {
-	got, err := EnumValues(".")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// This package's own non-test constants: the two tags.
-	if len(got) != 0 {
-		t.Errorf("EnumValues(.) = %v, want none (its constants are untyped)", got)
-	}
+func TestReadSource(t *testing.T) {
 	dir := t.TempDir()
 	src := `package x
 
+// Kind is a kind.
 type Kind string
 
 const (
@@ -242,17 +257,31 @@ const (
 )
 
 const C Kind = "c"
+
+type (
+	// T is a thing.
+	T struct {
+		// X is the first.
+		X, Y int
+		Z string // the last
+		W bool
+	}
+)
 `
 	for name, text := range map[string]string{"x.go": src, "x_test.go": "package x\n\nconst T Kind = \"t\"\n"} {
 		if err := os.WriteFile(dir+"/"+name, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err = EnumValues(dir)
+	got, err := ReadSource(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{"a", "b", "c"}; !reflect.DeepEqual(got["Kind"], want) || len(got) != 1 {
-		t.Errorf("EnumValues = %v, want Kind: %v", got, want)
+	want := &Source{
+		Enums: map[string][]string{"Kind": {"a", "b", "c"}},
+		Docs:  map[string]string{"Kind": "Kind is a kind.", "T": "T is a thing.", "T.X": "X is the first.", "T.Y": "X is the first.", "T.Z": "the last"},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ReadSource = %+v, want %+v", got, want)
 	}
 }
