@@ -17,7 +17,7 @@ import (
 
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 )
 
 // readOnlyLocalAPI is every LocalAPI request the adapter may make. Ping is

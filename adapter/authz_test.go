@@ -19,7 +19,7 @@ import (
 	"google.golang.org/grpc/status"
 	"tailscale.com/tsnet"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 )
 
 // TestPermissionDenied is acceptance item 2: a caller without a tag and one

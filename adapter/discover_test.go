@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 )
 
 // TestDiscoverRealTailscaled runs --discover-socket against a real

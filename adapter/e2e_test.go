@@ -13,7 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 

@@ -15,8 +15,9 @@ import (
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
@@ -25,11 +26,7 @@ func TestMain(m *testing.M) {
 	// Headscale: no log upload, plain-HTTP DERP, no gateway probes.
 	headscaletest.OfflineClean()
 	envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
+	os.Exit(testkit.Main(m))
 }
 
 // world is a tailnet with two real tailscaled nodes and an adapter attached
@@ -43,15 +40,30 @@ type world struct {
 	runErr   chan error
 }
 
-func mintKey(t testing.TB, hs *headscaletest.Server, ephemeral bool, tags ...string) controlplane.Secret {
+func mintKey(t testing.TB, hs *headscaletest.Server, ephemeral bool, tags ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	k, err := hs.Client.CreateAuthKey(ctx, controlplane.AuthKeyRequest{Tags: tags, Ephemeral: ephemeral, Preauthorized: true, Expiry: 30 * time.Minute})
+	k, err := hs.AuthKey(ctx, headscaletest.KeyOptions{Tags: tags, Ephemeral: ephemeral})
 	if err != nil {
-		t.Fatalf("minting key %v: %v", tags, err)
+		t.Fatal(err)
 	}
-	return k.Key
+	return k
+}
+
+// controlPlane is a control-plane client for hs, configured as the
+// adapter's command configures its own: from the environment.
+func controlPlane(t testing.TB, hs *headscaletest.Server) controlplane.Client {
+	t.Helper()
+	cfg, err := controlplane.ConfigFromEnv(hs.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := controlplane.New(logger.Discard, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }
 
 // newWorld starts Headscale, two tailscaled (node-a, node-b) logged in with
@@ -66,7 +78,7 @@ func newWorld(t testing.TB, adapterCfg func(*world, *adapter.Config)) *world {
 	w.a = tailscaledtest.Start(t, "a")
 	w.b = tailscaledtest.Start(t, "b")
 	for _, d := range []*tailscaledtest.Daemon{w.a, w.b} {
-		if err := d.Up(ctx, w.hs.URL, mintKey(t, w.hs, false, "tag:test").Reveal(), "node-"+d.Name); err != nil {
+		if err := d.Up(ctx, w.hs.URL, mintKey(t, w.hs, false, headscaletest.TagTest), "node-"+d.Name); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -108,11 +120,11 @@ func (w *world) startAdapter(t testing.TB, mod func(*world, *adapter.Config)) {
 		Hostname:       "adapter-a",
 		Port:           adapter.DefaultPort,
 		Sockets:        []string{w.a.Socket},
-		AuthKey:        mintKey(t, w.hs, false, headscaletest.TagAdapter),
+		AuthKey:        controlplane.Secret(mintKey(t, w.hs, false, headscaletest.TagAdapter)),
 		ControlURL:     w.hs.URL,
 		StateDir:       t.TempDir(),
 		Logout:         true,
-		ControlPlane:   w.hs.Client,
+		ControlPlane:   controlPlane(t, w.hs),
 	}
 	if mod != nil {
 		mod(w, &cfg)

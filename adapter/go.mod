@@ -12,6 +12,7 @@ require (
 	tailscale.com v1.102.5
 	tsymbiote.dhouti.dev/controlplane v0.0.0
 	tsymbiote.dhouti.dev/proto v0.0.0
+	tsymbiote.dhouti.dev/testkit v0.0.0
 )
 
 require (
@@ -71,4 +72,5 @@ require (
 replace (
 	tsymbiote.dhouti.dev/controlplane => ../controlplane
 	tsymbiote.dhouti.dev/proto => ../proto
+	tsymbiote.dhouti.dev/testkit => ../testkit
 )

@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 )
 
 // TestInteractiveLogin: without TS_AUTHKEY the adapter logs the control
@@ -73,7 +73,7 @@ func TestForceLogin(t *testing.T) {
 	run := func(extra ...string) *adapterProc {
 		env := append([]string{
 			"HOME=" + home, "XDG_CONFIG_HOME=" + home, "HEADSCALE_URL=" + hs.URL,
-			"TS_AUTHKEY=" + mintKey(t, hs, false, headscaletest.TagAdapter).Reveal(),
+			"TS_AUTHKEY=" + mintKey(t, hs, false, headscaletest.TagAdapter),
 		}, extra...)
 		p := startAdapterCmd(t, env, "--socket", d.Socket, "--hostname", "adapter-force", "--logout=false")
 		p.stop(t)

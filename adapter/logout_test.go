@@ -14,8 +14,8 @@ import (
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
-	"tsymbiote.dhouti.dev/controlplane/tailscaledtest"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 )
 
 // TestLogout is acceptance item 5, run through the real command: with
@@ -27,11 +27,12 @@ func TestLogout(t *testing.T) {
 	d := tailscaledtest.Start(t, "a")
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if err := d.Up(ctx, hs.URL, mintKey(t, hs, false, "tag:test").Reveal(), "node-a"); err != nil {
+	if err := d.Up(ctx, hs.URL, mintKey(t, hs, false, headscaletest.TagTest), "node-a"); err != nil {
 		t.Fatal(err)
 	}
+	cp := controlPlane(t, hs)
 	adapterNodes := func() []controlplane.Device {
-		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagAdapter})
+		devs, err := cp.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagAdapter})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -53,11 +54,11 @@ func TestLogout(t *testing.T) {
 			host := "adapter-" + fmt.Sprint(time.Now().UnixNano()%100000)
 			env := []string{
 				"HOME=" + t.TempDir(), "XDG_CONFIG_HOME=" + t.TempDir(),
-				"TS_AUTHKEY=" + mintKey(t, hs, tc.ephemeral, headscaletest.TagAdapter).Reveal(),
+				"TS_AUTHKEY=" + mintKey(t, hs, tc.ephemeral, headscaletest.TagAdapter),
 				"HEADSCALE_URL=" + hs.URL,
 			}
 			if tc.apiCreds {
-				env = append(env, "HEADSCALE_API_KEY="+hs.APIKey.Reveal())
+				env = append(env, "HEADSCALE_API_KEY="+hs.APIKey)
 			}
 			p := startAdapterCmd(t, env, append([]string{"--socket", d.Socket, "--hostname", host, "-p", "3621"}, tc.args...)...)
 			var found bool
