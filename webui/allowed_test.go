@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // TestAllowedUsers serves the WebUI on the tailnet (no --dev) with
@@ -18,7 +18,6 @@ import (
 // the list and a node with another tag get 403 from the page and from the
 // API, with the reason; a node whose tag is listed gets in.
 func TestAllowedUsers(t *testing.T) {
-	needBinaries(t)
 	hs := headscaletest.Start(t, headscaletest.Options{})
 	readyc := make(chan Ready, 1)
 	_, _, _ = startWebUIReady(t, hs, func(c *Config) {

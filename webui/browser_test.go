@@ -1,6 +1,7 @@
 package webui
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/webui/frontend"
 )
 
@@ -23,27 +25,7 @@ import (
 // It needs the frontend built before the Go test binary (npm run build)
 // and /usr/bin/chromium (hack/apt.sh chromium).
 func TestBrowser(t *testing.T) {
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf
-	}
-	if _, ok := frontend.Assets(); !ok {
-		skip("frontend not built into this binary: run npm ci && npm run build in webui/frontend first")
-	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		skip("no Chromium at %s: run hack/apt.sh chromium", chromium)
-	}
-	if _, err := os.Stat("frontend/node_modules/playwright-core"); err != nil {
-		skip("playwright-core not installed: run npm ci in webui/frontend")
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skip("no node: %v", err)
-	}
+	chromium := needBrowser(t)
 	const nodes = 4
 	d := startDemo(t, nodes, true, nil)
 	g := d.waitGraph(t)
@@ -58,7 +40,7 @@ func TestBrowser(t *testing.T) {
 	out, _ = filepath.Abs(out)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, node, "e2e/run.mjs")
+	cmd := exec.CommandContext(ctx, "node", "e2e/run.mjs")
 	cmd.Dir = "frontend"
 	cmd.Env = append(os.Environ(), "WEBUI_URL="+d.url, "EXPECT_NODES="+strings.Join(expect, ","), "OUT_DIR="+out, "CHROMIUM="+chromium, "HOST_NODE="+d.tp.Daemons[0].Name)
 	b, err := cmd.CombinedOutput()
@@ -78,19 +60,7 @@ func TestBrowser(t *testing.T) {
 // printing load, fan-out and frame-gap figures. The fakes answer in 1 ms,
 // so the figures are the WebUI's own cost.
 func TestBrowserScale(t *testing.T) {
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf
-	}
-	if _, ok := frontend.Assets(); !ok {
-		skip("frontend not built into this binary: run npm ci && npm run build in webui/frontend first")
-	}
-	if _, err := os.Stat("/usr/bin/chromium"); err != nil && os.Getenv("CHROMIUM") == "" {
-		skip("no Chromium: run hack/apt.sh chromium")
-	}
-	if _, err := os.Stat("frontend/node_modules/playwright-core"); err != nil {
-		skip("playwright-core not installed: run npm ci in webui/frontend")
-	}
+	needBrowser(t)
 	const n = 100
 	addrs, _ := fakeMesh(t, n, func(i int, f *fakeAdapter) { f.delay = time.Millisecond })
 	_, hs := newTestServer(t, addrs, nil)
@@ -111,4 +81,27 @@ func TestBrowserScale(t *testing.T) {
 	if err != nil {
 		t.Fatalf("e2e: %v", err)
 	}
+}
+
+// needBrowser returns the Chromium the browser tests drive, after checking
+// for everything they need: the frontend built into this binary, Chromium
+// ($CHROMIUM or Debian's), playwright-core and node. A missing part skips
+// t, or fails it under CI=true (testkit.Missing); so does -short.
+func needBrowser(t testing.TB) (chromium string) {
+	t.Helper()
+	testkit.Integration(t)
+	if _, ok := frontend.Assets(); !ok {
+		testkit.Missing(t, "frontend not built into this binary: run npm ci && npm run build in webui/frontend first")
+	}
+	chromium = cmp.Or(os.Getenv("CHROMIUM"), "/usr/bin/chromium")
+	if _, err := os.Stat(chromium); err != nil {
+		testkit.Missing(t, "no Chromium at %s: run hack/apt.sh chromium", chromium)
+	}
+	if _, err := os.Stat("frontend/node_modules/playwright-core"); err != nil {
+		testkit.Missing(t, "playwright-core not installed: run npm ci in webui/frontend")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		testkit.Missing(t, "no node: %v", err)
+	}
+	return chromium
 }

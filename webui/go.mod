@@ -13,6 +13,7 @@ require (
 	tailscale.com v1.102.5
 	tsymbiote.dhouti.dev/controlplane v0.0.0
 	tsymbiote.dhouti.dev/proto v0.0.0
+	tsymbiote.dhouti.dev/testkit v0.0.0
 )
 
 require (
@@ -74,4 +75,5 @@ require (
 replace (
 	tsymbiote.dhouti.dev/controlplane => ../controlplane
 	tsymbiote.dhouti.dev/proto => ../proto
+	tsymbiote.dhouti.dev/testkit => ../testkit
 )

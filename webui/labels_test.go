@@ -14,7 +14,6 @@ import (
 	"google.golang.org/grpc"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 	"tsymbiote.dhouti.dev/proto/contract"
-	"tsymbiote.dhouti.dev/webui/frontend"
 )
 
 // TestBrowserLabels checks in Chromium that the graph stays readable: on a
@@ -25,26 +24,7 @@ import (
 // boxes cytoscape rendered, before and while a host is hovered. It keeps a
 // screenshot of each under bin/test-artifacts (or $E2E_OUT_DIR).
 func TestBrowserLabels(t *testing.T) {
-	if testing.Short() {
-		t.Skip("browser test: needs Chromium and the built frontend; skipped under -short")
-	}
-	skip := t.Skipf
-	if os.Getenv("CI") == "true" {
-		skip = t.Fatalf
-	}
-	if _, ok := frontend.Assets(); !ok {
-		skip("frontend not built into this binary: run npm ci && npm run build in webui/frontend first")
-	}
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		skip("no Chromium at %s: run hack/apt.sh chromium", chromium)
-	}
-	if _, err := os.Stat("frontend/node_modules/playwright-core"); err != nil {
-		skip("playwright-core not installed: run npm ci in webui/frontend")
-	}
+	chromium := needBrowser(t)
 	out := os.Getenv("E2E_OUT_DIR")
 	if out == "" {
 		out = filepath.Join("..", "bin", "test-artifacts", t.Name())

@@ -13,8 +13,11 @@ import (
 	"time"
 
 	"tailscale.com/envknob"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
-	"tsymbiote.dhouti.dev/webui/internal/topology"
+	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/topology"
 )
 
 func TestMain(m *testing.M) {
@@ -22,21 +25,7 @@ func TestMain(m *testing.M) {
 	// Headscale: no log upload, plain-HTTP DERP, no gateway probes.
 	headscaletest.OfflineClean()
 	envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
-	os.Exit(m.Run())
-}
-
-// needBinaries skips (or fails under CI) when the real parts are missing.
-func needBinaries(t testing.TB) {
-	t.Helper()
-	for _, b := range []string{"headscale:HEADSCALE_VERSION", "tailscaled:TAILSCALE_VERSION", "tailscale:TAILSCALE_VERSION"} {
-		name, v, _ := strings.Cut(b, ":")
-		if _, err := headscaletest.RepoBinary(name, v); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%v", err)
-			}
-			t.Skipf("%v", err)
-		}
-	}
+	os.Exit(testkit.Main(m))
 }
 
 // demo is the demo's topology: Headscale, tailscaled daemons with one
@@ -52,7 +41,8 @@ type demo struct {
 
 func startDemo(t testing.TB, nodes int, perNode bool, mod func(*Config)) *demo {
 	t.Helper()
-	needBinaries(t)
+	testkit.Binary(t, "tailscaled")
+	testkit.Binary(t, "tailscale")
 	d := &demo{hs: headscaletest.Start(t, headscaletest.Options{})}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -61,7 +51,10 @@ func startDemo(t testing.TB, nodes int, perNode bool, mod func(*Config)) *demo {
 	if nodes <= 10 {
 		logf = t.Logf
 	}
-	tp, err := topology.Start(ctx, d.hs, topology.Options{Nodes: nodes, AdapterPerNode: perNode, Logf: logf})
+	tp, err := topology.Start(ctx, d.hs, topology.Options{
+		Nodes: nodes, NodeTags: []string{headscaletest.TagTest}, AdapterPerNode: perNode, Logf: logf,
+		AdapterBin: testkit.BuildOnce(t, "tsymbiote.dhouti.dev/adapter/cmd/tsymbiote-adapter"),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,10 +73,14 @@ func startWebUI(t testing.TB, hs *headscaletest.Server, mod func(*Config)) (stri
 // startWebUIReady is startWebUI that also hands Ready to readyc.
 func startWebUIReady(t testing.TB, hs *headscaletest.Server, mod func(*Config), extra chan Ready) (string, context.CancelFunc, chan error) {
 	t.Helper()
+	cp, err := controlplane.New(logger.Discard, controlplane.Config{HeadscaleURL: hs.URL, HeadscaleAPIKey: controlplane.Secret(hs.APIKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cfg := Config{
 		AdapterPort: DefaultAdapterPort, Dev: true, GenerateAuth: true, Hostname: "webui-test",
 		HostnamePrefix: DefaultHostnamePrefix, Logout: true, Port: "0",
-		ControlURL: hs.URL, ControlPlane: hs.Client, RefreshInterval: 2 * time.Second,
+		ControlURL: hs.URL, ControlPlane: cp, RefreshInterval: 2 * time.Second,
 	}
 	if mod != nil {
 		mod(&cfg)
