@@ -6,6 +6,8 @@ replace tsymbiote.dhouti.dev/controlplane => ../controlplane
 
 replace tsymbiote.dhouti.dev/proto => ../proto
 
+replace tsymbiote.dhouti.dev/testkit => ../testkit
+
 require (
 	github.com/containernetworking/cni v1.3.0
 	github.com/containernetworking/plugins v1.9.1
@@ -17,6 +19,7 @@ require (
 	tailscale.com v1.102.5
 	tsymbiote.dhouti.dev/controlplane v0.0.0-00010101000000-000000000000
 	tsymbiote.dhouti.dev/proto v0.0.0-00010101000000-000000000000
+	tsymbiote.dhouti.dev/testkit v0.0.0
 )
 
 require (

@@ -9,11 +9,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/pkg/types"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // shim runs the tailscale-cni binary as a runtime does: CNI_* in the
@@ -54,44 +54,21 @@ func (e *env) sideDaemon(t testing.TB, name string, extra ...string) string {
 	t.Helper()
 	dir := filepath.Join(e.dir, name)
 	sock := filepath.Join(dir, "daemon.sock")
-	cmd := exec.Command(filepath.Join(e.bins, "tailscale-cni-daemon"))
 	env := append(e.daemonEnv(),
 		"TS_CNI_STATE_DIR="+filepath.Join(dir, "state"),
 		"TS_CNI_RUN_DIR="+filepath.Join(dir, "run"),
 		"TS_CNI_SOCKET="+sock,
-		"TS_CNI_METRICS_ADDR="+freePort(t),
+		"TS_CNI_METRICS_ADDR="+testkit.FreeAddr(t),
 	)
-	cmd.Env = append(env, extra...)
-	log := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
+	d := e.launchDaemon(t, append(env, extra...), nil)
+	d.Name = name + " daemon"
 	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-		}
+		d.Stop(20 * time.Second)
 		if t.Failed() {
-			t.Logf("%s daemon log:\n%s", name, log.String())
+			t.Logf("%s log:\n%s", d.Name, d.Output())
 		}
 	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(log.String(), "tailscale-cni-daemon: serving ") || !strings.Contains(log.String(), "not ready") {
-		select {
-		case <-done:
-			t.Fatalf("%s daemon exited:\n%s", name, log.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s daemon did not start:\n%s", name, log.String())
-		}
-	}
+	waitDaemon(t, d, "not ready", 30*time.Second)
 	return sock
 }
 
@@ -164,7 +141,7 @@ func TestBadInput(t *testing.T) {
 	if err := shim(t, e.bins, "DEL", good, e.shimConf(e.socket, "", false, "")); err != nil {
 		t.Errorf("DEL: %v", err)
 	}
-	if n := len(devicesByID(t, e.hs.Client)); n != 0 {
+	if n := len(devicesByID(t, e.cp)); n != 0 {
 		t.Errorf("Headscale has %d nodes after failed ADDs, want 0", n)
 	}
 	if after := e.counts(t); after != before {

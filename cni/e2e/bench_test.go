@@ -10,12 +10,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 func percentile(ds []time.Duration, p float64) time.Duration {
@@ -120,14 +119,7 @@ func iperf(b testing.TB, client, server *pod, addr string, secs int) float64 {
 // test's Headscale, and returns its tailnet IPv4.
 func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 	b.Helper()
-	tsd, err := headscaletest.RepoBinary("tailscaled", "TAILSCALE_VERSION")
-	if err != nil {
-		b.Fatal(err)
-	}
-	cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION")
-	if err != nil {
-		b.Fatal(err)
-	}
+	tsd, cli := testkit.Binary(b, "tailscaled"), testkit.Binary(b, "tailscale")
 	dir := filepath.Join(e.dir, fmt.Sprintf("tailscaled-%d", n))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		b.Fatal(err)
@@ -137,14 +129,8 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 		"--state="+filepath.Join(dir, "tailscaled.state"), "--socket="+sock,
 		"--statedir="+dir, "--tun=tsbench"+strconv.Itoa(n), "--port=0", "--verbose=1")
 	cmd.Env = append(os.Environ(), "TS_DEBUG_USE_DERP_HTTP=1", "TS_NO_LOGS_NO_SUPPORT=true")
-	log := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = log, log
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { _ = cmd.Process.Signal(syscall.SIGTERM); _ = cmd.Wait() })
-	key, err := e.hs.Client.CreateAuthKey(context.Background(), controlplane.AuthKeyRequest{Tags: []string{"tag:test"}, Preauthorized: true, Expiry: 10 * time.Minute})
+	proc := testkit.Start(b, cmd)
+	key, err := e.hs.AuthKey(context.Background(), headscaletest.KeyOptions{Tags: []string{headscaletest.TagTest}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -154,10 +140,10 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	up := exec.Command(cli, "--socket="+sock, "up", "--login-server="+e.hs.URL, "--auth-key="+key.Key.Reveal(),
+	up := exec.Command(cli, "--socket="+sock, "up", "--login-server="+e.hs.URL, "--auth-key="+key,
 		"--hostname=stock-"+p.name, "--accept-dns=false", "--netfilter-mode=off", "--timeout=60s")
 	if out, err := up.CombinedOutput(); err != nil {
-		l := log.String()
+		l := proc.Output()
 		if len(l) > 6000 {
 			l = l[len(l)-6000:]
 		}
@@ -177,7 +163,7 @@ func BenchmarkCNI(b *testing.B) {
 	ensureTool(b, "iperf3", "iperf3")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
-	pid := e.daemon.Process.Pid
+	pid := e.daemon.PID()
 	rss0 := settledRSS(b, pid)
 
 	anchor := e.newPod("anchor")

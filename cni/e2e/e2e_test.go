@@ -17,7 +17,8 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // ping pings dst from inside p's netns until it answers or timeout passes.
@@ -186,7 +187,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 
 	// The stock CLI prints status through the pod's own socket.
-	if cli, err := headscaletest.RepoBinary("tailscale", "TAILSCALE_VERSION"); err != nil {
+	if cli, err := testkit.FindBinary("tailscale"); err != nil {
 		t.Errorf("stock tailscale CLI: %v", err)
 	} else {
 		sock := filepath.Join(e.dir, "run", "pods", "e2e_pod-a", "tailscaled.sock")
@@ -214,7 +215,7 @@ func TestEndToEnd(t *testing.T) {
 		}
 	}
 
-	devs := devicesByID(t, e.hs.Client)
+	devs := devicesByID(t, e.cp)
 	var ids []string
 	for _, p := range pods {
 		found := ""
@@ -236,7 +237,7 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("DEL %s: %v", p.name, err)
 		}
 	}
-	devs = devicesByID(t, e.hs.Client)
+	devs = devicesByID(t, e.cp)
 	for i, id := range ids {
 		if _, ok := devs[id]; ok {
 			t.Errorf("pod %s's node %s still in Headscale after DEL", pods[i].name, id)

@@ -13,28 +13,18 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
-
-// requireRoot skips (or, under CI=true, fails) a test that needs root.
-func requireRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("tailscale-cni e2e tests need root (network namespaces, veths, TUNs), and CI=true forbids skipping")
-	}
-	t.Skip("skipping: tailscale-cni e2e tests need root (network namespaces, veths, TUNs)")
-}
 
 func randHex(n int) string {
 	b := make([]byte, n)
@@ -46,7 +36,7 @@ func randHex(n int) string {
 // hack/build-bin.sh does for the stock binaries, so that the stock CLI does
 // not warn about a version mismatch.
 func tsVersionLDFlags() string {
-	v, err := headscaletest.PinnedVersion("TAILSCALE_VERSION")
+	v, err := testkit.PinnedVersion("TAILSCALE_VERSION")
 	if err != nil {
 		return ""
 	}
@@ -54,65 +44,31 @@ func tsVersionLDFlags() string {
 	return "-X tailscale.com/version.longStamp=" + v + " -X tailscale.com/version.shortStamp=" + v
 }
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds the shim and the daemon once per test binary and links
-// the reference plugins next to them, making one CNI bin dir.
+// binaries makes one CNI bin dir, as kubelet's /opt/cni/bin: the shim and
+// the daemon (built once per test binary) and the pinned reference
+// plugins, each linked under its plugin type.
 func binaries(t testing.TB) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "tscni-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		args := []string{"build", "-tags", "ts_omit_portmapper", "-ldflags", tsVersionLDFlags(), "-o", binDir + "/"}
-		if os.Getenv("TSCNI_E2E_RACE") != "" {
-			// The daemon is another process: -race on the test binary
-			// does not reach it.
-			args = append(args, "-race")
-		}
-		cmd := exec.Command("go", append(args, "./cmd/tailscale-cni", "./cmd/tailscale-cni-daemon")...)
-		cmd.Dir = ".."
-		cmd.Env = append(os.Environ(), "GOWORK=off")
-		if os.Getenv("TSCNI_E2E_RACE") == "" {
-			cmd.Env = append(cmd.Env, "CGO_ENABLED=0")
-		}
-		if out, err := cmd.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("building: %w\n%s", err, out)
-			return
-		}
-		root, err := headscaletest.RepoRoot()
-		if err != nil {
-			buildErr = err
-			return
-		}
-		for _, p := range []string{"bridge", "ptp", "host-local", "loopback"} {
-			bin, err := headscaletest.RepoBinary("cni-"+p, "CNI_PLUGINS_VERSION")
-			if err != nil {
-				build := exec.Command(filepath.Join(root, "hack", "build-bin.sh"), "cni-"+p)
-				if out, err := build.CombinedOutput(); err != nil {
-					buildErr = fmt.Errorf("building cni-%s: %w\n%s", p, err, out)
-					return
-				}
-				if bin, err = headscaletest.RepoBinary("cni-"+p, "CNI_PLUGINS_VERSION"); err != nil {
-					buildErr = err
-					return
-				}
-			}
-			if err := os.Symlink(bin, filepath.Join(binDir, p)); err != nil {
-				buildErr = err
-				return
-			}
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	flags := []string{"-tags", "ts_omit_portmapper", "-ldflags", tsVersionLDFlags()}
+	if os.Getenv("TSCNI_E2E_RACE") != "" {
+		// The daemon is another process: -race on the test binary does
+		// not reach it.
+		flags = append(flags, "-race")
 	}
-	return binDir
+	links := map[string]string{}
+	for _, cmd := range []string{"tailscale-cni", "tailscale-cni-daemon"} {
+		links[cmd] = testkit.BuildOnce(t, "tsymbiote.dhouti.dev/cni/cmd/"+cmd, flags...)
+	}
+	for _, p := range []string{"bridge", "ptp", "host-local", "loopback"} {
+		links[p] = testkit.Binary(t, "cni-"+p)
+	}
+	dir := t.TempDir()
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
 }
 
 // env is one test's world: a Headscale on a host veth address, a daemon
@@ -122,6 +78,7 @@ type env struct {
 	t       testing.TB
 	id      string // random, names everything the test makes
 	hs      *headscaletest.Server
+	cp      controlplane.Client // a client of hs
 	bins    string
 	dir     string // daemon dirs, CNI cache, IPAM state
 	socket  string
@@ -133,9 +90,8 @@ type env struct {
 	cni     *libcni.CNIConfig
 
 	mu         sync.Mutex
-	daemon     *exec.Cmd
-	daemonLog  *lockedBuffer
-	daemonDone chan struct{}
+	daemon     *testkit.Process
+	daemonLog  *lockedBuffer // all of the daemon's output, for line counts
 	netnses    []string
 	containers []string
 	extraEnv   []string
@@ -240,7 +196,7 @@ func ensureTool(t testing.TB, cmd, pkg string) {
 // newEnv starts Headscale and a daemon.
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	requireRoot(t)
+	testkit.Root(t)
 	ensureTool(t, "ping", "iputils-ping")
 	restoreSysctls(t, "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 	headscaletest.OfflineClean()
@@ -256,6 +212,11 @@ func newEnv(t testing.TB) *env {
 	// stock tailscaled the benchmark runs in pod namespaces; nothing else.
 	e.hsNet = fmt.Sprintf("10.250.%d.0/30", b)
 	e.hs = headscaletest.Start(t, headscaletest.Options{ListenAddr: hsAddr})
+	cp, err := controlplane.New(logger.Discard, controlplane.Config{HeadscaleURL: e.hs.URL, HeadscaleAPIKey: controlplane.Secret(e.hs.APIKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.cp = cp
 	e.socket = filepath.Join(e.dir, "run", "daemon.sock")
 	e.bridge = "tcb" + e.id
 	e.subnet = fmt.Sprintf("10.251.%d.0/24", b)
@@ -266,7 +227,7 @@ func newEnv(t testing.TB) *env {
 	})
 	e.cni = libcni.NewCNIConfigWithCacheDir([]string{e.bins}, filepath.Join(e.dir, "cache"), nil)
 	e.conf = e.confList(fmt.Sprintf(`{"type":"tailscale-cni","daemonSocket":%q}`, e.socket))
-	e.metrics = freePort(t)
+	e.metrics = testkit.FreeAddr(t)
 	t.Cleanup(e.cleanup)
 	e.startDaemon()
 	return e
@@ -294,20 +255,9 @@ func (e *env) confList(ours string) *libcni.NetworkConfigList {
 	return c
 }
 
-func freePort(t testing.TB) string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // daemonEnv is the daemon's environment: the control plane and its dirs.
 func (e *env) daemonEnv() []string {
-	env := append(os.Environ(),
-		"HEADSCALE_URL="+e.hs.URL,
-		"HEADSCALE_API_KEY="+e.hs.APIKey.Reveal(),
+	env := append(append(os.Environ(), e.hs.Env()...),
 		"CLUSTER_NAME=e2e"+e.id,
 		"TS_CNI_STATE_DIR="+filepath.Join(e.dir, "state"),
 		"TS_CNI_RUN_DIR="+filepath.Join(e.dir, "run"),
@@ -327,30 +277,37 @@ func (e *env) startDaemonWaiting(readyMark string) {
 	e.t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	cmd := exec.Command(filepath.Join(e.bins, "tailscale-cni-daemon"))
-	cmd.Env = e.daemonEnv()
 	e.daemonLog = &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = e.daemonLog, e.daemonLog
-	// The daemon must not outlive a test binary that dies.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		e.t.Fatalf("starting daemon: %v", err)
+	e.daemon = e.launchDaemon(e.t, e.daemonEnv(), e.daemonLog)
+	waitDaemon(e.t, e.daemon, readyMark, 90*time.Second)
+}
+
+// launchDaemon starts a daemon with env, its output also written to log
+// unless nil. The caller stops it.
+func (e *env) launchDaemon(t testing.TB, env []string, log *lockedBuffer) *testkit.Process {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(e.bins, "tailscale-cni-daemon"))
+	cmd.Env = env
+	if log != nil {
+		cmd.Stdout, cmd.Stderr = log, log
 	}
-	e.daemon = cmd
-	done := make(chan struct{})
-	e.daemonDone = done
-	go func() { _ = cmd.Wait(); close(done) }()
-	// Ready once the daemon says so (socket up, control plane verified,
-	// recovery done).
-	deadline := time.Now().Add(90 * time.Second)
-	for !strings.Contains(e.daemonLog.String(), "tailscale-cni-daemon: serving ") || !strings.Contains(e.daemonLog.String(), readyMark) {
-		select {
-		case <-done:
-			e.t.Fatalf("daemon exited during start:\n%s", e.daemonLog.String())
-		case <-time.After(50 * time.Millisecond):
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("daemon not ready after 90s:\n%s", e.daemonLog.String())
+	d, err := testkit.Launch(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+// waitDaemon waits until d serves and says readyMark ("reachable; ready"
+// once the control plane is verified and recovery done, "not ready"
+// without a control plane).
+func waitDaemon(t testing.TB, d *testkit.Process, readyMark string, timeout time.Duration) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for _, mark := range []string{"tailscale-cni-daemon: serving ", readyMark} {
+		if err := d.WaitFor(ctx, mark); err != nil {
+			t.Fatal(err)
 		}
 	}
 }
@@ -358,22 +315,15 @@ func (e *env) startDaemonWaiting(readyMark string) {
 // stopDaemon stops the daemon: SIGTERM, or SIGKILL when kill.
 func (e *env) stopDaemon(kill bool) {
 	e.mu.Lock()
-	cmd, done := e.daemon, e.daemonDone
+	d := e.daemon
 	e.daemon = nil
 	e.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	if kill {
-		cmd.Process.Kill()
-	} else {
-		cmd.Process.Signal(syscall.SIGTERM)
-	}
-	select {
-	case <-done:
-	case <-time.After(30 * time.Second):
-		cmd.Process.Kill()
-		<-done
+	switch {
+	case d == nil:
+	case kill:
+		d.Kill()
+	default:
+		d.Stop(30 * time.Second)
 	}
 }
 

@@ -50,7 +50,7 @@ func TestKill9Recovery(t *testing.T) {
 		addrs[p.name] = ts0Addrs(t, p)
 	}
 	ping(t, pods[0], pods[1].tailnetIPv4(t), 30*time.Second)
-	devsBefore := devicesByID(t, e.hs.Client)
+	devsBefore := devicesByID(t, e.cp)
 
 	e.stopDaemon(true) // kill -9
 	t.Logf("daemon killed with 3 pods up")
@@ -70,7 +70,7 @@ func TestKill9Recovery(t *testing.T) {
 			t.Errorf("CHECK %s after restart: %v", p.name, err)
 		}
 	}
-	devsAfter := devicesByID(t, e.hs.Client)
+	devsAfter := devicesByID(t, e.cp)
 	if len(devsAfter) != len(devsBefore) {
 		t.Errorf("Headscale has %d nodes after restart, had %d", len(devsAfter), len(devsBefore))
 	}
@@ -113,7 +113,7 @@ func TestRestartSweepsGonePods(t *testing.T) {
 			t.Fatalf("ADD %s: %v", p.name, err)
 		}
 	}
-	nodesBefore := len(devicesByID(t, e.hs.Client))
+	nodesBefore := len(devicesByID(t, e.cp))
 	e.stopDaemon(true)
 	// The bridge plugin's DEL would need the netns; the runtime that lost
 	// the pod never calls it. Remove the netns as a crash would.
@@ -124,7 +124,7 @@ func TestRestartSweepsGonePods(t *testing.T) {
 	if !strings.Contains(e.daemonLog.String(), "recovered 1 pods") {
 		t.Fatalf("want 1 pod recovered:\n%s", e.daemonLog.String())
 	}
-	if n := len(devicesByID(t, e.hs.Client)); n != nodesBefore-1 {
+	if n := len(devicesByID(t, e.cp)); n != nodesBefore-1 {
 		t.Errorf("Headscale has %d nodes, want %d (gone pod's node deleted)", n, nodesBefore-1)
 	}
 	if err := e.check(ctx, keep); err != nil {
@@ -148,7 +148,7 @@ func TestDelIdempotentAndChurn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
 	before := e.counts(t)
-	nodesBefore := len(devicesByID(t, e.hs.Client))
+	nodesBefore := len(devicesByID(t, e.cp))
 
 	// DEL twice.
 	p := e.newPod("twice")
@@ -233,7 +233,7 @@ func TestDelIdempotentAndChurn(t *testing.T) {
 	}
 	t.Logf("50 ADD/DEL cycles done in %v", time.Since(start).Round(time.Millisecond))
 
-	if n := len(devicesByID(t, e.hs.Client)); n != nodesBefore {
+	if n := len(devicesByID(t, e.cp)); n != nodesBefore {
 		t.Errorf("Headscale has %d nodes after all DELs, had %d", n, nodesBefore)
 	}
 	if after := e.counts(t); after != before {
