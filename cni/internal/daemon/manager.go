@@ -60,6 +60,12 @@ type Manager struct {
 	metrics *Metrics
 	busCli  *eventbus.Client
 
+	// closing ends when Close starts: recoveries still waiting for their
+	// node give up, and recovering is how Close waits for them to.
+	closing    context.Context
+	stopAll    context.CancelFunc
+	recovering sync.WaitGroup
+
 	mu    sync.Mutex
 	pods  map[string]*pod        // by container ID
 	locks map[string]*sync.Mutex // per container ID, held by ADD/DEL/CHECK
@@ -80,6 +86,7 @@ func NewManager(logf logger.Logf, cfg Config, deps Deps) (*Manager, error) {
 		pods:  map[string]*pod{},
 		locks: map[string]*sync.Mutex{},
 	}
+	m.closing, m.stopAll = context.WithCancel(context.Background())
 	m.metrics.podsFunc = m.podStates
 	for _, d := range []string{filepath.Join(cfg.StateDir, "pods"), filepath.Join(cfg.RunDir, "pods")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -136,6 +143,8 @@ func (m *Manager) relayChange(cd netmon.ChangeDelta) {
 // Close shuts down every backend without deleting pods: their state stays
 // for the next daemon to recover.
 func (m *Manager) Close() {
+	m.stopAll()
+	m.recovering.Wait() // so that no recovery starts a backend after this
 	m.mu.Lock()
 	pods := m.pods
 	m.pods = map[string]*pod{}

@@ -62,11 +62,16 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 	removed += n
 	m.sweepSockets()
 
+	// Recoveries may outlive Recover, but not ctx nor the Manager.
+	rctx, cancel := context.WithCancel(ctx)
+	stop := context.AfterFunc(m.closing, cancel)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	for _, p := range live {
-		wg.Go(func() {
-			if m.recoverPod(ctx, p) {
+		wg.Add(1)
+		m.recovering.Go(func() {
+			defer wg.Done()
+			if m.recoverPod(rctx, p) {
 				mu.Lock()
 				recovered++
 				mu.Unlock()
@@ -74,7 +79,12 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 		})
 	}
 	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	go func() {
+		wg.Wait()
+		stop()
+		cancel()
+		close(done)
+	}()
 	timer, timeout := m.clock.NewTimer(m.cfg.AddTimeout)
 	defer timer.Stop()
 	select {
