@@ -42,8 +42,12 @@ interface Props {
 
 // Tip is the hover card: what a node or edge is, in full.
 interface Tip {
-  x: number;
+  x: number; // where the pointer is, in the canvas
   y: number;
+  // Which way the card opens: towards the canvas's centre, away from the
+  // labels, which face outward.
+  left: boolean;
+  up: boolean;
   title: string;
   lines: string[];
 }
@@ -236,6 +240,10 @@ function showEdgeLabels(c: Core, focus: NodeSingular | null, cheap: boolean, lat
   });
 }
 
+function tipAt(c: Core, x: number, y: number): Pick<Tip, "x" | "y" | "left" | "up"> {
+  return { x, y, left: x > c.width() / 2, up: y > c.height() / 2 };
+}
+
 function nodeTip(d: NodeData): Pick<Tip, "title" | "lines"> {
   const n = d.node;
   const lines = [
@@ -243,7 +251,6 @@ function nodeTip(d: NodeData): Pick<Tip, "title" | "lines"> {
     n.addresses.join(", "),
     ...d.adapters.map((a) => `adapter ${a}`),
   ];
-  if (n.hosts.length > 0 && d.adapters.length === 0) lines.push(`adapter ${n.hosts.map((h) => h.split("|")[0]).join(", ")}`);
   return { title: d.name, lines: lines.filter(Boolean) };
 }
 
@@ -317,7 +324,7 @@ export function GraphView({ elements, selected, onSelect }: Props) {
       const n = ev.target as NodeSingular;
       hovered.current = n.id();
       const p = n.renderedPosition();
-      setTip({ x: p.x, y: p.y, ...nodeTip(n.data() as NodeData) });
+      setTip({ ...tipAt(c, p.x, p.y), ...nodeTip(n.data() as NodeData) });
       refocus.current();
     });
     c.on("mouseout", "node", () => {
@@ -328,7 +335,7 @@ export function GraphView({ elements, selected, onSelect }: Props) {
     c.on("mouseover", "edge", (ev) => {
       const e = ev.target as EdgeSingular;
       const d = latest.current.get(e.id());
-      if (d) setTip({ x: ev.renderedPosition.x, y: ev.renderedPosition.y, ...edgeTip(d, c) });
+      if (d) setTip({ ...tipAt(c, ev.renderedPosition.x, ev.renderedPosition.y), ...edgeTip(d, c) });
     });
     c.on("mouseout", "edge", () => setTip(null));
     c.on("viewport", () => setTip(null));
@@ -431,8 +438,18 @@ export function GraphView({ elements, selected, onSelect }: Props) {
   return (
     <div className="graph-wrap">
       <div className="graph" ref={box} data-testid="graph" data-folded-edges={elements.folded} />
+      <div className="graph-key" data-testid="graph-key">
+        <span><i className="key-host"><img src={BADGE} alt="" /></i> host, with its adapter</span>
+        <span><i className="key-node" /> peer</span>
+        <span><i className="key-infra" /> WebUI</span>
+        <span className="muted">hover a node for its edges&apos; latencies</span>
+      </div>
       {tip && (
-        <div className="graph-tip" role="tooltip" style={{ left: tip.x + 14, top: tip.y + 14 }}>
+        <div
+          className="graph-tip"
+          role="tooltip"
+          style={{ left: tip.x, top: tip.y, transform: `translate(${tip.left ? "calc(-100% - 14px)" : "14px"}, ${tip.up ? "calc(-100% - 14px)" : "14px"})` }}
+        >
           <b>{tip.title}</b>
           {tip.lines.map((l, i) => (
             <div key={i}>{l}</div>

@@ -143,6 +143,10 @@ describe("adapters", () => {
     g.adapters = [{ id: "127.0.0.1:4000", name: "127.0.0.1:4000", addr: "127.0.0.1:4000", online: true, targets: 1 }];
     g.hosts = [{ id: "127.0.0.1:4000|sock", nodeId: "1", name: "node-1", adapter: "127.0.0.1:4000", target: "sock" }];
     expect(adapterNodes(g).size).toBe(0);
-    expect(buildElements(g, [], NO_FILTERS).nodes).toHaveLength(3);
+    const el = buildElements(g, [], NO_FILTERS);
+    expect(el.nodes).toHaveLength(3);
+    // Still a badge on every host, named after the adapter.
+    expect(el.nodes.map((n) => n.data.adapters)).toEqual([["127.0.0.1:4000"], ["a2"], ["a3"]]);
+    expect(el.nodes.every((n) => n.classes.includes("debugged"))).toBe(true);
   });
 });

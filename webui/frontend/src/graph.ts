@@ -112,7 +112,7 @@ export interface NodeData {
   label: string; // the name, shortened
   name: string;
   node: GraphNode;
-  adapters: string[]; // names of the adapters drawn on this node
+  adapters: string[]; // names of the adapters that debug this node, drawn as a badge on it
 }
 export interface EdgeData {
   id: string;
@@ -202,19 +202,25 @@ export function buildElements(g: Graph, results: Result[], f: Filters): Elements
     folded.add(an);
     for (const h of hs) onHost.set(h, [...(onHost.get(h) ?? []), a]);
   }
+  // Every host carries the badge and names its adapters, also those
+  // reached outside the tailnet, which have no node to fold.
+  const adapterNames = new Map<string, string[]>();
+  for (const h of g.hosts) if (h.nodeId) adapterNames.set(h.nodeId, [...(adapterNames.get(h.nodeId) ?? []), h.adapter]);
   const nodes: Element<NodeData>[] = [];
   for (const n of shown) {
     if (folded.has(n.id)) continue;
     const adapters = onHost.get(n.id) ?? [];
+    const names = new Set(adapters.map((a) => a.name || a.id));
+    for (const a of adapterNames.get(n.id) ?? n.hosts.map((h) => h.slice(0, h.lastIndexOf(hostIDSep)))) names.add(a);
     const cls = [n.online ? "online" : "offline"];
     if (n.hosts.length > 0) cls.push("host");
-    if (adapters.length > 0) cls.push("debugged");
+    if (names.size > 0) cls.push("debugged");
     if (n.tags.includes(TAG_ADAPTER) || n.tags.includes(TAG_WEBUI)) cls.push("infra");
     if (f.search && [n, ...adapters].some((m) => nodeMatches(m, f.search))) cls.push("match");
     const name = n.name || n.id;
     nodes.push({
       group: "nodes",
-      data: { id: n.id, label: shortLabel(name), name, node: n, adapters: adapters.map((a) => a.name || a.id) },
+      data: { id: n.id, label: shortLabel(name), name, node: n, adapters: [...names] },
       classes: cls.join(" "),
     });
   }

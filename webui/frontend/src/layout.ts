@@ -251,9 +251,9 @@ export function countOverlaps(nodes: LayoutNode[], pos: Map<string, Placement>, 
 }
 
 // placeRing puts nodes on the ellipse with semi-axes a and b, clockwise
-// from the top, each as far from the last as their labels need there,
-// and spreads what is left of the perimeter evenly among them. It returns
-// how much the ellipse must grow for the labels to fit (<= 1: they fit).
+// from the top, evenly spaced except where two labels need more room
+// than that. It returns how much the ellipse must grow for the labels to
+// fit (<= 1: they fit).
 function placeRing(nodes: LayoutNode[], a: number, b: number, gap: number, geo: NodeGeometry, pos: Map<string, Placement>): number {
   const n = nodes.length;
   if (n === 0) return 0;
@@ -292,33 +292,33 @@ function placeRing(nodes: LayoutNode[], a: number, b: number, gap: number, geo: 
     }
     return d;
   };
-  // walk places the nodes k times as far apart as they need, and returns
-  // where they are and how far it went.
-  const walk = (k: number) => {
+  // walk places each node at least u along the ring from the last, more
+  // where their labels need it, and returns where they are and how far
+  // it went.
+  const walk = (u: number) => {
     const at: number[] = [0];
     let s = 0;
     for (let i = 0; i < n; i++) {
-      s += k * need(s, i);
+      s += Math.max(u, need(s, i));
       if (i + 1 < n) at.push(s);
     }
     return { at, total: s };
   };
-  const tight = walk(1);
+  const tight = walk(0);
   if (tight.total > perimeter) return tight.total / perimeter;
-  // Spread the slack: the largest k whose walk still closes the ring.
-  // Stretching one walk instead would move nodes to where they need
-  // more room than they were given.
-  let lo = 1;
-  let hi = perimeter / tight.total + 1;
+  // Spread the slack: the largest u whose walk still closes the ring, so
+  // that nodes are evenly spaced except where their labels need more.
+  let lo = 0;
+  let hi = perimeter / n;
   let at = tight.at;
-  for (let it = 0; it < 10; it++) {
-    const k = (lo + hi) / 2;
-    const w = walk(k);
+  for (let it = 0; it < 12; it++) {
+    const u = (lo + hi) / 2;
+    const w = walk(u);
     if (w.total <= perimeter) {
-      lo = k;
+      lo = u;
       at = w.at;
     } else {
-      hi = k;
+      hi = u;
     }
   }
   nodes.forEach((nd, i) => pos.set(nd.id, placeAt(at[i])));
