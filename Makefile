@@ -10,7 +10,7 @@ BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
 # Go modules tested, linted and built, in dependency order.
-MODULES := proto controlplane testkit adapter cni webui operator hack/demo hack/repocheck
+MODULES := proto controlplane testkit adapter cni webui tsymbiote operator hack/demo hack/devcp hack/repocheck
 CHARTS := charts/tailscale-cni charts/tsymbiote-operator
 FRONTEND := webui/frontend
 
@@ -18,6 +18,10 @@ FRONTEND := webui/frontend
 # stock CLI talking to a pod's socket does not warn of a mismatch. Without the
 # port mapper every pod can share one network monitor (see cni/README.md).
 TS_VERSION_LDFLAGS := -X tailscale.com/version.longStamp=$(TAILSCALE_VERSION:v%=%) -X tailscale.com/version.shortStamp=$(TAILSCALE_VERSION:v%=%)
+
+# `tsymbiote version` prints these; without them it reads what the Go
+# toolchain recorded (GOFLAGS=-buildvcs=false leaves nothing).
+TSYMBIOTE_LDFLAGS := -X tsymbiote.dhouti.dev/tsymbiote.version=$(shell git describe --tags --always --dirty 2>/dev/null || echo devel) -X tsymbiote.dhouti.dev/tsymbiote.revision=$(shell git rev-parse HEAD 2>/dev/null)$(shell git diff --quiet HEAD 2>/dev/null || echo +dirty)
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 45m
 GOLANGCI_LINT := $(BIN)/golangci-lint
@@ -86,6 +90,8 @@ binaries: frontend ## Build the project's binaries into ./bin.
 	go build -o $(BIN)/install-cni ./cni/cmd/install-cni
 	go build -o $(BIN)/tsymbiote-operator ./operator/cmd/tsymbiote-operator
 	go build -o $(BIN)/tsymbiote-demo ./hack/demo
+	go build -ldflags "$(TSYMBIOTE_LDFLAGS)" -o $(BIN)/tsymbiote ./tsymbiote/cmd/tsymbiote
+	go build -o $(BIN)/tsymbiote-devcp ./hack/devcp
 
 # IMAGES names some images (make images IMAGES="operator webui"); empty is all.
 # IMAGES_PUSH, a registry prefix, also pushes them there (see hack/images).
@@ -171,6 +177,35 @@ bench-cni: tools ## The CNI benchmark (root): ADD latency, readiness, RSS per po
 .PHONY: demo
 demo: tools deps binaries ## Start the demo: local Headscale, 4 tailscaled nodes with adapters, WebUI on http://127.0.0.1:3621.
 	$(BIN)/tsymbiote-demo --bin $(BIN)
+
+# The dev targets need no credentials: when the environment names no control
+# plane, tsymbiote-devcp runs them against a local Headscale on loopback,
+# shared by the dev targets running at once and stopped with the first one's
+# Ctrl-C. With one (see the README), they run against it.
+DEVCP = $(BIN)/tsymbiote-devcp --state $(BIN)/devcp
+WEBUI_DEV_PORT ?= 3621
+
+.PHONY: dev-binaries
+dev-binaries: frontend-deps
+	cd $(FRONTEND) && npm run build
+	go build -ldflags "$(TSYMBIOTE_LDFLAGS)" -o $(BIN)/tsymbiote ./tsymbiote/cmd/tsymbiote
+	go build -o $(BIN)/tsymbiote-devcp ./hack/devcp
+
+.PHONY: webui-dev
+webui-dev: dev-binaries ## Build the frontend and run the WebUI with --dev on http://127.0.0.1:3621 (WEBUI_DEV_PORT).
+	@hack/build-bin.sh headscale
+	$(DEVCP) -- $(BIN)/tsymbiote webui --dev --port $(WEBUI_DEV_PORT) \
+	  --generate-auth=$$(if [ -n "$${TS_AUTHKEY:-}" ]; then echo false; else echo true; fi)
+
+.PHONY: web-dev
+web-dev: frontend-deps ## Vite's dev server with hot reload, /api proxied to a running WebUI (TSYMBIOTE_WEBUI_URL, default http://127.0.0.1:3621).
+	cd $(FRONTEND) && npx vite
+
+.PHONY: adapter-dev
+adapter-dev: dev-binaries ## Run an adapter for the WebUI: on webui-dev's tailnet, attached to a tailscaled of its own.
+	@for b in headscale tailscaled tailscale; do hack/build-bin.sh $$b; done
+	$(DEVCP) --tailscaled tsymbiote-dev-node --key-tag tag:tsymbiote-adapter -- \
+	  $(BIN)/tsymbiote adapter --socket {socket}
 
 .PHONY: clean
 clean: ## Remove ./bin and test caches.

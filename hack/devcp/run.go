@@ -71,8 +71,9 @@ func run(ctx context.Context, logf func(string, ...any), opts options) error {
 		<-ctx.Done()
 		return nil
 	}
-	// The command's tsnet state (os.UserConfigDir) goes with the rest.
-	env = append(env, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	// The command's tsnet state (os.UserConfigDir, or TMPDIR for the
+	// WebUI) goes with the rest, even when the command is killed.
+	env = append(env, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"), "TMPDIR="+dir)
 	return runCommand(ctx, logf, withSocket(opts.command, socket), env)
 }
 
@@ -219,7 +220,7 @@ func withSocket(argv []string, socket string) []string {
 }
 
 func printEnv(env []string) {
-	fmt.Println("# A local Headscale for TSymbiote development; Ctrl-C stops it.")
+	fmt.Println("# A local Headscale for TSymbiote development, until Ctrl-C here (or in the devcp that started it).")
 	for _, kv := range env {
 		fmt.Println("export " + kv)
 	}
