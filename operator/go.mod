@@ -6,6 +6,8 @@ replace tsymbiote.dhouti.dev/controlplane => ../controlplane
 
 replace tsymbiote.dhouti.dev/proto => ../proto
 
+replace tsymbiote.dhouti.dev/testkit => ../testkit
+
 require (
 	github.com/evanphx/json-patch/v5 v5.9.11
 	github.com/go-logr/logr v1.4.4
@@ -20,6 +22,8 @@ require (
 	sigs.k8s.io/yaml v1.6.0
 	tailscale.com v1.102.5
 	tsymbiote.dhouti.dev/controlplane v0.0.0
+	tsymbiote.dhouti.dev/proto v0.0.0 // indirect
+	tsymbiote.dhouti.dev/testkit v0.0.0
 )
 
 require (

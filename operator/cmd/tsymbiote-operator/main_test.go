@@ -9,14 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -30,13 +28,15 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"tailscale.com/types/logger"
 
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
 	"tsymbiote.dhouti.dev/operator/internal/certs"
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
 	"tsymbiote.dhouti.dev/operator/internal/testenv"
+	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 const (
@@ -185,7 +185,7 @@ func TestOperatorBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	testenv.Eventually(t, 30*time.Second, "WebUI node deleted", func() error {
-		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagWebUI})
+		devs, err := f.cp.ListDevices(ctx, controlplane.ListOptions{Tag: headscaletest.TagWebUI})
 		if err == nil && len(devs) > 0 {
 			return testenv.NotYet("%d webui nodes left", len(devs))
 		}
@@ -198,7 +198,7 @@ func TestOperatorBinary(t *testing.T) {
 		}
 		return testenv.NotYet("still there (%v)", err)
 	})
-	if strings.Contains(out.String(), hs.APIKey.Reveal()) {
+	if strings.Contains(out.String(), hs.APIKey) {
 		t.Error("the operator logged the Headscale API key")
 	}
 	if n := strings.Count(out.String(), `"level":"error"`); n > 0 {
@@ -212,16 +212,20 @@ type fixture struct {
 	bin, kubeconfig string
 	env             *testenv.Env
 	hs              *headscaletest.Server
+	cp              controlplane.Client // a client of hs
 }
+
+// TestMain removes the operator binary the tests built.
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "tsymbiote-operator")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	hs := headscaletest.Start(t, headscaletest.Options{})
+	cp, err := controlplane.New(logger.Discard, controlplane.Config{HeadscaleURL: hs.URL, HeadscaleAPIKey: controlplane.Secret(hs.APIKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := testkit.BuildOnce(t, "tsymbiote.dhouti.dev/operator/cmd/tsymbiote-operator")
 	env := testenv.Start(t, testenv.Options{})
 	ctx := context.Background()
 	c := env.Client
@@ -249,14 +253,13 @@ func newFixture(t *testing.T) *fixture {
 	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{bin: bin, kubeconfig: kcPath, env: env, hs: hs}
+	return &fixture{bin: bin, kubeconfig: kcPath, env: env, hs: hs, cp: cp}
 }
 
 // operatorProc is a running operator binary.
 type operatorProc struct {
-	cmd             *exec.Cmd
-	exited          chan error
-	out             *syncBuffer
+	proc            *testkit.Process
+	out             *syncBuffer // all its output, for the checks on it
 	metrics, probes string
 	ports           []int
 	dir             string
@@ -268,9 +271,13 @@ type operatorProc struct {
 // loopback) and waits for /readyz. It is stopped when the test ends.
 func (f *fixture) startOperator(t *testing.T, name string) *operatorProc {
 	t.Helper()
-	p := &operatorProc{out: &syncBuffer{}, exited: make(chan error, 1), dir: t.TempDir(), ports: freePorts(t, 3)}
+	ports, err := testkit.FreePorts("127.0.0.1", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &operatorProc{out: &syncBuffer{}, dir: t.TempDir(), ports: ports}
 	p.metrics, p.probes = fmt.Sprintf("127.0.0.1:%d", p.ports[0]), fmt.Sprintf("127.0.0.1:%d", p.ports[1])
-	p.cmd = exec.Command(f.bin,
+	cmd := exec.Command(f.bin,
 		"--kubeconfig="+f.kubeconfig,
 		"--namespace="+ns,
 		"--leader-elect",
@@ -284,14 +291,12 @@ func (f *fixture) startOperator(t *testing.T, name string) *operatorProc {
 		"--adapter-image=tsymbiote/adapter:test",
 		"--zap-encoder=json",
 	)
-	p.cmd.Env = append(os.Environ(), "HEADSCALE_URL="+f.hs.URL, "HEADSCALE_API_KEY="+f.hs.APIKey.Reveal())
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	cmd.Env = append(os.Environ(), f.hs.Env()...)
+	cmd.Stdout, cmd.Stderr = p.out, p.out
 	start := time.Now()
-	if err := p.cmd.Start(); err != nil {
+	if p.proc, err = testkit.Launch(cmd); err != nil {
 		t.Fatal(err)
 	}
-	go func() { p.exited <- p.cmd.Wait() }()
 	t.Cleanup(func() {
 		p.stop(t)
 		if t.Failed() {
@@ -300,8 +305,8 @@ func (f *fixture) startOperator(t *testing.T, name string) *operatorProc {
 	})
 	testenv.Eventually(t, 60*time.Second, "readyz", func() error {
 		select {
-		case err := <-p.exited:
-			t.Fatalf("operator exited: %v\n%s", err, p.out.String())
+		case <-p.proc.Done():
+			t.Fatalf("operator exited: %v\n%s", p.proc.Err(), p.out.String())
 		default:
 		}
 		return httpOK("http://" + p.probes + "/readyz")
@@ -316,13 +321,10 @@ func (p *operatorProc) stop(t *testing.T) {
 		return
 	}
 	p.stopped = true
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-p.exited:
-		t.Logf("operator exited after SIGTERM: %v", err)
-	case <-time.After(15 * time.Second):
-		_ = p.cmd.Process.Kill()
-		t.Logf("killed: %v", <-p.exited)
+	start := time.Now()
+	err := p.proc.Stop(15 * time.Second)
+	t.Logf("operator exited after SIGTERM: %v", err)
+	if time.Since(start) >= 15*time.Second {
 		t.Error("operator did not exit within 15s of SIGTERM")
 	}
 }
@@ -400,23 +402,6 @@ func httpOK(url string) error {
 		return fmt.Errorf("%s: %s", url, res.Status)
 	}
 	return nil
-}
-
-func freePorts(t *testing.T, n int) []int {
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
 }
 
 func decodeAll(t *testing.T, s string) []*unstructured.Unstructured {

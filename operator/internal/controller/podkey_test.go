@@ -16,11 +16,11 @@ import (
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	"tsymbiote.dhouti.dev/operator/internal/controller"
 	"tsymbiote.dhouti.dev/operator/internal/setup"
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
 	"tsymbiote.dhouti.dev/operator/internal/testenv"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 var labelled = map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}
@@ -42,6 +42,10 @@ func newPod(ns, name string) *corev1.Pod {
 // Headscale and, through the garbage collector, the Secret.
 func TestPodKeys(t *testing.T) {
 	hs := headscaletest.Start(t, headscaletest.Options{})
+	cp, err := controlplane.New(logger.Discard, controlplane.Config{HeadscaleURL: hs.URL, HeadscaleAPIKey: controlplane.Secret(hs.APIKey)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	env := testenv.Start(t, testenv.Options{Webhook: true})
 	env.ControllerManager(t, "garbagecollector")
 	var skew atomic.Int64 // lets the test move the controller's clock forward
@@ -52,7 +56,7 @@ func TestPodKeys(t *testing.T) {
 		Now:         func() time.Time { return time.Now().Add(time.Duration(skew.Load())) },
 	}
 	env.StartManager(t, setup.Config{
-		ControlPlane: hs.Client,
+		ControlPlane: cp,
 		Adapter:      &sidecar.Config{Image: "tsymbiote/adapter:test"},
 		PodKey:       pk,
 	})
@@ -92,7 +96,7 @@ func TestPodKeys(t *testing.T) {
 		}
 
 		host := pod.Annotations[sidecar.AnnotationHostname]
-		_, st := hs.NewNode(t, headscaletest.NodeOptions{Hostname: host, AuthKey: key, Ephemeral: true})
+		_, st := hs.NewNode(t, headscaletest.NodeOptions{Hostname: host, AuthKey: key.Reveal(), Ephemeral: true})
 		t.Logf("tsnet node %s joined with the pod's key as %s, tags %v", host, st.Self.ID, st.Self.Tags.AsSlice())
 		if !slices.Contains(st.Self.Tags.AsSlice(), sidecar.AdapterTag) {
 			t.Fatalf("node tags %v, want %s", st.Self.Tags.AsSlice(), sidecar.AdapterTag)
@@ -113,7 +117,7 @@ func TestPodKeys(t *testing.T) {
 		} else {
 			t.Logf("second join with the same key refused: %v", err)
 		}
-		devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
+		devs, err := cp.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
 		if err != nil || len(devs) != 1 || !devs[0].Ephemeral {
 			t.Fatalf("adapter devices %+v, %v; want one ephemeral", devs, err)
 		}
@@ -130,7 +134,7 @@ func TestPodKeys(t *testing.T) {
 			return fmt.Errorf("pod still there: %w", err)
 		})
 		podGone := time.Since(start)
-		devs, err = hs.Client.ListDevices(ctx, controlplane.ListOptions{})
+		devs, err = cp.ListDevices(ctx, controlplane.ListOptions{})
 		if err != nil || len(devs) != 0 {
 			t.Fatalf("devices after the pod is gone: %+v, %v; want none", devs, err)
 		}
@@ -180,7 +184,7 @@ func TestPodKeys(t *testing.T) {
 		}
 		// The new key works.
 		_, st := hs.NewNode(t, headscaletest.NodeOptions{
-			Hostname: pod.Annotations[sidecar.AnnotationHostname], AuthKey: controlplane.Secret(second.Data[sidecar.SecretKeyAuthKey]), Ephemeral: true,
+			Hostname: pod.Annotations[sidecar.AnnotationHostname], AuthKey: string(second.Data[sidecar.SecretKeyAuthKey]), Ephemeral: true,
 		})
 		if !slices.Contains(st.Self.Tags.AsSlice(), sidecar.AdapterTag) {
 			t.Fatalf("node tags %v", st.Self.Tags.AsSlice())
@@ -189,7 +193,7 @@ func TestPodKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		testenv.Eventually(t, 30*time.Second, "node deleted", func() error {
-			devs, err := hs.Client.ListDevices(ctx, controlplane.ListOptions{})
+			devs, err := cp.ListDevices(ctx, controlplane.ListOptions{})
 			if err == nil && len(devs) != 0 {
 				return fmt.Errorf("%d devices left", len(devs))
 			}

@@ -15,7 +15,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -36,8 +35,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/yaml"
 
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
 	"tsymbiote.dhouti.dev/operator/internal/setup"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // Options configure Start.
@@ -65,26 +64,15 @@ func Start(t testing.TB, opts Options) *Env {
 	logOnce.Do(func() {
 		logf.SetLogger(zap.New(zap.WriteTo(os.Stderr), zap.UseDevMode(true), zap.Level(zapLevel())))
 	})
-	root, err := headscaletest.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	assets := t.TempDir()
-	for _, b := range []struct{ name, pin string }{
-		{"kube-apiserver", "KUBERNETES_VERSION"},
-		{"etcd", "ETCD_VERSION"},
-	} {
-		p, err := headscaletest.RepoBinary(b.name, b.pin)
-		if err != nil {
-			t.Fatalf("%v (hack/build-bin.sh %s)", err, b.name)
-		}
-		if err := linkAsset(p, filepath.Join(assets, b.name)); err != nil {
+	for _, name := range []string{"kube-apiserver", "etcd"} {
+		if err := linkAsset(testkit.Binary(t, name), filepath.Join(assets, name)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	env := &envtest.Environment{
 		BinaryAssetsDirectory: assets,
-		CRDDirectoryPaths:     []string{filepath.Join(root, "operator", "config", "crd", "bases")},
+		CRDDirectoryPaths:     []string{filepath.Join(repoRoot(t), "operator", "config", "crd", "bases")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                setup.NewScheme(),
 	}
@@ -117,7 +105,7 @@ func Start(t testing.TB, opts Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Env{Environment: env, Config: cfg, Client: c, Root: root}
+	return &Env{Environment: env, Config: cfg, Client: c, Root: repoRoot(t)}
 }
 
 // linkAsset puts bin at link for envtest. envtest does not tie its etcd
@@ -220,27 +208,25 @@ func Eventually(t testing.TB, timeout time.Duration, what string, f func() error
 	}
 }
 
-// ChartDir is the operator's Helm chart.
-func ChartDir(t testing.TB) string {
-	root, err := headscaletest.RepoRoot()
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	root, err := testkit.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(root, "charts", "tsymbiote-operator")
+	return root
 }
 
-// Helm runs ./bin/helm and returns its standard output.
+// ChartDir is the operator's Helm chart.
+func ChartDir(t testing.TB) string {
+	return filepath.Join(repoRoot(t), "charts", "tsymbiote-operator")
+}
+
+// Helm runs ./bin/helm and returns its standard output. Without it, t
+// skips, or fails under CI=true (testkit.Binary).
 func Helm(t testing.TB, args ...string) string {
 	t.Helper()
-	root, err := headscaletest.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(root, "bin", "helm")
-	if _, err := os.Stat(bin); err != nil {
-		t.Fatalf("%s missing: run `make tools`", bin)
-	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(testkit.Binary(t, "helm"), args...)
 	// Keep Helm away from the user's configuration and caches.
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(), "HELM_CONFIG_HOME="+home, "HELM_CACHE_HOME="+home, "HELM_DATA_HOME="+home)
@@ -267,10 +253,7 @@ func stripComments(s string) string {
 // against e with only the controllers named, until the test ends.
 func (e *Env) ControllerManager(t testing.TB, controllers ...string) {
 	t.Helper()
-	bin, err := headscaletest.RepoBinary("kube-controller-manager", "KUBERNETES_VERSION")
-	if err != nil {
-		t.Fatalf("%v (hack/build-bin.sh kube-controller-manager)", err)
-	}
+	bin := testkit.Binary(t, "kube-controller-manager")
 	user, err := e.ControlPlane.AddUser(envtest.User{Name: "kube-controller-manager", Groups: []string{"system:masters"}}, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -284,7 +267,6 @@ func (e *Env) ControllerManager(t testing.TB, controllers ...string) {
 	if err := os.WriteFile(kcPath, kc, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out := &tailBuffer{}
 	cmd := exec.Command(bin,
 		"--kubeconfig="+kcPath,
 		"--controllers="+strings.Join(controllers, ","),
@@ -294,52 +276,12 @@ func (e *Env) ControllerManager(t testing.TB, controllers ...string) {
 		"--concurrent-gc-syncs=5",
 		"--v=1",
 	)
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("starting kube-controller-manager: %v", err)
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case err := <-exited:
-			t.Logf("kube-controller-manager exited: %v", err)
-		case <-time.After(10 * time.Second):
-			_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-			t.Logf("killed: %v", <-exited)
-		}
-		if t.Failed() {
-			t.Logf("kube-controller-manager output (tail):\n%s", out.String())
-		}
-	})
+	p := testkit.Start(t, cmd)
 	select {
-	case err := <-exited:
-		t.Fatalf("kube-controller-manager exited at start: %v\n%s", err, out.String())
+	case <-p.Done():
+		t.Fatalf("kube-controller-manager exited at start: %v\n%s", p.Err(), p.Output())
 	case <-time.After(500 * time.Millisecond):
 	}
-}
-
-type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (b *tailBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf = append(b.buf, p...)
-	if len(b.buf) > 64<<10 {
-		b.buf = b.buf[len(b.buf)-64<<10:]
-	}
-	return len(p), nil
-}
-
-func (b *tailBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return string(b.buf)
 }
 
 var errNotYet = errors.New("not yet")
