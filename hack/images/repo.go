@@ -21,6 +21,11 @@ type Repo struct {
 
 // OpenRepo reads the pins of the checkout at root.
 func OpenRepo(root string) (*Repo, error) {
+	// Absolute, since builds run in the modules' directories.
+	root, err := filepath.Abs(root)
+	if err != nil {
+		return nil, err
+	}
 	f, err := os.Open(filepath.Join(root, "hack", "versions.env"))
 	if err != nil {
 		return nil, fmt.Errorf("not the repository root (no hack/versions.env): %w", err)
@@ -159,7 +164,10 @@ func (r *Repo) Build(ctx context.Context, logf logf, b Binary, dir, arch string)
 		}
 		return p, nil
 	}
-	out := filepath.Join(dir, filepath.Base(b.Pkg))
+	out, err := filepath.Abs(filepath.Join(dir, filepath.Base(b.Pkg)))
+	if err != nil {
+		return "", err
+	}
 	args := []string{"build", "-trimpath", "-buildvcs=false",
 		"-ldflags", strings.Join(append([]string{"-buildid=", "-s", "-w"}, b.LDFlags...), " "),
 		"-o", out}
