@@ -8,11 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	current "github.com/containernetworking/cni/pkg/types/100"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // The CNI part of the demo (root only): a tailscale-cni daemon, network
@@ -36,7 +38,7 @@ type cniPods struct {
 	socket  string
 	cni     *libcni.CNIConfig
 	conf    *libcni.NetworkConfigList
-	daemon  procGroup
+	daemon  *testkit.Process
 	pods    []*demoPod
 	sysctls map[string][]byte
 }
@@ -79,10 +81,11 @@ func startCNIPods(ctx context.Context, logf func(string, ...any), c *cniPods, bi
 			return err
 		}
 	}
-	metrics, err := freeLoopbackPort()
+	ports, err := testkit.FreePorts("127.0.0.1", 1)
 	if err != nil {
 		return err
 	}
+	metrics := net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[0]))
 	c.socket = filepath.Join(dir, "run", "daemon.sock")
 	env := append([]string{
 		"CLUSTER_NAME=demo",
@@ -92,10 +95,12 @@ func startCNIPods(ctx context.Context, logf func(string, ...any), c *cniPods, bi
 		"TS_CNI_METRICS_ADDR=" + metrics,
 	}, hsEnv...)
 	logf("demo: starting tailscale-cni-daemon (metrics on http://%s/metrics)", metrics)
-	if err := c.daemon.start(ctx, logf, "tailscale-cni-daemon", env, filepath.Join(dir, "daemon"), filepath.Join(bin, "tailscale-cni-daemon")); err != nil {
+	if c.daemon, err = launch("tailscale-cni-daemon", filepath.Join(dir, "daemon"), env, filepath.Join(bin, "tailscale-cni-daemon")); err != nil {
 		return err
 	}
-	if err := waitLog(ctx, c.daemon.procs[0], "reachable; ready", 90*time.Second); err != nil {
+	readyCtx, cancel := context.WithTimeout(ctx, 90*time.Second)
+	defer cancel()
+	if err := c.daemon.WaitFor(readyCtx, "reachable; ready"); err != nil {
 		return err
 	}
 
@@ -171,38 +176,12 @@ func (c *cniPods) stop() {
 			c.logf("demo: ip netns del %s: %v: %s", p.netns, err, out)
 		}
 	}
-	c.daemon.stop(c.logf)
+	if c.daemon != nil {
+		c.daemon.Stop(testkit.StopGrace)
+	}
 	for p, old := range c.sysctls {
 		_ = os.WriteFile(p, old, 0o644)
 	}
-}
-
-// waitLog waits until p's log holds mark.
-func waitLog(ctx context.Context, p *proc, mark string, timeout time.Duration) error {
-	deadline := time.After(timeout)
-	for {
-		if b, err := os.ReadFile(p.log); err == nil && strings.Contains(string(b), mark) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-p.done:
-			return fmt.Errorf("%s exited while starting; see %s", p.name, p.log)
-		case <-deadline:
-			return fmt.Errorf("%s not ready after %s", p.name, timeout)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
-
-func freeLoopbackPort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // cniPodsWanted says whether the demo can run pods: root, and not turned off.

@@ -1,21 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"tsymbiote.dhouti.dev/controlplane/headscaletest"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // TestDemo runs the demo binary the way `make demo` does, with two
@@ -23,10 +21,11 @@ import (
 // every node and pings every peer from every host; then stops it with
 // Ctrl-C (SIGINT) and checks that it left nothing behind.
 func TestDemo(t *testing.T) {
+	testkit.Integration(t)
 	pods := 0
 	if os.Geteuid() == 0 {
 		pods = 2
-	} else if os.Getenv("CI") == "true" {
+	} else if testkit.UnderCI() {
 		t.Fatal("the demo's CNI pods need root, and CI=true forbids leaving them out")
 	} else {
 		t.Log("not root: running the demo without its CNI pods")
@@ -113,11 +112,9 @@ func TestDemo(t *testing.T) {
 // demoRun is one running demo process.
 type demoRun struct {
 	t       *testing.T
-	cmd     *exec.Cmd
+	proc    *testkit.Process
 	url     string
 	ready   string
-	out     bytes.Buffer
-	done    chan error
 	stopped bool
 }
 
@@ -125,24 +122,18 @@ type demoRun struct {
 // pods. It is stopped with Ctrl-C when the test ends, if still running.
 func startDemo(t *testing.T, bin string, nodes, pods int) *demoRun {
 	t.Helper()
-	addr, err := freeLoopbackPort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, port, _ := net.SplitHostPort(addr)
-	r := &demoRun{t: t, url: "http://127.0.0.1:" + port, ready: filepath.Join(t.TempDir(), "ready"), done: make(chan error, 1)}
-	r.cmd = exec.Command(filepath.Join(bin, "tsymbiote-demo"), "--bin", bin, "--nodes", fmt.Sprint(nodes),
+	port := strconv.Itoa(testkit.FreePort(t))
+	r := &demoRun{t: t, url: "http://127.0.0.1:" + port, ready: filepath.Join(t.TempDir(), "ready")}
+	cmd := exec.Command(filepath.Join(bin, "tsymbiote-demo"), "--bin", bin, "--nodes", fmt.Sprint(nodes),
 		"--cni-pods", fmt.Sprint(pods), "--listen", "127.0.0.1:"+port, "--ready-file", r.ready)
-	r.cmd.Stdout, r.cmd.Stderr = &r.out, &r.out
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := r.cmd.Start(); err != nil {
+	var err error
+	if r.proc, err = testkit.Launch(cmd); err != nil {
 		t.Fatal(err)
 	}
-	go func() { r.done <- r.cmd.Wait() }()
 	t.Cleanup(func() {
 		r.stop()
 		if t.Failed() {
-			t.Logf("demo (pid %d) output:\n%s", r.cmd.Process.Pid, r.out.String())
+			t.Logf("demo (pid %d) output:\n%s", r.proc.PID(), r.proc.Output())
 		}
 	})
 	return r
@@ -156,9 +147,9 @@ func (r *demoRun) waitReady(timeout time.Duration) error {
 			return nil
 		}
 		select {
-		case err := <-r.done:
+		case <-r.proc.Done():
 			r.stopped = true
-			return fmt.Errorf("demo exited before it was up: %w", err)
+			return fmt.Errorf("demo exited before it was up: %w", r.proc.Err())
 		case <-deadline:
 			return fmt.Errorf("demo not up after %v", timeout)
 		case <-time.After(200 * time.Millisecond):
@@ -172,85 +163,49 @@ func (r *demoRun) stop() {
 		return
 	}
 	r.stopped = true
-	_ = r.cmd.Process.Signal(os.Interrupt)
+	_ = r.proc.Signal(syscall.SIGINT)
 	select {
-	case err := <-r.done:
-		if err != nil {
+	case <-r.proc.Done():
+		if err := r.proc.Err(); err != nil {
 			r.t.Errorf("demo exited with %v after Ctrl-C", err)
 		}
 	case <-time.After(2 * time.Minute):
-		_ = r.cmd.Process.Kill()
-		r.t.Errorf("demo did not stop within 2 minutes of Ctrl-C; killed (%v)", <-r.done)
+		r.proc.Kill()
+		r.t.Errorf("demo did not stop within 2 minutes of Ctrl-C; killed (%v)", r.proc.Err())
 	}
 }
 
 // kill kills the demo with SIGKILL, which it cannot clean up after.
 func (r *demoRun) kill() {
 	r.stopped = true
-	_ = r.cmd.Process.Kill()
-	r.t.Logf("demo %d killed: %v", r.cmd.Process.Pid, <-r.done)
+	r.proc.Kill()
+	r.t.Logf("demo %d killed: %v", r.proc.PID(), r.proc.Err())
 }
-
-var (
-	buildOnce sync.Once
-	builtBin  string
-	buildErr  error
-)
 
 // TestMain removes the binaries the tests built.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if builtBin != "" {
-		os.RemoveAll(builtBin)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
-// buildDemoBinaries builds what `make binaries` builds for the demo into a
-// temporary bin dir, next to links to the pinned reference CNI plugins,
-// once for all tests.
+// buildDemoBinaries builds what `make binaries` builds for the demo (once
+// for all tests) and links them, with the pinned reference CNI plugins,
+// into one bin dir named as the demo expects.
 func buildDemoBinaries(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() { builtBin, buildErr = buildBinaries() })
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	links := map[string]string{
+		"tsymbiote-demo":       testkit.BuildOnce(t, "tsymbiote.dhouti.dev/hack/demo"),
+		"tsymbiote-adapter":    testkit.BuildOnce(t, "tsymbiote.dhouti.dev/adapter/cmd/tsymbiote-adapter"),
+		"tsymbiote-webui":      testkit.BuildOnce(t, "tsymbiote.dhouti.dev/webui/cmd/tsymbiote-webui"),
+		"tailscale-cni":        testkit.BuildOnce(t, "tsymbiote.dhouti.dev/cni/cmd/tailscale-cni"),
+		"tailscale-cni-daemon": testkit.BuildOnce(t, "tsymbiote.dhouti.dev/cni/cmd/tailscale-cni-daemon", "-tags", "ts_omit_portmapper"),
+		"cni-ptp":              testkit.Binary(t, "cni-ptp"),
+		"cni-host-local":       testkit.Binary(t, "cni-host-local"),
 	}
-	return builtBin
-}
-
-func buildBinaries() (string, error) {
-	root, err := headscaletest.RepoRoot()
-	if err != nil {
-		return "", err
-	}
-	bin, err := os.MkdirTemp("", "tsdemo-test-bin-")
-	if err != nil {
-		return "", err
-	}
-	builds := [][]string{
-		{"-o", bin + "/", "./adapter/cmd/tsymbiote-adapter", "./webui/cmd/tsymbiote-webui", "./cni/cmd/tailscale-cni", "./hack/demo"},
-		{"-tags", "ts_omit_portmapper", "-o", bin + "/", "./cni/cmd/tailscale-cni-daemon"},
-	}
-	for _, args := range builds {
-		cmd := exec.Command("go", append([]string{"build"}, args...)...)
-		cmd.Dir = root
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return bin, fmt.Errorf("go build %v: %w\n%s", args, err, out)
+	bin := t.TempDir()
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(bin, name)); err != nil {
+			t.Fatal(err)
 		}
 	}
-	if err := os.Rename(filepath.Join(bin, "demo"), filepath.Join(bin, "tsymbiote-demo")); err != nil {
-		return bin, err
-	}
-	for _, p := range []string{"cni-ptp", "cni-host-local"} {
-		src, err := headscaletest.RepoBinary(p, "CNI_PLUGINS_VERSION")
-		if err != nil {
-			return bin, err
-		}
-		if err := os.Symlink(src, filepath.Join(bin, p)); err != nil {
-			return bin, err
-		}
-	}
-	return bin, nil
+	return bin
 }
 
 // hostState summarises what the demo may touch on the host: namespaces,

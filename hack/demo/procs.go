@@ -8,41 +8,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
-	"syscall"
 	"time"
+
+	"tsymbiote.dhouti.dev/testkit"
 )
 
-// procGroup runs the demo's child processes. Each child gets its own HOME
-// and TMPDIR (where tsnet keeps its state) and log file, dies with the demo
-// (Pdeathsig), and is stopped with SIGTERM first so that it can log out and
-// delete its node, then SIGKILL.
-type procGroup struct {
-	mu     sync.Mutex
-	procs  []*proc
-	exited chan string
-}
-
-type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	log  string
-}
-
-func (g *procGroup) start(ctx context.Context, logf func(string, ...any), name string, env []string, home, bin string, args ...string) error {
-	g.mu.Lock()
-	if g.exited == nil {
-		g.exited = make(chan string, 64)
-	}
-	g.mu.Unlock()
+// launch starts one of the demo's own children (the WebUI, the CNI daemon)
+// as a testkit.Process: it dies with the demo (Pdeathsig) and is stopped
+// with SIGTERM first, so that it can log out and delete its node. It runs
+// in home, which is also its HOME and TMPDIR, and logs to home/name.log.
+func launch(name, home string, env []string, bin string, args ...string) (*testkit.Process, error) {
 	if err := os.MkdirAll(home, 0o700); err != nil {
-		return err
+		return nil, err
 	}
-	logPath := filepath.Join(home, name+".log")
-	lf, err := os.Create(logPath)
+	lf, err := os.Create(filepath.Join(home, name+".log"))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cmd := exec.Command(bin, args...)
 	cmd.Dir = home
@@ -51,60 +32,48 @@ func (g *procGroup) start(ctx context.Context, logf func(string, ...any), name s
 	// of this demo's directory removes them.
 	cmd.Env = append(append(os.Environ(), "HOME="+home, "TMPDIR="+home), env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	p, err := testkit.Launch(cmd)
+	if err != nil {
 		lf.Close()
-		return fmt.Errorf("starting %s: %w", name, err)
+		return nil, err
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
-	go func() {
-		_ = cmd.Wait()
-		lf.Close()
-		close(p.done)
-		select {
-		case <-ctx.Done():
-		default:
+	p.Name = name
+	go func() { <-p.Done(); lf.Close() }()
+	return p, nil
+}
+
+// child is a process the demo watches for an unexpected exit.
+type child struct {
+	name   string
+	done   <-chan struct{}
+	output func() string
+}
+
+// firstExit reports the name of the first child to exit before ctx ends,
+// after logging its last output. Children that exit once ctx has ended
+// (the demo stopping them) are not news.
+func firstExit(ctx context.Context, logf func(string, ...any), children []child) <-chan string {
+	exited := make(chan string, len(children))
+	for _, c := range children {
+		go func() {
 			select {
-			case g.exited <- name:
-			default:
+			case <-ctx.Done():
+			case <-c.done:
+				if ctx.Err() == nil {
+					logf("demo: %s exited; its last output:\n%s", c.name, tail(c.output(), 4096))
+					exited <- c.name
+				}
 			}
-			if data, err := os.ReadFile(logPath); err == nil {
-				logf("demo: %s exited; its last output:\n%s", name, tail(data, 4096))
-			}
-		}
-	}()
-	g.mu.Lock()
-	g.procs = append(g.procs, p)
-	g.mu.Unlock()
-	return nil
+		}()
+	}
+	return exited
 }
 
-// stop stops every child, newest first.
-func (g *procGroup) stop(logf func(string, ...any)) {
-	g.mu.Lock()
-	procs := g.procs
-	g.procs = nil
-	g.mu.Unlock()
-	for _, p := range procs {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
 	}
-	for i := len(procs) - 1; i >= 0; i-- {
-		p := procs[i]
-		select {
-		case <-p.done:
-		case <-time.After(10 * time.Second):
-			logf("demo: %s did not stop in 10s; killing it", p.name)
-			_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-			<-p.done
-		}
-	}
-}
-
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
+	return s
 }
 
 func splitListen(listen string) (host, port string, err error) {

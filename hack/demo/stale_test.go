@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // TestDemoAfterKill kills a demo with SIGKILL, which it cannot clean up
@@ -14,12 +16,8 @@ import (
 // namespaces, its directory, its daemon's links and rules, the sysctls it
 // changed) and, stopped with Ctrl-C, leaves the host as it found it.
 func TestDemoAfterKill(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("this test needs root (network namespaces), and CI=true forbids skipping it")
-		}
-		t.Skip("needs root: the demo's leftovers worth sweeping are its pods' network namespaces")
-	}
+	// The demo's leftovers worth sweeping are its pods' network namespaces.
+	testkit.Root(t)
 	bin := buildDemoBinaries(t)
 	before := hostState(t)
 	tmpBefore := demoDirs(t)
@@ -28,7 +26,7 @@ func TestDemoAfterKill(t *testing.T) {
 	if err := first.waitReady(4 * time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	pid := first.cmd.Process.Pid
+	pid := first.proc.PID()
 	first.kill()
 	netns := podNetns(pid, 1)
 	if _, err := os.Stat(filepath.Join("/var/run/netns", netns)); err != nil {
@@ -60,7 +58,7 @@ func TestDemoAfterKill(t *testing.T) {
 	}
 	second.stop()
 	// Read only now: the buffer is written to until the process exits.
-	out := second.out.String()
+	out := second.proc.Output()
 	for _, want := range []string{"removed netns " + netns, fmt.Sprintf("left by demo process %d", pid)} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the second demo did not say %q", want)

@@ -76,8 +76,15 @@ func Start(ctx context.Context, hs *headscaletest.Server, opts Options) (_ *Topo
 	if err := tp.startDaemons(ctx); err != nil {
 		return nil, err
 	}
+	// Every adapter starts before the first is waited for: each takes
+	// seconds to join.
 	for i, sockets := range tp.adapterSockets() {
-		if _, err := tp.StartAdapter(ctx, tp.opts.AdapterName(i), sockets...); err != nil {
+		if _, err := tp.launchAdapter(ctx, tp.opts.AdapterName(i), sockets); err != nil {
+			return nil, err
+		}
+	}
+	for _, a := range tp.Adapters {
+		if err := a.waitServing(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -164,6 +171,15 @@ func (tp *Topology) adapterSockets() [][]string {
 // to the tailnet with an ephemeral adapter-tagged key, and waits until it
 // serves. Close stops it.
 func (tp *Topology) StartAdapter(ctx context.Context, name string, sockets ...string) (*Adapter, error) {
+	a, err := tp.launchAdapter(ctx, name, sockets)
+	if err != nil {
+		return nil, err
+	}
+	return a, a.waitServing(ctx)
+}
+
+// launchAdapter starts an adapter without waiting for it.
+func (tp *Topology) launchAdapter(ctx context.Context, name string, sockets []string) (*Adapter, error) {
 	key, err := tp.HS.AuthKey(ctx, headscaletest.KeyOptions{Tags: []string{contract.TagAdapter}, Ephemeral: true})
 	if err != nil {
 		return nil, err
@@ -191,10 +207,11 @@ func (tp *Topology) StartAdapter(ctx context.Context, name string, sockets ...st
 	proc.Name = name
 	a := &Adapter{Name: name, Sockets: sockets, proc: proc}
 	tp.Adapters = append(tp.Adapters, a)
-	if err := proc.WaitFor(ctx, "serving on the tailnet"); err != nil {
-		return nil, err
-	}
 	return a, nil
+}
+
+func (a *Adapter) waitServing(ctx context.Context) error {
+	return a.proc.WaitFor(ctx, "serving on the tailnet")
 }
 
 // homeDir makes the directory an adapter runs in.
