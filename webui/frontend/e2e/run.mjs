@@ -39,7 +39,7 @@ try {
   await page.getByTestId("summary").filter({ hasText: /\d+ nodes/ }).waitFor({ timeout: 30000 });
   log("page loaded in", Date.now() - t0, "ms:", await page.getByTestId("summary").textContent());
 
-  const labels = await page.waitForFunction(
+  await page.waitForFunction(
     (want) => {
       const cy = window.__tsymbioteCy;
       if (!cy) return null;
@@ -53,8 +53,8 @@ try {
     const have = await page.evaluate(() => window.__tsymbioteCy?.nodes().flatMap((n) => [n.data("name"), ...(n.data("adapters") ?? [])]));
     fail(`graph lacks expected nodes: want ${expect.join(",")}, have ${have}`);
   });
-  const edgeCount = await page.evaluate(() => window.__tsymbioteCy.edges().length);
-  log(`graph shows ${labels.length} nodes (${expect.length} expected all present) and ${edgeCount} edges`);
+  const [nodeCount, edgeCount] = await page.evaluate(() => [window.__tsymbioteCy.nodes().length, window.__tsymbioteCy.edges().length]);
+  log(`graph shows ${nodeCount} nodes (${expect.length} expected all present, adapters as badges) and ${edgeCount} edges`);
 
   // Watch the page's frames while the fan-out streams in: the longest gap
   // between animation frames is how long the page froze.
