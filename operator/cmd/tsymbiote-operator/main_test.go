@@ -35,6 +35,7 @@ import (
 	"tsymbiote.dhouti.dev/operator/internal/certs"
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
 	"tsymbiote.dhouti.dev/operator/internal/testenv"
+	"tsymbiote.dhouti.dev/proto/contract"
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
@@ -125,13 +126,13 @@ func TestOperatorBinary(t *testing.T) {
 	// An injected pod (created here already injected: the API server cannot
 	// reach this binary's webhook under its service name) gets its Secret.
 	podNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-",
-		Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}}}
+		Labels: map[string]string{contract.LabelSecretInjection: contract.InjectionEnabled}}}
 	if err := c.Create(ctx, podNS); err != nil {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "web-0",
-			Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}},
+			Labels: map[string]string{contract.LabelSecretInjection: contract.InjectionEnabled}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
 	}
 	sidecar.Inject(pod, &sidecar.Config{Image: "tsymbiote/adapter:test"})
@@ -364,13 +365,13 @@ func TestLeaderElection(t *testing.T) {
 	t.Logf("b took over %v after a was stopped", time.Since(start).Round(time.Millisecond))
 
 	podNS := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{GenerateName: "app-",
-		Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}}}
+		Labels: map[string]string{contract.LabelSecretInjection: contract.InjectionEnabled}}}
 	if err := c.Create(ctx, podNS); err != nil {
 		t.Fatal(err)
 	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Namespace: podNS.Name, Name: "web-0",
-			Labels: map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}},
+			Labels: map[string]string{contract.LabelSecretInjection: contract.InjectionEnabled}},
 		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "app"}}},
 	}
 	sidecar.Inject(pod, &sidecar.Config{Image: "tsymbiote/adapter:test"})

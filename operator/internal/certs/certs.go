@@ -29,6 +29,9 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"tailscale.com/types/logger"
+
+	"tsymbiote.dhouti.dev/operator/internal/controller"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // Secret keys.
@@ -87,7 +90,7 @@ func (m *Manager) EnsureCert(ctx context.Context) error {
 		case apierrors.IsNotFound(err):
 			s = &corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Name: key.Name, Namespace: key.Namespace,
-					Labels: map[string]string{"app.kubernetes.io/managed-by": "tsymbiote-operator"}},
+					Labels: map[string]string{contract.LabelManagedBy: controller.ManagedByValue}},
 				Type: corev1.SecretTypeTLS,
 			}
 			if s.Data, err = m.generate(); err != nil {

@@ -20,11 +20,13 @@ import (
 
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // Labels and annotations on the Secrets the operator makes.
 const (
-	LabelManagedBy     = "app.kubernetes.io/managed-by"
+	// ManagedByValue of contract.LabelManagedBy marks the Secrets the
+	// operator makes; its cache holds only those.
 	ManagedByValue     = "tsymbiote-operator"
 	AnnotationExpires  = "tsymbiote.dhouti.dev/key-expires"
 	AnnotationKeyID    = "tsymbiote.dhouti.dev/key-id"
@@ -121,68 +123,114 @@ func (r *PodKeyReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctr
 	return requeueOnConflict(r.reconcile(ctx, req))
 }
 
+// reconcile runs the phases of one pod's key in order; each returns done
+// when the pod needs nothing more this round.
 func (r *PodKeyReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
-	logger := log.FromContext(ctx)
-	pod := &corev1.Pod{}
-	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
-		// A pod that is gone took its Secret with it (owner reference);
-		// its node was deleted before the finalizer let it go.
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	secretName := pod.Annotations[sidecar.AnnotationInjected]
-	if secretName == "" {
-		return ctrl.Result{}, nil
+	pod, secretName, err := r.getInjectedPod(ctx, req)
+	if pod == nil || err != nil {
+		return ctrl.Result{}, err
 	}
 	if !pod.DeletionTimestamp.IsZero() {
 		return r.finalize(ctx, pod, secretName)
 	}
-	if !controllerutil.ContainsFinalizer(pod, sidecar.Finalizer) {
-		// The webhook adds it; this covers pods admitted by an older
-		// operator or edited by hand.
-		patch := client.MergeFromWithOptions(pod.DeepCopy(), client.MergeFromWithOptimisticLock{})
-		controllerutil.AddFinalizer(pod, sidecar.Finalizer)
-		if err := r.Client.Patch(ctx, pod, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("adding finalizer: %w", err)
-		}
+	if err := r.ensureFinalizer(ctx, pod); err != nil {
+		return ctrl.Result{}, err
 	}
+	secret, res, err := r.ensureSecret(ctx, pod, secretName)
+	if secret == nil || err != nil {
+		return res, err
+	}
+	if secret.Annotations[AnnotationNodeID] != "" {
+		return ctrl.Result{}, nil // the key was used; nothing more to do
+	}
+	if registered, err := r.recordNode(ctx, pod, secret); registered || err != nil {
+		return ctrl.Result{}, err
+	}
+	return r.renewKey(ctx, pod, secret)
+}
 
+// getInjectedPod returns the pod and the name of its key Secret, or a nil
+// pod when it is gone or was not injected.
+func (r *PodKeyReconciler) getInjectedPod(ctx context.Context, req ctrl.Request) (*corev1.Pod, string, error) {
+	pod := &corev1.Pod{}
+	if err := r.Client.Get(ctx, req.NamespacedName, pod); err != nil {
+		// A pod that is gone took its Secret with it (owner reference);
+		// its node was deleted before the finalizer let it go.
+		return nil, "", client.IgnoreNotFound(err)
+	}
+	secretName := pod.Annotations[sidecar.AnnotationInjected]
+	if secretName == "" {
+		return nil, "", nil
+	}
+	return pod, secretName, nil
+}
+
+// ensureFinalizer adds the finalizer that holds the pod until its node is
+// deleted. The webhook adds it; this covers pods admitted by an older
+// operator or edited by hand.
+func (r *PodKeyReconciler) ensureFinalizer(ctx context.Context, pod *corev1.Pod) error {
+	if controllerutil.ContainsFinalizer(pod, sidecar.Finalizer) {
+		return nil
+	}
+	patch := client.MergeFromWithOptions(pod.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.AddFinalizer(pod, sidecar.Finalizer)
+	if err := r.Client.Patch(ctx, pod, patch); err != nil {
+		return fmt.Errorf("adding finalizer: %w", err)
+	}
+	return nil
+}
+
+// ensureSecret returns the pod's own key Secret. When there is none it
+// mints a key into a new one and returns nil with the result to return; a
+// Secret of an earlier pod of the same name is deleted first.
+func (r *PodKeyReconciler) ensureSecret(ctx context.Context, pod *corev1.Pod, name string) (*corev1.Secret, ctrl.Result, error) {
 	secret := &corev1.Secret{}
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: secretName}, secret)
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: pod.Namespace, Name: name}, secret)
 	switch {
 	case apierrors.IsNotFound(err):
-		return r.createSecret(ctx, pod, secretName)
+		res, err := r.createSecret(ctx, pod, name)
+		return nil, res, err
 	case err != nil:
-		return ctrl.Result{}, fmt.Errorf("getting secret: %w", err)
+		return nil, ctrl.Result{}, fmt.Errorf("getting secret: %w", err)
 	}
 	if !metav1.IsControlledBy(secret, pod) {
 		// A Secret left by an earlier pod of the same name (StatefulSets
 		// reuse names) that the garbage collector has not removed yet.
 		// Replace it rather than adopt it: its key may have been used.
-		logger.Info("replacing the secret of an earlier pod with the same name", "secret", secretName)
+		log.FromContext(ctx).Info("replacing the secret of an earlier pod with the same name", "secret", name)
 		if err := r.Client.Delete(ctx, secret, client.Preconditions{UID: &secret.UID}); client.IgnoreNotFound(err) != nil {
-			return ctrl.Result{}, fmt.Errorf("deleting stale secret: %w", err)
+			return nil, ctrl.Result{}, fmt.Errorf("deleting stale secret: %w", err)
 		}
-		return ctrl.Result{RequeueAfter: time.Second}, nil
+		return nil, ctrl.Result{RequeueAfter: time.Second}, nil
 	}
-	if secret.Annotations[AnnotationNodeID] != "" {
-		return ctrl.Result{}, nil // the key was used; nothing more to do
-	}
+	return secret, ctrl.Result{}, nil
+}
 
+// recordNode records on the Secret the ID of the adapter node that used
+// its key, once the node is in the control plane, and reports whether it
+// did.
+func (r *PodKeyReconciler) recordNode(ctx context.Context, pod *corev1.Pod, secret *corev1.Secret) (bool, error) {
 	host := pod.Annotations[sidecar.AnnotationHostname]
 	dev, err := r.findNode(ctx, host)
-	if err != nil {
-		return ctrl.Result{}, err
+	if dev == nil || err != nil {
+		return false, err
 	}
-	if dev != nil {
-		patch := client.MergeFrom(secret.DeepCopy())
-		secret.Annotations[AnnotationNodeID] = dev.ID
-		if err := r.Client.Patch(ctx, secret, patch); err != nil {
-			return ctrl.Result{}, fmt.Errorf("recording node id: %w", err)
-		}
-		logger.Info("adapter node registered", "hostname", host, "node", dev.ID)
-		return ctrl.Result{}, nil
+	patch := client.MergeFrom(secret.DeepCopy())
+	if secret.Annotations == nil {
+		secret.Annotations = map[string]string{}
 	}
+	secret.Annotations[AnnotationNodeID] = dev.ID
+	if err := r.Client.Patch(ctx, secret, patch); err != nil {
+		return false, fmt.Errorf("recording node id: %w", err)
+	}
+	log.FromContext(ctx).Info("adapter node registered", "hostname", host, "node", dev.ID)
+	return true, nil
+}
 
+// renewKey re-mints a key nobody used once it is in the last part of its
+// life (RenewBefore), so that a pod that starts late still gets a valid
+// one, and otherwise waits.
+func (r *PodKeyReconciler) renewKey(ctx context.Context, pod *corev1.Pod, secret *corev1.Secret) (ctrl.Result, error) {
 	expires, _ := time.Parse(time.RFC3339, secret.Annotations[AnnotationExpires])
 	renewAt := expires.Add(-r.renewBefore())
 	if left := renewAt.Sub(r.now()); left > 0 {
@@ -197,7 +245,7 @@ func (r *PodKeyReconciler) reconcile(ctx context.Context, req ctrl.Request) (ctr
 	if err := r.Client.Patch(ctx, secret, patch); err != nil {
 		return ctrl.Result{}, fmt.Errorf("updating secret with a fresh key: %w", err)
 	}
-	logger.Info("re-minted an unused adapter key before it expired", "secret", secretName, "expires", key.Expires.UTC().Format(time.RFC3339))
+	log.FromContext(ctx).Info("re-minted an unused adapter key before it expired", "secret", secret.Name, "expires", key.Expires.UTC().Format(time.RFC3339))
 	return ctrl.Result{RequeueAfter: r.poll()}, nil
 }
 
@@ -209,7 +257,7 @@ func (r *PodKeyReconciler) createSecret(ctx context.Context, pod *corev1.Pod, na
 	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{
 		Name:      name,
 		Namespace: pod.Namespace,
-		Labels:    map[string]string{LabelManagedBy: ManagedByValue},
+		Labels:    map[string]string{contract.LabelManagedBy: ManagedByValue},
 	}}
 	fillSecret(secret, key, r.ControlPlane.ControlURL())
 	secret.Annotations[AnnotationPodUID] = string(pod.UID)
@@ -231,7 +279,7 @@ func (r *PodKeyReconciler) createSecret(ctx context.Context, pod *corev1.Pod, na
 
 func (r *PodKeyReconciler) mint(ctx context.Context, pod *corev1.Pod, reason string) (*controlplane.AuthKey, error) {
 	key, err := r.ControlPlane.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
-		Tags:          []string{sidecar.AdapterTag},
+		Tags:          []string{contract.TagAdapter},
 		Ephemeral:     true,
 		Preauthorized: true,
 		Reusable:      false,
@@ -272,7 +320,7 @@ func (r *PodKeyReconciler) nodes(ctx context.Context, host string) ([]controlpla
 	if host == "" {
 		return nil, nil
 	}
-	devs, err := r.ControlPlane.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
+	devs, err := r.ControlPlane.ListDevices(ctx, controlplane.ListOptions{Tag: contract.TagAdapter})
 	if err != nil {
 		controlPlaneErrors.WithLabelValues("list_devices").Inc()
 		return nil, fmt.Errorf("listing adapter nodes: %w", err)
@@ -291,21 +339,28 @@ func (r *PodKeyReconciler) finalize(ctx context.Context, pod *corev1.Pod, secret
 	if !controllerutil.ContainsFinalizer(pod, sidecar.Finalizer) {
 		return ctrl.Result{}, nil
 	}
-	logger := log.FromContext(ctx)
 	if err := r.deleteNodes(ctx, pod, secretName); err != nil {
 		if r.now().Sub(pod.DeletionTimestamp.Time) < r.giveUpAfter() {
 			return ctrl.Result{}, err
 		}
-		logger.Error(err, "giving up deleting the adapter node; the control plane removes ephemeral nodes once they are offline")
+		log.FromContext(ctx).Error(err, "giving up deleting the adapter node; the control plane removes ephemeral nodes once they are offline")
 	}
-	patch := client.MergeFromWithOptions(pod.DeepCopy(), client.MergeFromWithOptimisticLock{})
-	controllerutil.RemoveFinalizer(pod, sidecar.Finalizer)
-	if err := r.Client.Patch(ctx, pod, patch); err != nil {
-		return ctrl.Result{}, client.IgnoreNotFound(err)
-	}
-	return ctrl.Result{}, nil
+	return ctrl.Result{}, r.releasePod(ctx, pod)
 }
 
+// releasePod removes the pod's finalizer, which lets its deletion finish.
+func (r *PodKeyReconciler) releasePod(ctx context.Context, pod *corev1.Pod) error {
+	patch := client.MergeFromWithOptions(pod.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	controllerutil.RemoveFinalizer(pod, sidecar.Finalizer)
+	if err := r.Client.Patch(ctx, pod, patch); client.IgnoreNotFound(err) != nil {
+		return fmt.Errorf("removing finalizer: %w", err)
+	}
+	return nil
+}
+
+// deleteNodes deletes the pod's adapter node: the one recorded on its
+// Secret, or else every adapter node with the pod's hostname (the key may
+// have been used after the last reconcile).
 func (r *PodKeyReconciler) deleteNodes(ctx context.Context, pod *corev1.Pod, secretName string) error {
 	var ids []string
 	secret := &corev1.Secret{}

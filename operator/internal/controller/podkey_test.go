@@ -20,10 +20,11 @@ import (
 	"tsymbiote.dhouti.dev/operator/internal/setup"
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
 	"tsymbiote.dhouti.dev/operator/internal/testenv"
+	"tsymbiote.dhouti.dev/proto/contract"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
-var labelled = map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}
+var labelled = map[string]string{contract.LabelSecretInjection: contract.InjectionEnabled}
 
 func newPod(ns, name string) *corev1.Pod {
 	return &corev1.Pod{
@@ -98,8 +99,8 @@ func TestPodKeys(t *testing.T) {
 		host := pod.Annotations[sidecar.AnnotationHostname]
 		_, st := hs.NewNode(t, headscaletest.NodeOptions{Hostname: host, AuthKey: key.Reveal(), Ephemeral: true})
 		t.Logf("tsnet node %s joined with the pod's key as %s, tags %v", host, st.Self.ID, st.Self.Tags.AsSlice())
-		if !slices.Contains(st.Self.Tags.AsSlice(), sidecar.AdapterTag) {
-			t.Fatalf("node tags %v, want %s", st.Self.Tags.AsSlice(), sidecar.AdapterTag)
+		if !slices.Contains(st.Self.Tags.AsSlice(), contract.TagAdapter) {
+			t.Fatalf("node tags %v, want %s", st.Self.Tags.AsSlice(), contract.TagAdapter)
 		}
 		testenv.Eventually(t, 30*time.Second, "node id recorded in the secret", func() error {
 			s, err := getSecret(pod)
@@ -117,7 +118,7 @@ func TestPodKeys(t *testing.T) {
 		} else {
 			t.Logf("second join with the same key refused: %v", err)
 		}
-		devs, err := cp.ListDevices(ctx, controlplane.ListOptions{Tag: sidecar.AdapterTag})
+		devs, err := cp.ListDevices(ctx, controlplane.ListOptions{Tag: contract.TagAdapter})
 		if err != nil || len(devs) != 1 || !devs[0].Ephemeral {
 			t.Fatalf("adapter devices %+v, %v; want one ephemeral", devs, err)
 		}
@@ -186,7 +187,7 @@ func TestPodKeys(t *testing.T) {
 		_, st := hs.NewNode(t, headscaletest.NodeOptions{
 			Hostname: pod.Annotations[sidecar.AnnotationHostname], AuthKey: string(second.Data[sidecar.SecretKeyAuthKey]), Ephemeral: true,
 		})
-		if !slices.Contains(st.Self.Tags.AsSlice(), sidecar.AdapterTag) {
+		if !slices.Contains(st.Self.Tags.AsSlice(), contract.TagAdapter) {
 			t.Fatalf("node tags %v", st.Self.Tags.AsSlice())
 		}
 		if err := c.Delete(ctx, pod); err != nil {

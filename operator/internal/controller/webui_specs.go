@@ -10,6 +10,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // WebUIContainerName is the WebUI container in the StatefulSet's pods.
@@ -24,9 +25,9 @@ func StatefulSetName(t *v1alpha1.TSymbiote) string { return t.Name }
 // StatefulSet's selector is immutable.
 func selectorLabels(t *v1alpha1.TSymbiote) map[string]string {
 	return map[string]string{
-		"app.kubernetes.io/name":       "tsymbiote-webui",
-		"app.kubernetes.io/instance":   t.Name,
-		"app.kubernetes.io/managed-by": ManagedByValue,
+		"app.kubernetes.io/name":     "tsymbiote-webui",
+		"app.kubernetes.io/instance": t.Name,
+		contract.LabelManagedBy:      ManagedByValue,
 	}
 }
 

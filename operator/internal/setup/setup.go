@@ -23,6 +23,7 @@ import (
 	"tsymbiote.dhouti.dev/operator/internal/controller"
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
 	podwebhook "tsymbiote.dhouti.dev/operator/internal/webhook"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // NewScheme holds the built-in types and the TSymbiote API.
@@ -43,9 +44,9 @@ func NewScheme() *runtime.Scheme {
 func ManagerOptions(scheme *runtime.Scheme, o manager.Options) manager.Options {
 	o.Scheme = scheme
 	o.Cache.ByObject = map[client.Object]cache.ByObject{
-		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{sidecar.InjectionLabel: sidecar.InjectionEnabled})},
+		&corev1.Pod{}: {Label: labels.SelectorFromSet(labels.Set{contract.LabelSecretInjection: contract.InjectionEnabled})},
 		&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{
-			controller.LabelManagedBy: controller.ManagedByValue,
+			contract.LabelManagedBy: controller.ManagedByValue,
 		})},
 	}
 	return o
@@ -81,6 +82,7 @@ func Setup(mgr manager.Manager, cfg Config) error {
 	if cfg.TSymbiote {
 		if err := (&controller.TSymbioteReconciler{
 			Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), ControlPlane: cp, Recheck: cfg.TSymbioteRecheck,
+			Recorder: mgr.GetEventRecorderFor(controller.FieldOwner),
 		}).SetupWithManager(mgr); err != nil {
 			return fmt.Errorf("setting up the TSymbiote controller: %w", err)
 		}

@@ -1,6 +1,6 @@
-// Package sidecar describes the TSymbiote adapter sidecar: the labels that opt
-// a pod in, the names the webhook and the secrets controller agree on, and
-// the pure function that injects the container into a pod spec.
+// Package sidecar describes the TSymbiote adapter sidecar: the names the
+// webhook and the secrets controller agree on, and the pure function that
+// injects the container into a pod spec.
 package sidecar
 
 import (
@@ -12,14 +12,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 const (
-	// InjectionLabel opts a namespace and, within it, a pod in, with the
-	// value InjectionEnabled.
-	InjectionLabel   = "tsymbiote-secret-injection"
-	InjectionEnabled = "enabled"
-
 	// ContainerName is the injected container's name; its presence is what
 	// makes injection idempotent.
 	ContainerName = "tsymbiote-adapter"
@@ -38,9 +35,6 @@ const (
 	// Keys of the pod's Secret; they become the sidecar's environment.
 	SecretKeyAuthKey    = "TS_AUTHKEY"
 	SecretKeyControlURL = "TS_CONTROL_URL"
-
-	// AdapterTag is the tag every adapter key carries.
-	AdapterTag = "tag:tsymbiote-adapter"
 
 	stateVolume = "tsymbiote-adapter-state"
 	stateDir    = "/var/lib/tsymbiote-adapter"
@@ -140,7 +134,7 @@ func shortHash(s string) string {
 
 // Wants reports whether a pod's labels opt it in.
 func Wants(labels map[string]string) bool {
-	return labels[InjectionLabel] == InjectionEnabled
+	return labels[contract.LabelSecretInjection] == contract.InjectionEnabled
 }
 
 // Injected reports whether pod already has the sidecar.

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // Path is where the webhook is served.
@@ -47,7 +48,7 @@ func (h *PodInjector) Handle(ctx context.Context, req admission.Request) admissi
 		return admission.Errored(http.StatusBadRequest, err)
 	}
 	if !sidecar.Wants(pod.Labels) {
-		return admission.Allowed("pod is not labelled " + sidecar.InjectionLabel + "=" + sidecar.InjectionEnabled)
+		return admission.Allowed("pod is not labelled " + contract.LabelSecretInjection + "=" + contract.InjectionEnabled)
 	}
 	if sidecar.Injected(pod) {
 		return admission.Allowed("adapter sidecar already present")

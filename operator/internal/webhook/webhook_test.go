@@ -26,6 +26,7 @@ import (
 	"tsymbiote.dhouti.dev/operator/internal/sidecar"
 	"tsymbiote.dhouti.dev/operator/internal/testenv"
 	podwebhook "tsymbiote.dhouti.dev/operator/internal/webhook"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 var testAdapter = sidecar.Config{
@@ -40,7 +41,7 @@ var testAdapter = sidecar.Config{
 	}(),
 }
 
-var labelled = map[string]string{sidecar.InjectionLabel: sidecar.InjectionEnabled}
+var labelled = map[string]string{contract.LabelSecretInjection: contract.InjectionEnabled}
 
 // startWebhookOnly runs a manager that serves only the webhook (no
 // controllers), wrapping the handler with timing when rec is set.
@@ -128,7 +129,7 @@ func TestInjection(t *testing.T) {
 		// they were, with the sidecar only appended.
 		pod := &corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: on, GenerateName: "ts-web-abc12-", Labels: map[string]string{
-				sidecar.InjectionLabel: sidecar.InjectionEnabled, "tailscale.com/managed": "true",
+				contract.LabelSecretInjection: contract.InjectionEnabled, "tailscale.com/managed": "true",
 				"tailscale.com/parent-resource": "web", "tailscale.com/parent-resource-type": "svc",
 			}},
 			Spec: corev1.PodSpec{
@@ -201,7 +202,7 @@ func TestInjection(t *testing.T) {
 		labels   map[string]string
 	}{
 		{"unlabelled pod in labelled namespace", on, nil},
-		{"pod labelled disabled", on, map[string]string{sidecar.InjectionLabel: "disabled"}},
+		{"pod labelled disabled", on, map[string]string{contract.LabelSecretInjection: "disabled"}},
 		{"labelled pod in unlabelled namespace", off, labelled},
 	} {
 		t.Run(tc.name+" is untouched", func(t *testing.T) {
