@@ -18,8 +18,8 @@ import (
 
 // TestBrowserLabels checks in Chromium that the graph stays readable: on a
 // tailnet shaped like make demo's (13 nodes: 4 tailscaled and 2 CNI pods,
-// each with its adapter, and the WebUI) and on one of 50 drawn nodes, the
-// adapters are badges on their hosts, and after a ping all no two labels
+// each with its adapter, and the WebUI), on one of 50 drawn nodes and on
+// one with few hosts among many peers, the adapters are badges on their hosts, and after a ping all no two labels
 // (node names and the latencies shown on edges) overlap, measured from the
 // boxes cytoscape rendered, before and while a host is hovered. It keeps a
 // screenshot of each under bin/test-artifacts (or $E2E_OUT_DIR).
@@ -37,6 +37,7 @@ func TestBrowserLabels(t *testing.T) {
 	}{
 		{daemons: 4, pods: 2, plain: 0, drawn: 7, size: 13},    // make demo: 13 nodes
 		{daemons: 30, pods: 6, plain: 13, drawn: 50, size: 50}, // 86 nodes, 50 drawn
+		{daemons: 2, pods: 0, plain: 30, drawn: 33, size: 35},  // few hosts among many peers: the hosts inside
 	} {
 		t.Run(fmt.Sprint(tc.size), func(t *testing.T) {
 			disc, nodes := fakeTailnet(t, tc.daemons, tc.pods, tc.plain)
