@@ -7,8 +7,9 @@
 //
 //   WEBUI_URL=http://127.0.0.1:3621 NODES=13 EXPECT_DRAWN=7 OUT_DIR=out node e2e/labels.mjs
 //
-// It prints "overlapping labels at N nodes: K", saves labels-N.png and
-// labels-N-hover.png in OUT_DIR, and exits 0 when every check passed.
+// It prints "overlapping labels at N nodes: K", saves labels-N.png (the
+// graph), labels-N-page.png and labels-N-hover.png in OUT_DIR, and exits 0
+// when every check passed.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
@@ -133,6 +134,7 @@ try {
   report("", m);
   const shot = join(outDir, `labels-${size}.png`);
   await page.getByTestId("graph").screenshot({ path: shot });
+  await page.screenshot({ path: join(outDir, `labels-${size}-page.png`) });
   log("screenshot:", shot);
 
   // Hover the first host: its edges' labels show (those that fit), the

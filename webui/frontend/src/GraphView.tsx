@@ -441,7 +441,7 @@ export function GraphView({ elements, selected, onSelect }: Props) {
       <div className="graph-key" data-testid="graph-key">
         <span><i className="key-host"><img src={BADGE} alt="" /></i> host, with its adapter</span>
         <span><i className="key-node" /> peer</span>
-        <span><i className="key-infra" /> WebUI</span>
+        <span><i className="key-infra" /> WebUI or adapter</span>
         <span className="muted">hover a node for its edges&apos; latencies</span>
       </div>
       {tip && (
