@@ -338,6 +338,8 @@ export function GraphView({ elements, selected, onSelect }: Props) {
       if (d) setTip({ ...tipAt(c, ev.renderedPosition.x, ev.renderedPosition.y), ...edgeTip(d, c) });
     });
     c.on("mouseout", "edge", () => setTip(null));
+    // A node dragged by hand moves its edges' labels: fit them again.
+    c.on("dragfree", "node", () => refocus.current());
     c.on("viewport", () => setTip(null));
     cy.current = c;
     // Tests and curious users can read the graph's state.

@@ -120,6 +120,17 @@ describe("adapters", () => {
     expect(el.edges.some((e) => e.data.target.startsWith("a-"))).toBe(false);
   });
 
+  it("badges every host of an adapter that serves several", () => {
+    const g = tailnet(2, 0, 0);
+    // The first adapter also serves the second daemon.
+    g.hosts[1] = { ...g.hosts[1], id: "a-demo-node-1|other", adapter: g.hosts[0].adapter };
+    expect(adapterNodes(g).get("a-demo-node-1")).toEqual(["n-demo-node-1", "n-demo-node-2"]);
+    const el = buildElements(g, [], NO_FILTERS);
+    expect(el.nodes.find((n) => n.data.id === "n-demo-node-2")!.data.adapters).toEqual(["tsymbiote-adapter-demo-node-1"]);
+    // The second adapter debugs nothing now: it is a node of its own.
+    expect(el.nodes.map((n) => n.data.id)).toContain("a-demo-node-2");
+  });
+
   it("finds an adapter by address when its ID is not a node's", () => {
     const g = tailnet(2, 0, 0);
     g.adapters[0].id = "100.64.0.2:3621";
