@@ -9,21 +9,18 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // TestContainerdImport imports a built tarball into a containerd of its own
 // (root, state and socket in a temporary directory) the way the README says
 // to, unpacking it, and wants the chart's name in the image list.
 func TestContainerdImport(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts containerd; skipped under -short")
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("containerd needs root")
-	}
+	testkit.Root(t)
 	for _, bin := range []string{"containerd", "ctr"} {
 		if _, err := exec.LookPath(bin); err != nil {
-			t.Skipf("%s not installed (apt-get install containerd)", bin)
+			testkit.Missing(t, "%s not installed (apt-get install containerd)", bin)
 		}
 	}
 	b := buildImages(t, "pause")[0]

@@ -3,9 +3,15 @@ module tsymbiote.dhouti.dev/hack/images
 
 go 1.26.8
 
+replace (
+	tsymbiote.dhouti.dev/proto => ../../proto
+	tsymbiote.dhouti.dev/testkit => ../../testkit
+)
+
 require (
 	github.com/google/go-containerregistry v0.22.1
 	golang.org/x/crypto/x509roots/fallback v0.0.0-20261030153154-30a33513ff6d
+	tsymbiote.dhouti.dev/testkit v0.0.0-00010101000000-000000000000
 )
 
 require (

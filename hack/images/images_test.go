@@ -20,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 const repoRoot = "../.."
@@ -340,9 +341,7 @@ func TestPartsMatchCharts(t *testing.T) {
 // pinned servers in ./bin (make tools) and the WebUI's frontend build, and
 // takes minutes on a cold cache.
 func TestAllImages(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds every image: slow; skipped under -short")
-	}
+	testkit.Integration(t)
 	built := buildImages(t)
 	for _, b := range built {
 		t.Logf("%-14s %-34s %6.1f MiB %s", b.Part.Name, b.Part.Ref, float64(b.Size)/(1<<20), b.Digest)
