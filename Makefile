@@ -150,11 +150,11 @@ $(foreach m,$(MODULES),$(eval $(call module_test_rule,$(m))))
 test-%: ## One module's lint, full tests with -race and leftovers check: test-cni, test-webui, test-demo, ... (test-frontend: Vitest).
 	@echo "make test-$*: no module $*; the modules are: $(notdir $(MODULES))" >&2; exit 2
 
-# e2e runs the packages whose tests import testkit (directly or one of its
-# packages), the kit every test that needs a real server, root or a pinned
-# binary goes through, in full; go list finds them, so a new one needs no
-# Makefile change.
-E2E_PKGS = go list -f '{{.ImportPath}}{{range .TestImports}} {{.}}{{end}}{{range .XTestImports}} {{.}}{{end}}' ./... | awk '/ tsymbiote\.dhouti\.dev\/testkit($$| |\/)/ {print $$1}'
+# e2e runs the packages whose tests depend on testkit (directly, through one
+# of its packages or through a helper such as operator/internal/testenv), the
+# kit every test that needs a real server, root or a pinned binary goes
+# through, in full; go list finds them, so a new one needs no Makefile change.
+E2E_PKGS = go list -test -f '{{if .ForTest}}{{.ForTest}}{{range .Deps}} {{.}}{{end}}{{end}}' ./... | awk '/ tsymbiote\.dhouti\.dev\/testkit($$| |\/)/ {print $$1}' | sort -u
 
 .PHONY: e2e
 e2e: tools deps frontend ## Only the integration tests: every package whose tests use testkit (real servers, root), with -race and the leftovers check.
