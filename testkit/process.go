@@ -1,7 +1,9 @@
 package testkit
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os/exec"
@@ -65,7 +67,7 @@ func Start(t testing.TB, cmd *exec.Cmd) *Process {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.Stop(StopGrace)
+		_ = p.Stop(StopGrace)
 		if t.Failed() {
 			t.Logf("%s (pid %d) last output:\n%s", p.Name, p.PID(), p.Output())
 		}
@@ -143,13 +145,15 @@ func (p *Process) WaitFor(ctx context.Context, mark string) error {
 			if strings.Contains(p.Output(), mark) {
 				return nil
 			}
-			return fmt.Errorf("%s exited (%v) before saying %q:\n%s", p.Name, p.err, mark, p.Output())
+			return fmt.Errorf("%s exited (%w) before saying %q:\n%s", p.Name, cmp.Or(p.err, errExitedCleanly), mark, p.Output())
 		case <-ctx.Done():
 			return fmt.Errorf("%s did not say %q: %w\n%s", p.Name, mark, ctx.Err(), p.Output())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
+
+var errExitedCleanly = errors.New("exit status 0")
 
 // tailBuffer keeps the last 256 KiB written to it: enough to find start-up
 // marks and to show why a process failed, bounded for chatty daemons.

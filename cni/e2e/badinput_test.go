@@ -63,7 +63,7 @@ func (e *env) sideDaemon(t testing.TB, name string, extra ...string) string {
 	d := e.launchDaemon(t, append(env, extra...), nil)
 	d.Name = name + " daemon"
 	t.Cleanup(func() {
-		d.Stop(20 * time.Second)
+		_ = d.Stop(20 * time.Second)
 		if t.Failed() {
 			t.Logf("%s log:\n%s", d.Name, d.Output())
 		}

@@ -323,7 +323,7 @@ func (e *env) stopDaemon(kill bool) {
 	case kill:
 		d.Kill()
 	default:
-		d.Stop(30 * time.Second)
+		_ = d.Stop(30 * time.Second)
 	}
 }
 

@@ -177,7 +177,7 @@ func (c *cniPods) stop() {
 		}
 	}
 	if c.daemon != nil {
-		c.daemon.Stop(testkit.StopGrace)
+		_ = c.daemon.Stop(testkit.StopGrace)
 	}
 	for p, old := range c.sysctls {
 		_ = os.WriteFile(p, old, 0o644)

@@ -265,7 +265,7 @@ func (d *demo) wait(ctx context.Context) error {
 func (d *demo) stop() {
 	d.logf("demo: stopping")
 	if d.webui != nil {
-		d.webui.Stop(testkit.StopGrace)
+		_ = d.webui.Stop(testkit.StopGrace)
 	}
 	if d.tp != nil {
 		d.tp.Close()

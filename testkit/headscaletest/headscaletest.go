@@ -238,7 +238,7 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 func (s *Server) Stop() {
 	s.stopOnce.Do(func() {
 		if s.proc != nil {
-			s.proc.Stop(5 * time.Second)
+			_ = s.proc.Stop(5 * time.Second)
 		}
 		if s.ownDir {
 			os.RemoveAll(s.Dir)

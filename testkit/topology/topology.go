@@ -234,7 +234,7 @@ func (tp *Topology) homeDir(name string) (string, error) {
 func (tp *Topology) Close() {
 	var wg sync.WaitGroup
 	for _, a := range tp.Adapters {
-		wg.Go(func() { a.proc.Stop(testkit.StopGrace) })
+		wg.Go(func() { _ = a.proc.Stop(testkit.StopGrace) })
 	}
 	wg.Wait()
 	for _, d := range tp.Daemons {
