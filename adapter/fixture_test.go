@@ -10,24 +10,19 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"tailscale.com/envknob"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
 	"tsymbiote.dhouti.dev/controlplane"
-	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
-func TestMain(m *testing.M) {
-	// Everything tailscale in this process talks only to the local
-	// Headscale: no log upload, plain-HTTP DERP, no gateway probes.
-	headscaletest.OfflineClean()
-	envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
-	os.Exit(testkit.Main(m))
-}
+// TestMain keeps every tailscale thing in this process talking only to the
+// local Headscale (no log upload, plain-HTTP DERP, no gateway probes), and
+// removes the binaries the tests built.
+func TestMain(m *testing.M) { os.Exit(headscaletest.Main(m)) }
 
 // world is a tailnet with two real tailscaled nodes and an adapter attached
 // to the first.

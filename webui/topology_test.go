@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"tailscale.com/envknob"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/testkit"
@@ -20,13 +19,10 @@ import (
 	"tsymbiote.dhouti.dev/testkit/topology"
 )
 
-func TestMain(m *testing.M) {
-	// Every tailscale thing in this process talks only to the local
-	// Headscale: no log upload, plain-HTTP DERP, no gateway probes.
-	headscaletest.OfflineClean()
-	envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
-	os.Exit(testkit.Main(m))
-}
+// TestMain keeps every tailscale thing in this process talking only to the
+// local Headscale (no log upload, plain-HTTP DERP, no gateway probes), and
+// removes the binaries the tests built.
+func TestMain(m *testing.M) { os.Exit(headscaletest.Main(m)) }
 
 // demo is the demo's topology: Headscale, tailscaled daemons with one
 // adapter process each, and the WebUI (--dev --generate-auth, as make demo

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -91,27 +90,10 @@ type env struct {
 
 	mu         sync.Mutex
 	daemon     *testkit.Process
-	daemonLog  *lockedBuffer // all of the daemon's output, for line counts
+	daemonLog  *testkit.Buffer // all of the daemon's output, for line counts
 	netnses    []string
 	containers []string
 	extraEnv   []string
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // hostVeth makes a veth pair whose host end holds addr/30, so that Headscale
@@ -277,14 +259,14 @@ func (e *env) startDaemonWaiting(readyMark string) {
 	e.t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.daemonLog = &lockedBuffer{}
+	e.daemonLog = &testkit.Buffer{}
 	e.daemon = e.launchDaemon(e.t, e.daemonEnv(), e.daemonLog)
 	waitDaemon(e.t, e.daemon, readyMark, 90*time.Second)
 }
 
 // launchDaemon starts a daemon with env, its output also written to log
 // unless nil. The caller stops it.
-func (e *env) launchDaemon(t testing.TB, env []string, log *lockedBuffer) *testkit.Process {
+func (e *env) launchDaemon(t testing.TB, env []string, log *testkit.Buffer) *testkit.Process {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(e.bins, "tailscale-cni-daemon"))
 	cmd.Env = env

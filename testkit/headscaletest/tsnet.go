@@ -11,6 +11,7 @@ import (
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 var offlineOnce sync.Once
@@ -26,6 +27,16 @@ func OfflineClean() {
 		envknob.Setenv("TS_DEBUG_USE_DERP_HTTP", "1")
 		envknob.Setenv("TS_DISABLE_PORTMAPPER", "1")
 	})
+}
+
+// Main is testkit.Main for packages whose tests run tailscale code in the
+// test process (tsnet nodes, the adapter, the WebUI): that code is made
+// offline-clean (OfflineClean) before any test runs.
+//
+//	func TestMain(m *testing.M) { os.Exit(headscaletest.Main(m)) }
+func Main(m *testing.M) int {
+	OfflineClean()
+	return testkit.Main(m)
 }
 
 // NodeOptions configure NewNode.

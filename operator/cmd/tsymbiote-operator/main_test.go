@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -260,7 +259,7 @@ func newFixture(t *testing.T) *fixture {
 // operatorProc is a running operator binary.
 type operatorProc struct {
 	proc            *testkit.Process
-	out             *syncBuffer // all its output, for the checks on it
+	out             *testkit.Buffer // all its output, for the checks on it
 	metrics, probes string
 	ports           []int
 	dir             string
@@ -276,7 +275,7 @@ func (f *fixture) startOperator(t *testing.T, name string) *operatorProc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &operatorProc{out: &syncBuffer{}, dir: t.TempDir(), ports: ports}
+	p := &operatorProc{out: &testkit.Buffer{}, dir: t.TempDir(), ports: ports}
 	p.metrics, p.probes = fmt.Sprintf("127.0.0.1:%d", p.ports[0]), fmt.Sprintf("127.0.0.1:%d", p.ports[1])
 	cmd := exec.Command(f.bin,
 		"--kubeconfig="+f.kubeconfig,
@@ -421,21 +420,4 @@ func decodeAll(t *testing.T, s string) []*unstructured.Unstructured {
 			out = append(out, u)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
