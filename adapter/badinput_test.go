@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"tsymbiote.dhouti.dev/adapter"
-	"tsymbiote.dhouti.dev/testkit/headscaletest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // rawCodec sends request bytes as they are, to feed the server malformed

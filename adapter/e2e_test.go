@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"tsymbiote.dhouti.dev/testkit/headscaletest"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // TestEndToEnd is acceptance item 1: an adapter attached to node-a answers

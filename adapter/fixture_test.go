@@ -14,9 +14,9 @@ import (
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
 	"tsymbiote.dhouti.dev/controlplane"
+	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
-	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
 // TestMain keeps every tailscale thing in this process talking only to the

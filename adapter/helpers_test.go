@@ -12,9 +12,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/tailscaledtest"
-	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
 // devClient dials a --dev adapter on localhost.
