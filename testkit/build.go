@@ -1,14 +1,17 @@
 package testkit
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 )
 
@@ -34,6 +37,7 @@ var mainRunning atomic.Bool
 //
 //	func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 func Main(m *testing.M) int {
+	sweepBuilds()
 	mainRunning.Store(true)
 	code := m.Run()
 	builds.mu.Lock()
@@ -86,7 +90,7 @@ func goBuild(pkg string, flags []string) (string, error) {
 	}
 	builds.mu.Lock()
 	if builds.dir == "" {
-		builds.dir, err = os.MkdirTemp("", "testkit-bin-")
+		builds.dir, err = os.MkdirTemp("", buildDirPrefix+strconv.Itoa(os.Getpid())+"-")
 	}
 	parent := builds.dir
 	builds.mu.Unlock()
@@ -107,4 +111,26 @@ func goBuild(pkg string, flags []string) (string, error) {
 		return "", fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, out)
 	}
 	return bin, nil
+}
+
+// buildDirPrefix names BuildOnce's directory, followed by the test
+// process's PID, so that a later run can tell a dead run's directory.
+const buildDirPrefix = "testkit-bin-"
+
+// sweepBuilds removes the directories of test processes that died before
+// Main could (a timeout, a kill): nothing else would.
+func sweepBuilds() {
+	dirs, _ := filepath.Glob(filepath.Join(os.TempDir(), buildDirPrefix+"*"))
+	for _, dir := range dirs {
+		pid, _, _ := strings.Cut(strings.TrimPrefix(filepath.Base(dir), buildDirPrefix), "-")
+		n, err := strconv.Atoi(pid)
+		if err != nil || n <= 0 {
+			continue
+		}
+		// EPERM: alive, another user's.
+		if err := syscall.Kill(n, 0); err == nil || errors.Is(err, syscall.EPERM) {
+			continue
+		}
+		os.RemoveAll(dir)
+	}
 }
