@@ -76,5 +76,6 @@ replace (
 	tsymbiote.dhouti.dev/adapter => ../adapter
 	tsymbiote.dhouti.dev/controlplane => ../controlplane
 	tsymbiote.dhouti.dev/proto => ../proto
+	tsymbiote.dhouti.dev/testkit => ../testkit
 	tsymbiote.dhouti.dev/webui => ../webui
 )
