@@ -10,7 +10,7 @@ BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
 # Go modules tested, linted and built, in dependency order.
-MODULES := proto controlplane testkit adapter cni webui tsymbiote operator hack/demo hack/devcp hack/repocheck
+MODULES := proto controlplane testkit adapter cni webui tsymbiote operator hack/demo hack/devcp hack/images hack/repocheck
 CHARTS := charts/tailscale-cni charts/tsymbiote-operator
 FRONTEND := webui/frontend
 
@@ -56,8 +56,8 @@ lint: tools ## Run golangci-lint in every module and buf lint on the protos.
 	cd proto && $(BIN)/buf lint
 
 .PHONY: deps
-deps: ## Install the Debian packages the tests use (Chromium for the browser tests), if missing.
-	@hack/apt.sh chromium iproute2
+deps: ## Install the Debian packages the tests use (Chromium for the browser tests, containerd for the image import test), if missing.
+	@hack/apt.sh chromium iproute2 containerd
 
 .PHONY: frontend
 frontend: ## Install the WebUI's npm packages and build it into webui/frontend/dist (embedded by go:embed).

@@ -11,7 +11,7 @@ set -euo pipefail
 state() {
 	echo "## processes"
 	# Only the programs the tests start: the sandbox has its own processes.
-	ps -eo comm= | grep -E '^(headscale|tailscaled|tailscale|etcd|kube-apiserver|kube-controller|chrome|chromium|headless_shell|tsymbiote-|tailscale-cni|install-cni|iperf3)' | sort || true
+	ps -eo comm= | grep -E '^(headscale|tailscaled|tailscale|etcd|kube-apiserver|kube-controller|chrome|chromium|headless_shell|tsymbiote-|tailscale-cni|install-cni|iperf3|containerd|devcp)' | sort || true
 	echo "## listening sockets"
 	ss -Hltnu 2>/dev/null | awk '{print $1, $5}' | sort -u || true
 	echo "## network namespaces"

@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -48,29 +47,8 @@ func startContainerd(t *testing.T) func(args ...string) (string, error) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "containerd.sock")
-	logFile, err := os.Create(filepath.Join(dir, "containerd.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command("containerd", "--config", conf, "--root", filepath.Join(dir, "root"),
-		"--state", filepath.Join(dir, "state"), "--address", sock)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
+	proc := testkit.Start(t, exec.Command("containerd", "--config", conf, "--root", filepath.Join(dir, "root"),
+		"--state", filepath.Join(dir, "state"), "--address", sock))
 	ctr := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
@@ -82,8 +60,7 @@ func startContainerd(t *testing.T) func(args ...string) (string, error) {
 			return ctr
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "containerd.log"))
-			t.Fatalf("containerd did not answer on %s in 30s:\n%s", sock, log)
+			t.Fatalf("containerd did not answer on %s in 30s:\n%s", sock, proc.Output())
 		}
 	}
 }
