@@ -28,6 +28,29 @@ func RepoRoot() (string, error) {
 	}
 }
 
+// Pins reads hack/versions.env of the checkout at root: one NAME=version a
+// line, blank lines and # comments allowed. Every tool that builds or checks
+// pinned versions reads them here, so the file has one grammar.
+func Pins(root string) (map[string]string, error) {
+	data, err := os.ReadFile(filepath.Join(root, "hack", "versions.env"))
+	if err != nil {
+		return nil, fmt.Errorf("reading the pins: %w", err)
+	}
+	pins := map[string]string{}
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		if !ok || k == "" || v == "" {
+			return nil, fmt.Errorf("hack/versions.env:%d: %q is not NAME=version", i+1, line)
+		}
+		pins[k] = v
+	}
+	return pins, nil
+}
+
 // PinnedVersion returns the version hack/versions.env pins for name (such
 // as TAILSCALE_VERSION).
 func PinnedVersion(name string) (string, error) {
@@ -35,14 +58,12 @@ func PinnedVersion(name string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	data, err := os.ReadFile(filepath.Join(root, "hack", "versions.env"))
+	pins, err := Pins(root)
 	if err != nil {
 		return "", err
 	}
-	for line := range strings.SplitSeq(string(data), "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), "="); ok && k == name {
-			return strings.TrimSpace(v), nil
-		}
+	if v, ok := pins[name]; ok {
+		return v, nil
 	}
 	return "", fmt.Errorf("%s not pinned in hack/versions.env", name)
 }

@@ -1,64 +1,15 @@
 package cli
 
 import (
-	"bytes"
 	"slices"
 	"strings"
 	"testing"
 
-	"github.com/spf13/cobra"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/adapter"
 )
 
-// documentedFlags is the Flags section of `tsymbiote adapter --help` as the
-// documentation prints it.
-const documentedFlags = `      --allowed-tag string       Tag for access control (default "tag:tsymbiote-webui")
-      --dev                      Run in HTTP mode for local dev
-  -d, --discover-socket          Auto-discover socket path (for k8s sidecar)
-      --hostname string          Static hostname
-      --hostname-prefix string   Hostname prefix (default "tsymbiote-adapter")
-      --logout                   Logout on exit (default true)
-  -p, --port string              Service port (default "3621")
-      --socket string            Path to tailscaled socket (default /var/run/tailscale/tailscaled.sock)
-`
-
 func noEnv(string) string { return "" }
-
-// TestHelpFlags compares the Flags section of --help with the documented
-// one, byte for byte, apart from the -h line.
-func TestHelpFlags(t *testing.T) {
-	cmd := NewCommand(noEnv)
-	if cmd.Use != "adapter" {
-		t.Errorf("Use = %q, want adapter", cmd.Use)
-	}
-	if got := helpFlags(t, cmd); got != documentedFlags {
-		t.Errorf("--help Flags section:\n%s\nwant:\n%s", got, documentedFlags)
-	}
-}
-
-// helpFlags runs --help and returns its Flags section without the -h line.
-func helpFlags(t *testing.T, cmd *cobra.Command) string {
-	t.Helper()
-	var out bytes.Buffer
-	cmd.SetOut(&out)
-	cmd.SetArgs([]string{"--help"})
-	if err := cmd.Execute(); err != nil {
-		t.Fatal(err)
-	}
-	_, section, ok := strings.Cut(out.String(), "\nFlags:\n")
-	if !ok {
-		t.Fatalf("no Flags section in:\n%s", out.String())
-	}
-	section, _, _ = strings.Cut(section, "\n\n")
-	var b strings.Builder
-	for line := range strings.Lines(strings.TrimRight(section, "\n") + "\n") {
-		if !strings.Contains(line, "--help") {
-			b.WriteString(line)
-		}
-	}
-	return b.String()
-}
 
 // TestSocketFlag checks that --socket keeps its default until given, and
 // that repeating it serves several targets.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -11,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // Repo is a checkout of the repository the images are built from.
@@ -26,24 +27,9 @@ func OpenRepo(root string) (*Repo, error) {
 	if err != nil {
 		return nil, err
 	}
-	f, err := os.Open(filepath.Join(root, "hack", "versions.env"))
+	pins, err := testkit.Pins(root)
 	if err != nil {
-		return nil, fmt.Errorf("not the repository root (no hack/versions.env): %w", err)
-	}
-	defer f.Close()
-	pins := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		if k, v, ok := strings.Cut(line, "="); ok {
-			pins[k] = v
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("reading hack/versions.env: %w", err)
+		return nil, fmt.Errorf("not the repository root: %w", err)
 	}
 	return &Repo{Root: root, Pins: pins}, nil
 }

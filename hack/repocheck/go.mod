@@ -5,4 +5,9 @@ module tsymbiote.dhouti.dev/hack/repocheck
 
 go 1.26.8
 
-require golang.org/x/mod v0.41.0
+require (
+	golang.org/x/mod v0.41.0
+	tsymbiote.dhouti.dev/testkit v0.0.0
+)
+
+replace tsymbiote.dhouti.dev/testkit => ../../testkit

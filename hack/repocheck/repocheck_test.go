@@ -1,7 +1,6 @@
 package repocheck
 
 import (
-	"bufio"
 	"go/parser"
 	"go/token"
 	"io/fs"
@@ -13,6 +12,7 @@ import (
 	"testing"
 
 	"golang.org/x/mod/modfile"
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 func repoRoot(t *testing.T) string {
@@ -90,23 +90,9 @@ func TestPackageDocs(t *testing.T) {
 
 func readPins(t *testing.T, root string) map[string]string {
 	t.Helper()
-	f, err := os.Open(filepath.Join(root, "hack", "versions.env"))
+	pins, err := testkit.Pins(root)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer f.Close()
-	pins := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			t.Fatalf("hack/versions.env: malformed line %q", line)
-		}
-		pins[k] = v
 	}
 	return pins
 }
