@@ -184,18 +184,11 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog:          nil,
 	}
-	errc := make(chan error, 2)
-	go func() { errc <- gs.Serve(split.grpc) }()
-	go func() { errc <- hsrv.Serve(split.http) }()
-	if cfg.OnReady != nil {
-		cfg.OnReady(ready)
-	}
-
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		err = fmt.Errorf("serving: %w", err)
-	}
+	err = tsnode.Serve(ctx, func() {
+		if cfg.OnReady != nil {
+			cfg.OnReady(ready)
+		}
+	}, func() error { return gs.Serve(split.grpc) }, func() error { return hsrv.Serve(split.http) })
 	logf("shutting down")
 	hs.Shutdown()
 	split.Close()

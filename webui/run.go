@@ -114,17 +114,12 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 		logf("frontend not built: serving a placeholder page at / (run npm run build in webui/frontend before go build)")
 	}
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- hs.Serve(ln) }()
 	logf("serving the WebUI on %s", ready.URL)
-	if cfg.OnReady != nil {
-		cfg.OnReady(ready)
-	}
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-		err = fmt.Errorf("serving: %w", err)
-	}
+	err = tsnode.Serve(ctx, func() {
+		if cfg.OnReady != nil {
+			cfg.OnReady(ready)
+		}
+	}, func() error { return hs.Serve(ln) })
 	logf("shutting down")
 	s.fanouts.cancelAll()
 	cancelBase() // ends log streams and SSE loops waiting on fan-outs

@@ -149,3 +149,25 @@ func Leave(logf logger.Logf, srv *tsnet.Server, cp controlplane.Client) {
 		logf("deleting node %s: %v", id, err)
 	}
 }
+
+// Serve runs each of serve in a goroutine of its own, calls ready (if not
+// nil) once they are all started, and returns when ctx ends (nil) or when
+// the first of them returns (its error, which is never nil for an
+// http.Server or grpc.Server that was not shut down). The caller shuts its
+// servers down afterwards; the others' results are dropped into a buffered
+// channel, so no goroutine is left blocked.
+func Serve(ctx context.Context, ready func(), serve ...func() error) error {
+	errc := make(chan error, len(serve))
+	for _, s := range serve {
+		go func() { errc <- s() }()
+	}
+	if ready != nil {
+		ready()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errc:
+		return fmt.Errorf("serving: %w", err)
+	}
+}

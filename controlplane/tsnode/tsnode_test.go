@@ -1,6 +1,8 @@
 package tsnode
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 )
@@ -67,4 +69,31 @@ func TestCheckHostnameFlags(t *testing.T) {
 	if got := Hostname("node-1", "ignored"); got != "node-1" {
 		t.Errorf("Hostname with --hostname set = %q", got)
 	}
+}
+
+func TestServe(t *testing.T) {
+	t.Run("context ends", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		block := make(chan struct{})
+		defer close(block)
+		readied := false
+		go cancel()
+		if err := Serve(ctx, func() { readied = true }, func() error { <-block; return nil }); err != nil {
+			t.Errorf("Serve = %v, want nil", err)
+		}
+		if !readied {
+			t.Error("ready was not called")
+		}
+	})
+	t.Run("a server fails", func(t *testing.T) {
+		block := make(chan struct{})
+		defer close(block)
+		boom := errors.New("boom")
+		err := Serve(context.Background(), nil,
+			func() error { <-block; return nil },
+			func() error { return boom })
+		if !errors.Is(err, boom) || err.Error() != "serving: boom" {
+			t.Errorf("Serve = %v, want serving: boom", err)
+		}
+	})
 }
