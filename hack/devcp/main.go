@@ -16,37 +16,48 @@
 package main
 
 import (
-	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/spf13/cobra"
 )
 
 func main() {
-	var opts options
-	flag.StringVar(&opts.state, "state", "bin/devcp", "directory where a running devcp publishes its control plane for the next one")
-	flag.StringVar(&opts.tailscaled, "tailscaled", "", "also start a userspace tailscaled with this hostname on the local control plane; {socket} in the command stands for its socket")
-	flag.StringVar(&opts.keyTag, "key-tag", "", "mint a preauthorized, ephemeral auth key with this tag for the command (TS_AUTHKEY)")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: tsymbiote-devcp [flags] [-- command [args...]]\n\n")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	opts.command = flag.Args()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	err := run(ctx, log.Printf, opts)
-	var exit *exitError
-	switch {
-	case errors.As(err, &exit):
-		os.Exit(exit.code)
-	case err != nil:
+	if err := newCommand().Execute(); err != nil {
+		var exit *exitError
+		if errors.As(err, &exit) {
+			os.Exit(exit.code)
+		}
 		log.Fatalf("devcp: %v", err)
 	}
+}
+
+func newCommand() *cobra.Command {
+	var opts options
+	cmd := &cobra.Command{
+		Use:   "tsymbiote-devcp [flags] [-- command [args...]]",
+		Short: "Run a command against a local Headscale when no control plane is configured",
+		// The command's own flags belong to it, not to devcp.
+		Args:          cobra.ArbitraryArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			opts.command = args
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			return run(ctx, log.Printf, opts)
+		},
+	}
+	cmd.Flags().SetInterspersed(false)
+	f := cmd.Flags()
+	f.StringVar(&opts.state, "state", "bin/devcp", "directory where a running devcp publishes its control plane for the next one")
+	f.StringVar(&opts.tailscaled, "tailscaled", "", "also start a userspace tailscaled with this hostname on the local control plane; {socket} in the command stands for its socket")
+	f.StringVar(&opts.keyTag, "key-tag", "", "mint a preauthorized, ephemeral auth key with this tag for the command (TS_AUTHKEY)")
+	return cmd
 }
 
 type options struct {

@@ -4,8 +4,8 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 	"os/signal"
@@ -19,6 +19,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"github.com/spf13/cobra"
 )
 
 // logf is where progress goes (log.Printf in main, t.Logf in tests).
@@ -35,29 +36,41 @@ type Options struct {
 }
 
 func main() {
-	var o Options
-	flag.StringVar(&o.Root, "root", "", "repository root; found from the working directory when empty")
-	flag.StringVar(&o.Out, "out", "", "directory for the image tarballs; <root>/bin/images when empty")
-	flag.StringVar(&o.Arch, "arch", defaultArch, "GOARCH of the images")
-	flag.StringVar(&o.Source, "source", "https://tsymbiote.dhouti.dev", "org.opencontainers.image.source label")
-	flag.StringVar(&o.Push, "push", "", "also push every image to this registry prefix, e.g. $REGISTRY/team: each lands at <prefix>/<repository>:<tag>")
-	flag.BoolVar(&o.Insecure, "insecure", false, "push over plain HTTP")
-	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: images [flags] [image ...]\n\nBuilds every image, or the ones named, into --out as docker-archive tarballs.\n\n")
-		flag.PrintDefaults()
-	}
-	flag.Parse()
-	log.SetFlags(0)
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	start := time.Now()
-	built, err := run(ctx, log.Printf, o, flag.Args())
-	if err != nil {
+	if err := newCommand().Execute(); err != nil {
 		log.Fatalf("images: %v", err)
 	}
-	printTable(os.Stdout, built)
-	log.Printf("built %d images in %v", len(built), time.Since(start).Round(100*time.Millisecond))
+}
+
+func newCommand() *cobra.Command {
+	var o Options
+	cmd := &cobra.Command{
+		Use:           "images [flags] [image ...]",
+		Short:         "Build every image, or the ones named, into --out as docker-archive tarballs",
+		Args:          cobra.ArbitraryArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, names []string) error {
+			log.SetFlags(0)
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			start := time.Now()
+			built, err := run(ctx, log.Printf, o, names)
+			if err != nil {
+				return err
+			}
+			printTable(cmd.OutOrStdout(), built)
+			log.Printf("built %d images in %v", len(built), time.Since(start).Round(100*time.Millisecond))
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Root, "root", "", "repository root; found from the working directory when empty")
+	f.StringVar(&o.Out, "out", "", "directory for the image tarballs; <root>/bin/images when empty")
+	f.StringVar(&o.Arch, "arch", defaultArch, "GOARCH of the images")
+	f.StringVar(&o.Source, "source", "https://tsymbiote.dhouti.dev", "org.opencontainers.image.source label")
+	f.StringVar(&o.Push, "push", "", "also push every image to this registry prefix, e.g. $REGISTRY/team: each lands at <prefix>/<repository>:<tag>")
+	f.BoolVar(&o.Insecure, "insecure", false, "push over plain HTTP")
+	return cmd
 }
 
 // Built is one image written to disk.
@@ -226,7 +239,7 @@ func pushAll(ctx context.Context, logf logf, built []Built, prefix string, insec
 	return nil
 }
 
-func printTable(w *os.File, built []Built) {
+func printTable(w io.Writer, built []Built) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "IMAGE\tREF\tSIZE\tDIGEST")
 	for _, b := range built {

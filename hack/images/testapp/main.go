@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log"
@@ -14,15 +13,27 @@ import (
 	"os"
 	"strconv"
 	"time"
+
+	"github.com/spf13/cobra"
 )
 
 func main() {
-	listen := flag.String("listen", ":8080", "address to serve on")
-	dir := flag.String("dir", "/tmp", "directory served under /files/")
-	flag.Parse()
-	srv := &http.Server{Addr: *listen, Handler: newMux(*dir), ReadHeaderTimeout: 10 * time.Second}
-	log.Printf("testapp serving %s on %s", *dir, *listen)
-	log.Fatal(srv.ListenAndServe())
+	var listen, dir string
+	cmd := &cobra.Command{
+		Use:   "testapp",
+		Short: "Serve files with their SHA-256, echo requests and say who this is",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			srv := &http.Server{Addr: listen, Handler: newMux(dir), ReadHeaderTimeout: 10 * time.Second}
+			log.Printf("testapp serving %s on %s", dir, listen)
+			return srv.ListenAndServe()
+		},
+	}
+	cmd.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
+	cmd.Flags().StringVar(&dir, "dir", "/tmp", "directory served under /files/")
+	if err := cmd.Execute(); err != nil {
+		log.Fatal(err)
+	}
 }
 
 func newMux(dir string) *http.ServeMux {

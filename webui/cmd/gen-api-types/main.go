@@ -5,12 +5,12 @@ package main
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"log"
 	"os"
 	"reflect"
 
+	"github.com/spf13/cobra"
 	"tsymbiote.dhouti.dev/webui"
 	"tsymbiote.dhouti.dev/webui/internal/tsgen"
 )
@@ -36,10 +36,16 @@ var roots = []reflect.Type{
 }
 
 func main() {
-	src := flag.String("src", ".", "directory of the webui package, whose source lists the enums' values and holds the comments")
-	out := flag.String("out", "frontend/src/api.gen.ts", "file to write")
-	flag.Parse()
-	if err := run(*src, *out); err != nil {
+	var src, out string
+	cmd := &cobra.Command{
+		Use:   "gen-api-types",
+		Short: "Write the WebUI's API types as TypeScript from their Go declarations",
+		Args:  cobra.NoArgs,
+		RunE:  func(*cobra.Command, []string) error { return run(src, out) },
+	}
+	cmd.Flags().StringVar(&src, "src", ".", "directory of the webui package, whose source lists the enums' values and holds the comments")
+	cmd.Flags().StringVar(&out, "out", "frontend/src/api.gen.ts", "file to write")
+	if err := cmd.Execute(); err != nil {
 		log.Fatalf("gen-api-types: %v", err)
 	}
 }
