@@ -56,8 +56,8 @@ lint: tools ## Run golangci-lint in every module and buf lint on the protos.
 	cd proto && $(BIN)/buf lint
 
 .PHONY: deps
-deps: ## Install the Debian packages the tests use (Chromium for the browser tests, containerd for the image import test), if missing.
-	@hack/apt.sh chromium iproute2 containerd
+deps: ## Install the Debian packages the tests use (Chromium for the browser tests; containerd, runc and iptables for the node), if missing.
+	@hack/apt.sh chromium iproute2 containerd iptables
 
 .PHONY: frontend
 frontend: ## Install the WebUI's npm packages and build it into webui/frontend/dist (embedded by go:embed).

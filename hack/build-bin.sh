@@ -16,6 +16,7 @@ case $name in
   etcd)                    mod=etcd;       pkg=go.etcd.io/etcd/server/v3;     ver=$ETCD_VERSION ;;
   kube-apiserver)          mod=kubernetes; pkg=k8s.io/kubernetes/cmd/kube-apiserver;          ver=$KUBERNETES_VERSION ;;
   kube-controller-manager) mod=kubernetes; pkg=k8s.io/kubernetes/cmd/kube-controller-manager; ver=$KUBERNETES_VERSION ;;
+  kube-scheduler|kubelet|kube-proxy|kubectl) mod=kubernetes; pkg=k8s.io/kubernetes/cmd/$name; ver=$KUBERNETES_VERSION ;;
   cni-bridge|cni-ptp|cni-loopback) mod=cni-plugins; pkg=github.com/containernetworking/plugins/plugins/main/${name#cni-}; ver=$CNI_PLUGINS_VERSION ;;
   cni-host-local)          mod=cni-plugins; pkg=github.com/containernetworking/plugins/plugins/ipam/host-local; ver=$CNI_PLUGINS_VERSION ;;
   *) echo "build-bin.sh: unknown binary $name" >&2; exit 2 ;;

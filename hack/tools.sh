@@ -20,6 +20,7 @@ fi
 
 # Real servers the tests run against, each named with its version.
 for b in headscale tailscaled tailscale etcd kube-apiserver kube-controller-manager \
+         kube-scheduler kubelet kube-proxy kubectl \
          cni-bridge cni-ptp cni-host-local cni-loopback; do
   hack/build-bin.sh "$b"
 done

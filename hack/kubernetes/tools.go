@@ -1,9 +1,14 @@
 //go:build tools
 
-// Package tools pins the Kubernetes control-plane servers built into ./bin.
+// Package tools pins the Kubernetes servers and kubectl built into ./bin: the
+// control plane for the operator's envtest, and a whole node for the cluster tests.
 package tools
 
 import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
+	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )
