@@ -166,7 +166,9 @@ type Options struct {
 }
 
 // Install copies the shim and chains the plugin into the first conflist. It
-// returns the conflist it changed (or found already right).
+// returns the conflist it changed (or found already right). Before it first
+// chains the plugin into a conflist it keeps that file's bytes beside it
+// (backupPath), so that Uninstall can put back exactly what the node had.
 func Install(o Options) (string, error) {
 	data, err := os.ReadFile(o.Shim)
 	if err != nil {
@@ -179,11 +181,47 @@ func Install(o Options) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return path, editConflist(path, func(b []byte) ([]byte, bool, error) { return AddToConflist(b, o.Entry) })
+	return path, editConflist(path, func(b []byte) ([]byte, bool, error) {
+		if err := saveOriginal(path, b); err != nil {
+			return nil, false, err
+		}
+		return AddToConflist(b, o.Entry)
+	})
+}
+
+// backupSuffix ends the name of a conflist's backup. Runtimes read only
+// *.conf, *.conflist and *.json, and the leading dot hides it from people
+// listing the directory, so the backup is never taken for a network.
+const backupSuffix = ".tailscale-cni-orig"
+
+// backupPath is where Install keeps the conflist at path as it was before
+// tailscale-cni was chained into it.
+func backupPath(path string) string {
+	return filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+backupSuffix)
+}
+
+// saveOriginal keeps data, the conflist at path, as its backup when it does
+// not hold tailscale-cni yet. A conflist that already holds it is left
+// alone: it is not the node's own (a restarted init container sees ours). A
+// conflist the node's network plugin rewrote since is its new original.
+func saveOriginal(path string, data []byte) error {
+	_, plugins, err := parse(data)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(plugins, isOurs) {
+		return nil
+	}
+	if err := writeAtomic(backupPath(path), data, 0o600); err != nil {
+		return fmt.Errorf("keeping the original of %s: %w", path, err)
+	}
+	return nil
 }
 
 // Uninstall removes the plugin from every conflist in the conf dir and the
-// shim from the bin dir.
+// shim from the bin dir. A conflist whose other plugins are still what they
+// were before Install gets its original bytes back (key order, spacing and
+// all); one that changed since keeps those changes, without tailscale-cni.
 func Uninstall(o Options) error {
 	ents, err := os.ReadDir(o.ConfDir)
 	if err != nil {
@@ -191,9 +229,19 @@ func Uninstall(o Options) error {
 	}
 	var errs []error
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".conflist") {
-			if err := editConflist(filepath.Join(o.ConfDir, e.Name()), RemoveFromConflist); err != nil {
+		name := e.Name()
+		switch {
+		case strings.HasSuffix(name, ".conflist"):
+			if err := restoreConflist(filepath.Join(o.ConfDir, name)); err != nil {
 				errs = append(errs, err)
+			}
+		case strings.HasPrefix(name, ".") && strings.HasSuffix(name, backupSuffix):
+			// The backup of a conflist that is gone.
+			conflist := filepath.Join(o.ConfDir, strings.TrimSuffix(name[1:], backupSuffix))
+			if _, err := os.Stat(conflist); errors.Is(err, os.ErrNotExist) {
+				if err := os.Remove(filepath.Join(o.ConfDir, name)); err != nil && !errors.Is(err, os.ErrNotExist) {
+					errs = append(errs, err)
+				}
 			}
 		}
 	}
@@ -201,6 +249,50 @@ func Uninstall(o Options) error {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// restoreConflist takes tailscale-cni out of the conflist at path, putting
+// back its backup's bytes when the rest is unchanged, and drops the backup.
+func restoreConflist(path string) error {
+	orig, err := os.ReadFile(backupPath(path))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("reading the original of %s: %w", path, err)
+	}
+	err = editConflist(path, func(b []byte) ([]byte, bool, error) {
+		out, changed, err := RemoveFromConflist(b)
+		if err != nil || !changed || orig == nil {
+			return out, changed, err
+		}
+		if sameJSON(out, orig) {
+			return orig, true, nil
+		}
+		return out, true, nil
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(backupPath(path)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing the original of %s: %w", path, err)
+	}
+	return nil
+}
+
+// sameJSON reports whether a and b hold the same JSON document, whatever
+// their key order and spacing.
+func sameJSON(a, b []byte) bool {
+	canon := func(data []byte) ([]byte, bool) {
+		var v any
+		dec := json.NewDecoder(bytes.NewReader(data))
+		dec.UseNumber()
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		out, err := json.Marshal(v)
+		return out, err == nil
+	}
+	x, okA := canon(a)
+	y, okB := canon(b)
+	return okA && okB && bytes.Equal(x, y)
 }
 
 func editConflist(path string, edit func([]byte) ([]byte, bool, error)) error {

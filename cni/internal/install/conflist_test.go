@@ -117,3 +117,107 @@ func mustDo(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestUninstallRestoresOriginal checks that install then uninstall gives the
+// node its conflist back byte for byte when nothing else changed it, and
+// keeps what another writer changed meanwhile.
+func TestUninstallRestoresOriginal(t *testing.T) {
+	// Spacing, key order and no trailing newline, as a network plugin may
+	// write them, and as re-encoding would not.
+	const orig = "{\"plugins\": [{\"type\": \"bridge\", \"bridge\": \"cni0\"}],\n\t\"name\": \"k8s\", \"cniVersion\": \"1.0.0\"}"
+	for _, tc := range []struct {
+		name string
+		// between runs after Install, on the installed conflist.
+		between func(t *testing.T, path string)
+		// want is the conflist after Uninstall; "" means orig.
+		want string
+	}{
+		{name: "untouched"},
+		{name: "installed twice", between: func(t *testing.T, path string) {
+			// A restarted init container finds its own entry: the backup
+			// must stay the node's original, not the chained file.
+			if _, err := Install(testOptions(t, filepath.Dir(filepath.Dir(path)))); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{
+			name: "changed by another writer",
+			between: func(t *testing.T, path string) {
+				b, _ := os.ReadFile(path)
+				mustDo(t, os.WriteFile(path, []byte(strings.Replace(string(b), `"cni0"`, `"cni1"`, 1)), 0o644))
+			},
+			want: "{\n  \"cniVersion\": \"1.0.0\",\n  \"name\": \"k8s\",\n  \"plugins\": [\n    {\n      \"bridge\": \"cni1\",\n      \"type\": \"bridge\"\n    }\n  ]\n}\n",
+		},
+		{
+			name: "rewritten by the network plugin",
+			between: func(t *testing.T, path string) {
+				mustDo(t, os.WriteFile(path, []byte(flannel), 0o644))
+			},
+			want: flannel, // nothing of ours in it: left alone
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			o := testOptions(t, dir)
+			path := filepath.Join(o.ConfDir, "10-k8s.conflist")
+			mustDo(t, os.WriteFile(path, []byte(orig), 0o644))
+			if _, err := Install(o); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := os.ReadFile(path); !strings.Contains(string(got), PluginType) {
+				t.Fatalf("not chained:\n%s", got)
+			}
+			if tc.between != nil {
+				tc.between(t, path)
+			}
+			if err := Uninstall(o); err != nil {
+				t.Fatal(err)
+			}
+			want := tc.want
+			if want == "" {
+				want = orig
+			}
+			if got, _ := os.ReadFile(path); string(got) != want {
+				t.Errorf("conflist after uninstall:\n%q\nwant\n%q", got, want)
+			}
+			if st, _ := os.Stat(path); st.Mode().Perm() != 0o644 {
+				t.Errorf("mode %v", st.Mode())
+			}
+			ents, _ := os.ReadDir(o.ConfDir)
+			if len(ents) != 1 {
+				t.Errorf("conf dir holds %v, want only the conflist", ents)
+			}
+		})
+	}
+}
+
+// TestUninstallDropsOrphanBackup checks that a backup whose conflist is gone
+// does not outlive the uninstall.
+func TestUninstallDropsOrphanBackup(t *testing.T) {
+	o := testOptions(t, t.TempDir())
+	path := filepath.Join(o.ConfDir, "10-k8s.conflist")
+	mustDo(t, os.WriteFile(path, []byte(flannel), 0o644))
+	if _, err := Install(o); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(backupPath(path)); err != nil {
+		t.Fatalf("no backup: %v", err)
+	}
+	mustDo(t, os.Remove(path))
+	if err := Uninstall(o); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(o.ConfDir); len(ents) != 0 {
+		t.Errorf("conf dir holds %v", ents)
+	}
+}
+
+// testOptions makes bin and conf dirs and a shim under dir.
+func testOptions(t *testing.T, dir string) Options {
+	t.Helper()
+	o := Options{Shim: filepath.Join(dir, "shim"), BinDir: filepath.Join(dir, "bin"), ConfDir: filepath.Join(dir, "net.d"), Entry: map[string]any{"daemonSocket": "/s"}}
+	mustDo(t, os.MkdirAll(o.BinDir, 0o755))
+	mustDo(t, os.MkdirAll(o.ConfDir, 0o755))
+	mustDo(t, os.WriteFile(o.Shim, []byte("#!/bin/true\n"), 0o755))
+	return o
+}
