@@ -1,8 +1,10 @@
 // Command testapp is the HTTP server the cluster tests run in pods: it serves
-// files with their SHA-256, echoes requests, and says who it is.
+// files with their SHA-256, echoes requests, fetches URLs for the caller and
+// says who it is.
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -10,6 +12,7 @@ import (
 	"io"
 	"log"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"time"
@@ -44,6 +47,7 @@ func newMux(dir string) *http.ServeMux {
 	})
 	mux.HandleFunc("GET /bytes/{n}", serveBytes)
 	mux.HandleFunc("/echo", echo)
+	mux.HandleFunc("GET /fetch", fetch(http.DefaultClient))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }
@@ -105,4 +109,64 @@ func echo(w http.ResponseWriter, r *http.Request) {
 		"headers":    r.Header,
 		"body":       string(body),
 	})
+}
+
+// fetchResult is /fetch's answer: what the pod got from the URL.
+type fetchResult struct {
+	URL     string  `json:"url"`
+	Status  int     `json:"status"`
+	Bytes   int64   `json:"bytes"`
+	SHA256  string  `json:"sha256"`
+	Seconds float64 `json:"seconds"`
+}
+
+// fetch returns a handler that GETs ?url= from this pod and answers with
+// the length and SHA-256 of the body, so that a test outside the pod can
+// check a transfer between two pods (over the tailnet, say) without
+// carrying the bytes itself. ?timeout= (a duration, 10s by default) bounds
+// the whole transfer. A URL that cannot be fetched is a 502 naming why.
+func fetch(client *http.Client) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		target := r.URL.Query().Get("url")
+		u, err := url.Parse(target)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			http.Error(w, "want ?url= with an http or https URL", http.StatusBadRequest)
+			return
+		}
+		timeout := 10 * time.Second
+		if v := r.URL.Query().Get("timeout"); v != "" {
+			if timeout, err = time.ParseDuration(v); err != nil || timeout <= 0 {
+				http.Error(w, "want ?timeout= as a positive duration like 5s", http.StatusBadRequest)
+				return
+			}
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), timeout)
+		defer cancel()
+		start := time.Now()
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, target, nil)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("fetch: %v", err), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		h := sha256.New()
+		n, err := io.Copy(h, resp.Body)
+		if err != nil {
+			http.Error(w, fmt.Sprintf("fetch: reading the body after %d bytes: %v", n, err), http.StatusBadGateway)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(fetchResult{
+			URL:     target,
+			Status:  resp.StatusCode,
+			Bytes:   n,
+			SHA256:  hex.EncodeToString(h.Sum(nil)),
+			Seconds: time.Since(start).Seconds(),
+		})
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -22,6 +23,14 @@ func TestHandlers(t *testing.T) {
 	sum := sha256.Sum256(content)
 	srv := httptest.NewServer(newMux(dir))
 	defer srv.Close()
+	// A port nothing listens on, for a fetch that fails.
+	closed := httptest.NewServer(http.NotFoundHandler())
+	closed.Close()
+	pattern := make([]byte, 300)
+	for i := range pattern {
+		pattern[i] = byte(i)
+	}
+	patternSum := sha256.Sum256(pattern)
 
 	tests := []struct {
 		name, method, path, body string
@@ -48,6 +57,18 @@ func TestHandlers(t *testing.T) {
 			}
 		}},
 		{name: "healthz", method: "GET", path: "/healthz", wantCode: 200, check: equals("ok\n")},
+		{name: "fetch", method: "GET", path: "/fetch?url=" + url.QueryEscape(srv.URL+"/bytes/300"), wantCode: 200, check: fetched(200, 300, hex.EncodeToString(patternSum[:]))},
+		{name: "fetch file", method: "GET", path: "/fetch?timeout=5s&url=" + url.QueryEscape(srv.URL+"/files/f.txt"), wantCode: 200, check: fetched(200, int64(len(content)), hex.EncodeToString(sum[:]))},
+		{name: "fetch not found", method: "GET", path: "/fetch?url=" + url.QueryEscape(srv.URL+"/files/nope"), wantCode: 200, check: func(t *testing.T, b []byte) {
+			var r fetchResult
+			if err := json.Unmarshal(b, &r); err != nil || r.Status != 404 {
+				t.Errorf("fetch of a missing file: %s (%v)", b, err)
+			}
+		}},
+		{name: "fetch unreachable", method: "GET", path: "/fetch?url=" + url.QueryEscape(closed.URL+"/"), wantCode: 502},
+		{name: "fetch no url", method: "GET", path: "/fetch", wantCode: 400},
+		{name: "fetch not http", method: "GET", path: "/fetch?url=file:///etc/passwd", wantCode: 400},
+		{name: "fetch bad timeout", method: "GET", path: "/fetch?timeout=-1s&url=" + url.QueryEscape(srv.URL+"/healthz"), wantCode: 400},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,6 +92,20 @@ func TestHandlers(t *testing.T) {
 				tt.check(t, body)
 			}
 		})
+	}
+}
+
+// fetched checks a /fetch answer.
+func fetched(status int, n int64, sum string) func(*testing.T, []byte) {
+	return func(t *testing.T, b []byte) {
+		t.Helper()
+		var r fetchResult
+		if err := json.Unmarshal(b, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Status != status || r.Bytes != n || r.SHA256 != sum || r.Seconds <= 0 {
+			t.Errorf("fetch got %+v, want status %d, %d bytes, sha256 %s", r, status, n, sum)
+		}
 	}
 }
 
