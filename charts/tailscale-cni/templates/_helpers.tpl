@@ -22,3 +22,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "tailscale-cni.secretName" -}}
 {{- .Values.controlPlane.existingSecret | default (printf "%s-control-plane" (include "tailscale-cni.name" .)) -}}
 {{- end -}}
+
+{{- /* uninstallOnStop as released, always or never; true and false are the
+former values. */ -}}
+{{- define "tailscale-cni.uninstallOnStop" -}}
+{{- $v := toString .Values.uninstallOnStop -}}
+{{- if eq $v "true" -}}always
+{{- else if eq $v "false" -}}never
+{{- else if has $v (list "released" "always" "never") -}}{{ $v }}
+{{- else -}}{{ fail (printf "uninstallOnStop: want released, always or never, not %q" $v) }}
+{{- end -}}
+{{- end -}}
