@@ -10,7 +10,7 @@ BIN := $(CURDIR)/bin
 export PATH := $(BIN):$(PATH)
 
 # Go modules tested, linted and built, in dependency order.
-MODULES := proto controlplane testkit adapter cni webui tsymbiote operator hack/demo hack/devcp hack/images hack/repocheck
+MODULES := proto controlplane testkit adapter cni webui tsymbiote operator hack/demo hack/devcp hack/images hack/cluster hack/repocheck e2e
 CHARTS := charts/tailscale-cni charts/tsymbiote-operator
 FRONTEND := webui/frontend
 
@@ -92,6 +92,7 @@ binaries: frontend ## Build the project's binaries into ./bin.
 	go build -o $(BIN)/tsymbiote-demo ./hack/demo
 	go build -ldflags "$(TSYMBIOTE_LDFLAGS)" -o $(BIN)/tsymbiote ./tsymbiote/cmd/tsymbiote
 	go build -o $(BIN)/tsymbiote-devcp ./hack/devcp
+	go build -o $(BIN)/tsymbiote-cluster ./hack/cluster
 
 # IMAGES names some images (make images IMAGES="operator webui"); empty is all.
 # IMAGES_PUSH, a registry prefix, also pushes them there (see hack/images).
@@ -102,8 +103,13 @@ IMAGES_PUSH ?=
 images: tools frontend ## Build the container images (the charts' and the tests') into ./bin/images as tarballs, without Docker.
 	go run ./hack/images --out $(BIN)/images $(if $(IMAGES_PUSH),--push $(IMAGES_PUSH)) $(IMAGES)
 
+.PHONY: cluster
+cluster: tools deps images ## Run a one-node Kubernetes cluster (root) with the images loaded and a Headscale, until Ctrl-C; prints the kubeconfig.
+	go build -o $(BIN)/tsymbiote-cluster ./hack/cluster
+	$(BIN)/tsymbiote-cluster --images $(BIN)/images
+
 .PHONY: test
-test: tools deps lint check-generate charts test-frontend build ## Everything CI runs: lint, generated-code check, charts, frontend units, every module's tests with -race, and a check that they left nothing behind.
+test: tools deps lint check-generate charts test-frontend build images ## Everything CI runs: lint, generated-code check, charts, frontend units, images, every module's tests with -race (the last, e2e, installs the charts on a real node), and a check that they left nothing behind.
 	@hack/leftovers.sh snapshot $(BIN)/.before-tests
 	@for m in $(MODULES); do echo "test $$m"; (cd $$m && go test $(GO_TEST_FLAGS) ./...); done
 	@hack/leftovers.sh check $(BIN)/.before-tests
@@ -138,7 +144,7 @@ frontend-deps: $(FRONTEND)/node_modules/.package-lock.json ## Install the WebUI'
 # the built frontend in Chromium.
 define module_test_rule
 .PHONY: test-$(notdir $(1))
-test-$(notdir $(1)): tools $(if $(filter webui hack/demo,$(1)),deps frontend)
+test-$(notdir $(1)): tools $(if $(filter webui hack/demo,$(1)),deps frontend) $(if $(filter testkit hack/cluster e2e,$(1)),deps images)
 	@echo "lint $(1)"; cd $(1) && $$(GOLANGCI_LINT) run --allow-serial-runners --timeout 10m ./...
 	@hack/leftovers.sh snapshot $$(BIN)/.before-tests-$(notdir $(1))
 	cd $(1) && go test $$(GO_TEST_FLAGS) ./...
@@ -157,7 +163,7 @@ test-%: ## One module's lint, full tests with -race and leftovers check: test-cn
 E2E_PKGS = go list -test -f '{{if .ForTest}}{{.ForTest}}{{range .Deps}} {{.}}{{end}}{{end}}' ./... | awk '/ tsymbiote\.dhouti\.dev\/testkit($$| |\/)/ {print $$1}' | sort -u
 
 .PHONY: e2e
-e2e: tools deps frontend ## Only the integration tests: every package whose tests use testkit (real servers, root), with -race and the leftovers check.
+e2e: tools deps frontend images ## Only the integration tests: every package whose tests use testkit (real servers, root), with -race and the leftovers check.
 	@hack/leftovers.sh snapshot $(BIN)/.before-tests
 	@for m in $(MODULES); do \
 	  pkgs=$$(cd $$m && $(E2E_PKGS)); \
@@ -190,6 +196,7 @@ dev-binaries: frontend-deps
 	cd $(FRONTEND) && npm run build
 	go build -ldflags "$(TSYMBIOTE_LDFLAGS)" -o $(BIN)/tsymbiote ./tsymbiote/cmd/tsymbiote
 	go build -o $(BIN)/tsymbiote-devcp ./hack/devcp
+	go build -o $(BIN)/tsymbiote-cluster ./hack/cluster
 
 .PHONY: webui-dev
 webui-dev: dev-binaries ## Build the frontend and run the WebUI with --dev on http://127.0.0.1:3621 (WEBUI_DEV_PORT).

@@ -64,7 +64,7 @@ type Cluster struct {
 	// ContainerdSocket is the node's containerd, for `ctr --address`.
 	ContainerdSocket string
 
-	etcdURL  string
+	etcdURL string
 
 	logf     func(string, ...any)
 	host     *hostState
@@ -82,6 +82,10 @@ var components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "
 
 // binaries are what the harness needs from ./bin (or $NAME_BIN).
 var binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet", "kube-proxy", "kubectl", "helm", "headscale", "cni-bridge", "cni-host-local", "cni-loopback"}
+
+// ownLinks are the links a node makes (its address's veth pair, the
+// bridge and the bridge plugin's veths), for restore to delete.
+var ownLinks = []string{nodeLink, bridgeName, "veth*"}
 
 // Host names and links the node owns.
 const (
@@ -220,6 +224,10 @@ func (c *Cluster) takeHost(ctx context.Context) error {
 	if err := c.takeLock(ctx); err != nil {
 		return err
 	}
+	if err := recoverAbandoned(c.logf); err != nil {
+		c.releaseLock()
+		return err
+	}
 	if entries, err := os.ReadDir(c.Dir); err == nil && len(entries) > 0 {
 		c.releaseLock()
 		return fmt.Errorf("cluster directory %s is not empty", c.Dir)
@@ -231,6 +239,9 @@ func (c *Cluster) takeHost(ctx context.Context) error {
 	h, err := snapshotHost()
 	if err == nil {
 		err = h.conflict()
+	}
+	if err == nil {
+		err = h.save(abandoned{Dir: c.Dir, ContainerdSocket: c.path("containerd", "containerd.sock")})
 	}
 	if err != nil {
 		c.releaseLock()
@@ -269,6 +280,19 @@ func (c *Cluster) takeLock(ctx context.Context) error {
 	}
 }
 
+// WaitIdle waits until no cluster runs on the host (or ctx ends), for a
+// test that fingerprints the host before it starts one in a subprocess.
+// Another cluster may start right after it returns: only tests that run
+// one at a time can rely on it, as make test's modules do.
+func WaitIdle(ctx context.Context) error {
+	var c Cluster
+	if err := c.takeLock(ctx); err != nil {
+		return err
+	}
+	c.releaseLock()
+	return nil
+}
+
 func (c *Cluster) releaseLock() {
 	if c.lock != nil {
 		os.Remove(lockPath)
@@ -294,7 +318,9 @@ func (c *Cluster) startHostNetwork(context.Context, Options) error {
 	return writeSysctl("net/ipv4/ip_forward", "1")
 }
 
-func (c *Cluster) path(elem ...string) string { return filepath.Join(append([]string{c.Dir}, elem...)...) }
+func (c *Cluster) path(elem ...string) string {
+	return filepath.Join(append([]string{c.Dir}, elem...)...)
+}
 
 // launch starts a component with its output in logs/<name>.log.
 func (c *Cluster) launch(name string, args ...string) error {
@@ -424,7 +450,11 @@ func (c *Cluster) stop() error {
 		c.Headscale.Stop()
 	}
 	if c.host != nil {
-		errs = append(errs, c.host.restore(c.Dir, c.ContainerdSocket, []string{nodeLink, bridgeName, "veth*"}))
+		err := c.host.restore(c.Dir, c.ContainerdSocket, ownLinks)
+		if err == nil {
+			err = os.Remove(statePath)
+		}
+		errs = append(errs, err)
 	}
 	errs = append(errs, os.RemoveAll(c.Dir))
 	c.releaseLock()
@@ -448,22 +478,35 @@ func (c *Cluster) stopComponent(name string) {
 func (c *Cluster) deletePods() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
+	var errs []error
 	for _, hostNetwork := range []bool{false, true} {
 		out, err := c.Kubectl(ctx, "get", "pods", "-A", "-o",
 			`jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}/{.spec.hostNetwork}{"\n"}{end}`)
 		if err != nil {
 			return err
 		}
+		byNamespace := map[string][]string{}
 		for line := range strings.SplitSeq(strings.TrimSpace(out), "\n") {
 			f := strings.Split(line, "/")
-			if len(f) != 3 || (f[2] == "true") != hostNetwork {
-				continue
-			}
-			if _, err := c.Kubectl(ctx, "delete", "pod", "-n", f[0], f[1], "--wait=true", "--timeout=60s"); err != nil {
-				// A pod stuck in deletion is forced, so that teardown goes on.
-				_, _ = c.Kubectl(ctx, "delete", "pod", "-n", f[0], f[1], "--grace-period=0", "--force")
+			if len(f) == 3 && (f[2] == "true") == hostNetwork {
+				byNamespace[f[0]] = append(byNamespace[f[0]], f[1])
 			}
 		}
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		for ns, pods := range byNamespace {
+			wg.Go(func() {
+				args := append([]string{"delete", "pod", "-n", ns, "--wait=true", "--timeout=60s"}, pods...)
+				if _, err := c.Kubectl(ctx, args...); err != nil {
+					// A pod stuck in deletion is forced, so that teardown goes on.
+					_, ferr := c.Kubectl(ctx, append([]string{"delete", "pod", "-n", ns, "--grace-period=0", "--force"}, pods...)...)
+					mu.Lock()
+					errs = append(errs, fmt.Errorf("pods in %s did not stop in time (forced): %w", ns, errors.Join(err, ferr)))
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -58,6 +59,65 @@ type hostState struct {
 	netns    map[string]bool
 	cgroups  map[string]bool
 	mounts   map[string]bool
+	rules    map[string]bool // "-4 <ip rule line>", "-6 ..."
+	routes   map[string]bool // "-4 <route line>" in tables other than main and local
+}
+
+// statePath is where a running node keeps the host's state from before it
+// started: when a node dies without Stop (a test binary killed at its
+// timeout), the next start finds it and restores the host first.
+const statePath = "/run/tsymbiote-cluster.state"
+
+// abandoned is what the state file records besides the host's state: what
+// restore needs to find the dead node's leftovers.
+type abandoned struct {
+	Dir              string
+	ContainerdSocket string
+	Host             savedState
+}
+
+// savedState is hostState in JSON.
+type savedState struct {
+	Sysctls                               map[string]string
+	Iptables                              map[string][]string
+	Dirs                                  map[string][]string
+	Netns, Cgroups, Mounts, Rules, Routes map[string]bool
+}
+
+func (h *hostState) save(a abandoned) error {
+	a.Host = savedState{h.sysctls, h.iptables, h.dirs, h.netns, h.cgroups, h.mounts, h.rules, h.routes}
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(statePath, b, 0o600)
+}
+
+// recoverAbandoned restores the host from the state file of a node that
+// died without Stop, if there is one. The caller holds the host lock, so
+// that node is gone.
+func recoverAbandoned(logf func(string, ...any)) error {
+	b, err := os.ReadFile(statePath)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var a abandoned
+	if err := json.Unmarshal(b, &a); err != nil {
+		return fmt.Errorf("reading %s: %w (remove it once the host is clean)", statePath, err)
+	}
+	logf("cluster: a node in %s was not stopped; restoring the host from %s", a.Dir, statePath)
+	s := a.Host
+	h := &hostState{s.Sysctls, s.Iptables, s.Dirs, s.Netns, s.Cgroups, s.Mounts, s.Rules, s.Routes}
+	if err := h.restore(a.Dir, a.ContainerdSocket, ownLinks); err != nil {
+		return fmt.Errorf("restoring the host after an abandoned node: %w", err)
+	}
+	if err := os.RemoveAll(a.Dir); err != nil {
+		return err
+	}
+	return os.Remove(statePath)
 }
 
 func snapshotHost() (*hostState, error) {
@@ -86,6 +146,8 @@ func snapshotHost() (*hostState, error) {
 	h.netns = setOf(netnsNames())
 	h.cgroups = setOf(cgroupDirs())
 	h.mounts = setOf(mountPoints())
+	h.rules = setOf(ipLines("rule", "show"))
+	h.routes = setOf(ipLines("route", "show", "table", "all"))
 	return h, nil
 }
 
@@ -104,13 +166,14 @@ func (h *hostState) conflict() error {
 // directories and sysctls. It goes on past errors and returns them all.
 func (h *hostState) restore(ownDir, containerdSock string, links []string) error {
 	var errs []error
-	errs = append(errs, killStragglers(containerdSock, h.cgroups))
+	errs = append(errs, killStragglers(ownDir, containerdSock, h.cgroups))
 	errs = append(errs, h.unmountNew(ownDir))
 	errs = append(errs, h.removeNetns())
 	errs = append(errs, h.removeCgroups())
 	for _, l := range links {
 		errs = append(errs, deleteLinks(l))
 	}
+	errs = append(errs, h.removeRulesAndRoutes())
 	for _, tool := range []string{"iptables", "ip6tables"} {
 		errs = append(errs, undoIptables(tool, h.iptables[tool]))
 	}
@@ -141,9 +204,10 @@ func writeSysctl(key, value string) error {
 }
 
 // killStragglers kills what outlives containerd: its shims (each in its
-// own session, holding a pod's containers) and any process left in a
-// cgroup the node made.
-func killStragglers(containerdSock string, cgroupsBefore map[string]bool) error {
+// own session, holding a pod's containers), any process left in a cgroup
+// the node made, and, after a node that died without Stop, any of its
+// components still running (their arguments name the node's directory).
+func killStragglers(ownDir, containerdSock string, cgroupsBefore map[string]bool) error {
 	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
 	for _, p := range procs {
 		b, err := os.ReadFile(p)
@@ -151,7 +215,8 @@ func killStragglers(containerdSock string, cgroupsBefore map[string]bool) error 
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && slices.Contains(args, containerdSock) {
+		shim := strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") && slices.Contains(args, containerdSock)
+		if shim || strings.Contains(string(b), ownDir+"/") {
 			killPID(filepath.Base(filepath.Dir(p)))
 		}
 	}
@@ -316,10 +381,65 @@ func deleteLinks(pattern string) error {
 
 var builtinChains = map[string]bool{"PREROUTING": true, "INPUT": true, "FORWARD": true, "OUTPUT": true, "POSTROUTING": true}
 
+// ipLines lists `ip -4 ...` and `ip -6 ...` output lines, each prefixed
+// with its family. Routes of the main and local tables are left out: they
+// belong to links and go with them.
+func ipLines(args ...string) []string {
+	var out []string
+	for _, fam := range []string{"-4", "-6"} {
+		b, err := exec.Command("ip", append([]string{fam}, args...)...).Output()
+		if err != nil {
+			continue
+		}
+		for line := range strings.SplitSeq(strings.TrimSpace(string(b)), "\n") {
+			if line == "" || (args[0] == "route" && (!strings.Contains(line, " table ") || strings.Contains(line, " table local") || strings.Contains(line, " table main"))) {
+				continue
+			}
+			out = append(out, fam+" "+line)
+		}
+	}
+	return out
+}
+
+// removeRulesAndRoutes deletes the policy rules and the routes in other
+// tables that are new: a CNI daemon that died without its pods' DELs
+// leaves both (rules name links that are gone; unreachable routes have no
+// link to go with).
+func (h *hostState) removeRulesAndRoutes() error {
+	var errs []error
+	for _, l := range ipLines("rule", "show") {
+		if h.rules[l] {
+			continue
+		}
+		fam, rest, _ := strings.Cut(l, " ")
+		pref, sel, _ := strings.Cut(rest, ":")
+		args := []string{fam, "rule", "del", "pref", pref}
+		for _, f := range strings.Fields(sel) {
+			if !strings.HasPrefix(f, "[") { // [detached]: the link is gone
+				args = append(args, f)
+			}
+		}
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out))
+		}
+	}
+	for _, l := range ipLines("route", "show", "table", "all") {
+		if h.routes[l] {
+			continue
+		}
+		fam, rest, _ := strings.Cut(l, " ")
+		args := append([]string{fam, "route", "del"}, strings.Fields(rest)...)
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("No such process")) {
+			errs = append(errs, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out))
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // iptablesSave returns the rule and chain lines of every table, each
 // prefixed with its table ("nat -A KUBE-SERVICES ..."), without counters.
 func iptablesSave(tool string) ([]string, error) {
-	out, err := exec.Command(tool+"-save").Output()
+	out, err := exec.Command(tool + "-save").Output()
 	if err != nil {
 		return nil, fmt.Errorf("%s-save: %w", tool, err)
 	}
@@ -464,17 +584,15 @@ func HostFingerprint() map[string][]string {
 			fp["links"] = append(fp["links"], f[1])
 		}
 	}
-	for _, fam := range []string{"-4", "-6"} {
-		out, _ := exec.Command("ip", fam, "rule", "show").Output()
-		fp["rules"] = append(fp["rules"], strings.Split(strings.TrimSpace(string(out)), "\n")...)
-	}
+	fp["rules"] = keys(h.rules)
+	fp["routes"] = keys(h.routes)
 	return fp
 }
 
 // DiffFingerprint names what differs between two fingerprints, or "".
 func DiffFingerprint(before, after map[string][]string) string {
 	var b strings.Builder
-	for _, k := range []string{"links", "netns", "rules", "mounts", "cgroups", "iptables", "ip6tables", "sysctl", "dirs", "error"} {
+	for _, k := range []string{"links", "netns", "rules", "routes", "mounts", "cgroups", "iptables", "ip6tables", "sysctl", "dirs", "error"} {
 		was, now := setOf(before[k]), setOf(after[k])
 		for x := range now {
 			if !was[x] {

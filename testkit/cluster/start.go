@@ -2,12 +2,14 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
@@ -191,12 +193,16 @@ func (c *Cluster) startContainerd(ctx context.Context, _ Options) error {
 // importImages imports the image tarballs, unpacked for the CRI's
 // snapshotter, so that pods start without a registry.
 func (c *Cluster) importImages(ctx context.Context, opts Options) error {
-	for _, img := range opts.Images {
-		if _, err := c.Ctr(ctx, "images", "import", "--snapshotter", "overlayfs", img); err != nil {
-			return err
-		}
+	// In parallel: each import mostly waits on unpacking layers to disk.
+	errs := make([]error, len(opts.Images))
+	var wg sync.WaitGroup
+	for i, img := range opts.Images {
+		wg.Go(func() {
+			_, errs[i] = c.Ctr(ctx, "images", "import", "--snapshotter", "overlayfs", img)
+		})
 	}
-	return nil
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (c *Cluster) startKubelet(ctx context.Context, _ Options) error {
