@@ -312,7 +312,7 @@ func (c *Cluster) startHostNetwork(context.Context, Options) error {
 	}
 	for _, args := range cmds {
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out)
+			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
 	}
 	return writeSysctl("net/ipv4/ip_forward", "1")
@@ -369,9 +369,9 @@ func (c *Cluster) waitUntil(ctx context.Context, component string, check func(co
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("%s not ready: %v; log tail:\n%s", component, last, c.logTail(component))
+			return fmt.Errorf("%s not ready: %w; log tail:\n%s", component, last, c.logTail(component))
 		case <-exited:
-			return fmt.Errorf("%s exited (%v); log tail:\n%s", component, p.Err(), c.logTail(component))
+			return fmt.Errorf("%s exited (%w); log tail:\n%s", component, p.Err(), c.logTail(component))
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

@@ -6,7 +6,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
@@ -73,5 +72,4 @@ func TestNodeRunsPod(t *testing.T) {
 	if diff := cluster.DiffFingerprint(before, cluster.HostFingerprint()); diff != "" {
 		t.Errorf("host changed by the cluster:\n%s", diff)
 	}
-	_ = strings.TrimSpace
 }

@@ -372,7 +372,7 @@ func deleteLinks(pattern string) error {
 		name, _, _ := strings.Cut(f[1], "@")
 		if name == pattern || (strings.HasSuffix(pattern, "*") && strings.HasPrefix(name, strings.TrimSuffix(pattern, "*"))) {
 			if out, err := exec.Command("ip", "link", "del", name).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("Cannot find")) {
-				errs = append(errs, fmt.Errorf("ip link del %s: %v: %s", name, err, out))
+				errs = append(errs, fmt.Errorf("ip link del %s: %w: %s", name, err, out))
 			}
 		}
 	}
@@ -420,7 +420,7 @@ func (h *hostState) removeRulesAndRoutes() error {
 			}
 		}
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out))
+			errs = append(errs, fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out))
 		}
 	}
 	for _, l := range ipLines("route", "show", "table", "all") {
@@ -430,7 +430,7 @@ func (h *hostState) removeRulesAndRoutes() error {
 		fam, rest, _ := strings.Cut(l, " ")
 		args := append([]string{fam, "route", "del"}, strings.Fields(rest)...)
 		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil && !bytes.Contains(out, []byte("No such process")) {
-			errs = append(errs, fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, out))
+			errs = append(errs, fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out))
 		}
 	}
 	return errors.Join(errs...)
@@ -485,7 +485,7 @@ func undoIptables(tool string, before []string) error {
 		}
 		args := append([]string{"-w", "-t", table, "-D"}, splitRule(strings.TrimPrefix(rest, "-A "))...)
 		if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, out))
+			errs = append(errs, fmt.Errorf("%s %s: %w: %s", tool, strings.Join(args, " "), err, out))
 		}
 	}
 	for _, c := range chains {
@@ -493,7 +493,7 @@ func undoIptables(tool string, before []string) error {
 	}
 	for _, c := range chains {
 		if out, err := exec.Command(tool, "-w", "-t", c[0], "-X", c[1]).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("%s -t %s -X %s: %v: %s", tool, c[0], c[1], err, out))
+			errs = append(errs, fmt.Errorf("%s -t %s -X %s: %w: %s", tool, c[0], c[1], err, out))
 		}
 	}
 	return errors.Join(errs...)
