@@ -46,14 +46,15 @@ type TSymbioteSpec struct {
 	// +kubebuilder:validation:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Hostname string `json:"hostname,omitempty"`
 
-	// AllowedUsers are the tailnet login names allowed to use the WebUI
-	// (--allowed-users).
+	// AllowedUsers are the tailnet login names (user@domain), or tags
+	// (tag:name) of nodes, allowed to use the WebUI (--allowed-users).
+	// Tags admit tagged nodes, which have no user of their own.
 	// +optional
 	// +listType=set
 	// +kubebuilder:validation:MaxItems=256
 	// +kubebuilder:validation:items:MinLength=3
 	// +kubebuilder:validation:items:MaxLength=320
-	// +kubebuilder:validation:items:Pattern=`^[^@\s,]+@[^@\s,]+$`
+	// +kubebuilder:validation:items:Pattern=`^([^@\s,]+@[^@\s,]+|tag:[A-Za-z0-9][-A-Za-z0-9]*)$`
 	AllowedUsers []string `json:"allowedUsers,omitempty"`
 
 	// GenerateAuth makes the WebUI mint its own auth key with the OAuth
