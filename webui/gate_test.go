@@ -83,6 +83,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.GenerateAuth = true }, "--generate-auth"},
 		{func(c *Config) { c.Adapters = nil }, "no control plane credentials"},
 		{func(c *Config) { c.ControlURL = "ftp://x" }, "control URL"},
+		{func(c *Config) { c.HealthAddr = "8081" }, "--health-addr"},
+		{func(c *Config) { c.HealthAddr = ":x" }, "--health-addr"},
 	} {
 		c := ok
 		tc.mod(&c)

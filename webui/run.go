@@ -29,6 +29,16 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 		return err
 	}
 	hostname := cfg.hostname()
+	// The probes answer from the start, so that the kubelet's liveness
+	// check passes while the WebUI joins the tailnet.
+	var probes *probeServer
+	if cfg.HealthAddr != "" {
+		var err error
+		if probes, err = startProbes(logf, cfg.HealthAddr); err != nil {
+			return err
+		}
+		defer probes.stop()
+	}
 	var (
 		srv   *tsnet.Server
 		dial  DialFunc
@@ -116,6 +126,7 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 	hs := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	logf("serving the WebUI on %s", ready.URL)
 	err = tsnode.Serve(ctx, func() {
+		probes.setReady()
 		if cfg.OnReady != nil {
 			cfg.OnReady(ready)
 		}

@@ -55,6 +55,9 @@ type Config struct {
 	HostnamePrefix string
 	Logout         bool   // leave the tailnet (and delete the node) on exit
 	Port           string // listen port; "0" picks a free one (tests)
+	// HealthAddr, when set, is a host:port on which the kubelet's probes
+	// are answered over plain HTTP (/healthz, /readyz); off when empty.
+	HealthAddr string
 
 	// Adapters are adapter addresses (host:port) dialed directly over the
 	// host network instead of discovered: for adapters run with --dev.
@@ -99,6 +102,11 @@ func (c *Config) Validate() error {
 	}
 	if err := tsnode.CheckHostnameFlags(c.Hostname, c.HostnamePrefix); err != nil {
 		return err
+	}
+	if c.HealthAddr != "" {
+		if _, port, err := net.SplitHostPort(c.HealthAddr); err != nil || checkPort("--health-addr", port, true) != nil {
+			return fmt.Errorf("--health-addr %q: want host:port (or :port)", c.HealthAddr)
+		}
 	}
 	for _, u := range c.AllowedUsers {
 		if strings.TrimSpace(u) == "" || strings.ContainsAny(u, " \t") {

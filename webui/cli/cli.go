@@ -63,6 +63,7 @@ logs in to; TSNET_FORCE_LOGIN=1 logs in with the key even when state exists.`,
 	f.BoolVar(&cfg.Logout, "logout", true, "Logout on exit")
 	f.StringVarP(&cfg.Port, "port", "p", webui.DefaultPort, "Service port")
 	f.StringSliceVar(&scopes, "scopes", webui.DefaultScopes, "OAuth scopes")
+	f.StringVar(&cfg.HealthAddr, "health-addr", "", "Serve /healthz and /readyz over plain HTTP on this host:port, for the kubelet's probes (off when empty)")
 	// --adapter is a development aid beside the documented flags (hidden
 	// from --help): it works only with --dev, against adapters run with
 	// --dev, and needs no control plane.
