@@ -31,6 +31,8 @@ func TestChartArgs(t *testing.T) {
 		"--adapter-allowed-tag=tag:debuggers",
 		"--adapter-requests=cpu=10m,memory=32Mi",
 		"--adapter-limits=memory=128Mi",
+		"--adapter-env=TS_DEBUG_USE_DERP_HTTP=1",
+		"--adapter-env=TS_EXAMPLE=a=b,c",
 		"--key-expiry=1h",
 		"--enable-tsymbiote-controller=false",
 		"--zap-log-level=info",
@@ -44,7 +46,8 @@ func TestChartArgs(t *testing.T) {
 		t.Fatalf("chart arguments are refused: %v", err)
 	}
 	if !o.leaderElect || o.enableTSymbiote || o.keyExpiry != time.Hour || o.webhookPort != 9443 ||
-		o.adapter.AllowedTag != "tag:debuggers" || o.leaderElectionNS != "tsymbiote-system" {
+		o.adapter.AllowedTag != "tag:debuggers" || o.leaderElectionNS != "tsymbiote-system" ||
+		len(o.adapter.Env) != 2 || o.adapter.Env[1].Value != "a=b,c" {
 		t.Errorf("parsed options %+v", o)
 	}
 
@@ -52,7 +55,7 @@ func TestChartArgs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	flags := regexp.MustCompile(`(?m)^\s*- (-+)([a-z0-9-]+)=`).FindAllStringSubmatch(string(tmpl), -1)
+	flags := regexp.MustCompile(`(?m)^\s*- "?(-+)([a-z0-9-]+)=`).FindAllStringSubmatch(string(tmpl), -1)
 	if len(flags) < 10 {
 		t.Fatalf("found only %d flags in the chart's deployment", len(flags))
 	}

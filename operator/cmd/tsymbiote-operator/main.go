@@ -64,6 +64,7 @@ type options struct {
 	adapter                sidecar.Config
 	pullPolicy             string
 	requests, limits       string
+	adapterEnv             []string
 	keyExpiry              time.Duration
 	enableTSymbiote        bool
 	zap                    zap.Options
@@ -114,6 +115,7 @@ TS_API_KEY), and TS_CONTROL_URL.`,
 	f.StringVar(&o.adapter.AllowedTag, "adapter-allowed-tag", "", "--allowed-tag passed to the adapter; the adapter's default when empty")
 	f.StringVar(&o.requests, "adapter-requests", "cpu=10m,memory=32Mi", "resource requests of the adapter sidecar, e.g. cpu=10m,memory=32Mi")
 	f.StringVar(&o.limits, "adapter-limits", "memory=128Mi", "resource limits of the adapter sidecar")
+	f.StringArrayVar(&o.adapterEnv, "adapter-env", nil, "NAME=VALUE added to the adapter sidecar's environment (repeatable)")
 	f.DurationVar(&o.keyExpiry, "key-expiry", time.Hour, "lifetime of each pod's adapter auth key; unused keys are re-minted before they expire")
 	f.BoolVar(&o.enableTSymbiote, "enable-tsymbiote-controller", true, "run the TSymbiote (WebUI) controller; needs the CRD installed")
 	gofs := flag.NewFlagSet("", flag.ContinueOnError)
@@ -166,6 +168,9 @@ func (o *options) complete() error {
 	o.adapter.ImagePullPolicy = corev1.PullPolicy(o.pullPolicy)
 	var err error
 	if o.adapter.Resources, err = sidecar.ParseResources(o.requests, o.limits); err != nil {
+		return err
+	}
+	if o.adapter.Env, err = sidecar.ParseEnv(o.adapterEnv); err != nil {
 		return err
 	}
 	if err := o.adapter.Validate(); err != nil {

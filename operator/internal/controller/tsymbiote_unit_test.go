@@ -193,8 +193,17 @@ func TestTSymbioteUnit(t *testing.T) {
 		}
 		c, wc := sts.Spec.Template.Spec.Containers[0], want.Spec.Template.Spec.Containers[0]
 		if c.Image != "tsymbiote/webui:v1" || !slices.Equal(c.Args, wc.Args) || !slices.Equal(c.Args,
-			[]string{"--hostname=" + tsHost, "--generate-auth=true", "--allowed-users=alice@example.com"}) {
+			[]string{"--hostname=" + tsHost, "--health-addr=:8081", "--generate-auth=true", "--allowed-users=alice@example.com"}) {
 			t.Errorf("container image %s args %q", c.Image, c.Args)
+		}
+		// Restricted Pod Security: the WebUI needs no privilege, and its
+		// readiness is the WebUI's own (it listens only on the tailnet).
+		if sc := c.SecurityContext; sc == nil || !*sc.RunAsNonRoot || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation ||
+			sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+			t.Errorf("security context %+v", sc)
+		}
+		if c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.LivenessProbe == nil {
+			t.Errorf("probes: readiness %+v, liveness %+v", c.ReadinessProbe, c.LivenessProbe)
 		}
 		if sts.Spec.Template.Labels["team"] != "net" || sts.Spec.Template.Spec.NodeSelector["kubernetes.io/os"] != "linux" {
 			t.Errorf("pod overrides lost: %+v", sts.Spec.Template)

@@ -1,12 +1,14 @@
 package controller
 
 import (
+	"fmt"
 	"maps"
 	"strings"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
 
 	"tsymbiote.dhouti.dev/operator/api/v1alpha1"
@@ -17,6 +19,10 @@ import (
 const WebUIContainerName = "webui"
 
 const webUIStateDir = "/var/lib/tsymbiote-webui"
+
+// webUIProbePort is where the WebUI answers the kubelet's probes
+// (--health-addr): the WebUI itself listens only on the tailnet.
+const webUIProbePort = 8081
 
 // StatefulSetName is the name of a TSymbiote's WebUI StatefulSet.
 func StatefulSetName(t *v1alpha1.TSymbiote) string { return t.Name }
@@ -63,7 +69,7 @@ func WebUIStatefulSet(t *v1alpha1.TSymbiote, authHash string) *appsv1.StatefulSe
 		podAnnotations[AnnotationAuthHash] = authHash
 	}
 
-	args := []string{"--hostname=" + t.EffectiveHostname()}
+	args := []string{"--hostname=" + t.EffectiveHostname(), fmt.Sprintf("--health-addr=:%d", webUIProbePort)}
 	if t.GeneratesAuth() {
 		args = append(args, "--generate-auth=true")
 	} else {
@@ -72,7 +78,10 @@ func WebUIStatefulSet(t *v1alpha1.TSymbiote, authHash string) *appsv1.StatefulSe
 	if len(t.Spec.AllowedUsers) > 0 {
 		args = append(args, "--allowed-users="+strings.Join(t.Spec.AllowedUsers, ","))
 	}
-	env := []corev1.EnvVar{{Name: "XDG_CONFIG_HOME", Value: webUIStateDir}}
+	// The root filesystem is read-only: tsnet's state, and the temporary
+	// directory the WebUI keeps it in when it logs out on exit, live on
+	// the state volume.
+	env := []corev1.EnvVar{{Name: "XDG_CONFIG_HOME", Value: webUIStateDir}, {Name: "TMPDIR", Value: webUIStateDir}}
 	env = append(env, o.Env...)
 	c := corev1.Container{
 		Name:            WebUIContainerName,
@@ -84,9 +93,26 @@ func WebUIStatefulSet(t *v1alpha1.TSymbiote, authHash string) *appsv1.StatefulSe
 		}},
 		Env:          env,
 		VolumeMounts: []corev1.VolumeMount{{Name: "state", MountPath: webUIStateDir}},
+		Ports:        []corev1.ContainerPort{{Name: "probes", ContainerPort: webUIProbePort, Protocol: corev1.ProtocolTCP}},
+		// Ready once the WebUI has joined the tailnet and serves there, so
+		// that the TSymbiote's Ready condition means a usable WebUI.
+		ReadinessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/readyz", Port: intstr.FromString("probes")}},
+			PeriodSeconds: 2, FailureThreshold: 3,
+		},
+		LivenessProbe: &corev1.Probe{
+			ProbeHandler:  corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/healthz", Port: intstr.FromString("probes")}},
+			PeriodSeconds: 20, FailureThreshold: 3,
+		},
+		// What the restricted Pod Security Standard asks, so that the WebUI
+		// runs in namespaces that enforce it: the WebUI needs no privilege
+		// (tsnet networking is in userspace).
 		SecurityContext: &corev1.SecurityContext{
+			RunAsNonRoot:             ptr.To(true),
 			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities:             &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+			SeccompProfile:           &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
 		},
 	}
 	if o.Resources != nil {

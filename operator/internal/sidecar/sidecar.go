@@ -48,6 +48,10 @@ type Config struct {
 	// default (tag:tsymbiote-webui) otherwise.
 	AllowedTag string
 	Resources  corev1.ResourceRequirements
+	// Env is added to the sidecar's environment after the operator's own
+	// variables: tailscale knobs a cluster's control plane needs (such as
+	// TS_DEBUG_USE_DERP_HTTP for a DERP server without TLS).
+	Env []corev1.EnvVar
 }
 
 // Validate reports the first problem with c, naming the flag to fix.
@@ -63,7 +67,35 @@ func (c *Config) Validate() error {
 	if c.AllowedTag != "" && !strings.HasPrefix(c.AllowedTag, "tag:") {
 		return fmt.Errorf("--adapter-allowed-tag %q: must start with \"tag:\"", c.AllowedTag)
 	}
+	for _, e := range c.Env {
+		if reserved[e.Name] {
+			return fmt.Errorf("--adapter-env %s: set by the operator itself", e.Name)
+		}
+	}
 	return nil
+}
+
+// reserved are the sidecar's variables the operator sets; --adapter-env
+// may not override them.
+var reserved = map[string]bool{"XDG_CONFIG_HOME": true, SecretKeyAuthKey: true, SecretKeyControlURL: true}
+
+// ParseEnv builds environment variables from NAME=VALUE pairs
+// (--adapter-env), in order.
+func ParseEnv(pairs []string) ([]corev1.EnvVar, error) {
+	var env []corev1.EnvVar
+	seen := map[string]bool{}
+	for _, p := range pairs {
+		name, value, ok := strings.Cut(p, "=")
+		if !ok || len(validation.IsEnvVarName(name)) > 0 {
+			return nil, fmt.Errorf("--adapter-env %q: want NAME=VALUE with a valid variable name", p)
+		}
+		if seen[name] {
+			return nil, fmt.Errorf("--adapter-env: %s given twice", name)
+		}
+		seen[name] = true
+		env = append(env, corev1.EnvVar{Name: name, Value: value})
+	}
+	return env, nil
 }
 
 // ParseResources builds requirements from "cpu=10m,memory=32Mi"-style

@@ -53,13 +53,20 @@ func Container(cfg *Config, host, secret string) corev1.Container {
 			SecretRef: &corev1.SecretEnvSource{LocalObjectReference: corev1.LocalObjectReference{Name: secret}},
 		}},
 		// tsnet keeps its state under the user config directory.
-		Env: []corev1.EnvVar{{Name: "XDG_CONFIG_HOME", Value: stateDir}},
+		Env: append([]corev1.EnvVar{{Name: "XDG_CONFIG_HOME", Value: stateDir}}, cfg.Env...),
 		VolumeMounts: []corev1.VolumeMount{{
 			Name: stateVolume, MountPath: stateDir,
 		}},
 		Resources: *cfg.Resources.DeepCopy(),
+		// Root with SYS_PTRACE to reach the socket through another
+		// container's /proc/<pid>/root; the default capabilities stay, as
+		// a tailscaled run by another user may keep its socket in a
+		// directory only DAC_OVERRIDE lets root into. Nothing is written
+		// outside the state volume.
 		SecurityContext: &corev1.SecurityContext{
-			Capabilities: &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}},
+			AllowPrivilegeEscalation: ptr.To(false),
+			ReadOnlyRootFilesystem:   ptr.To(true),
+			Capabilities:             &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}},
 		},
 	}
 }

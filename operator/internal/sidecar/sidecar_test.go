@@ -96,3 +96,52 @@ func TestConfigValidate(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestEnv(t *testing.T) {
+	env, err := ParseEnv([]string{"TS_DEBUG_USE_DERP_HTTP=1", "EMPTY=", "WITH_EQUALS=a=b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{Image: "i", Env: env}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	c := Container(cfg, "h", "s")
+	var got []string
+	for _, e := range c.Env {
+		got = append(got, e.Name+"="+e.Value)
+	}
+	if want := "XDG_CONFIG_HOME=" + stateDir + " TS_DEBUG_USE_DERP_HTTP=1 EMPTY= WITH_EQUALS=a=b"; strings.Join(got, " ") != want {
+		t.Errorf("sidecar env %q, want %q", got, want)
+	}
+	for _, tc := range []struct {
+		pairs []string
+		want  string
+	}{
+		{[]string{"NOVALUE"}, "NAME=VALUE"},
+		{[]string{"=x"}, "NAME=VALUE"},
+		{[]string{"1X=y"}, "NAME=VALUE"},
+		{[]string{"A=1", "A=2"}, "given twice"},
+	} {
+		if _, err := ParseEnv(tc.pairs); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseEnv(%q) = %v, want an error saying %q", tc.pairs, err, tc.want)
+		}
+	}
+	for _, name := range []string{"XDG_CONFIG_HOME", SecretKeyAuthKey, SecretKeyControlURL} {
+		cfg := &Config{Image: "i", Env: []corev1.EnvVar{{Name: name, Value: "x"}}}
+		if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--adapter-env "+name) {
+			t.Errorf("Validate with %s in --adapter-env = %v, want it refused", name, err)
+		}
+	}
+}
+
+// TestSecurityContext: the sidecar writes only to its state volume and
+// gains no privilege beyond SYS_PTRACE, which it needs for /proc/<pid>/root.
+func TestSecurityContext(t *testing.T) {
+	sc := Container(&Config{Image: "i"}, "h", "s").SecurityContext
+	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+		sc.Capabilities == nil || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "SYS_PTRACE" {
+		t.Errorf("sidecar security context %+v", sc)
+	}
+}

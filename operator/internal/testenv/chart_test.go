@@ -42,6 +42,7 @@ func TestChart(t *testing.T) {
 			"--set", "replicaCount=2",
 			"--set", "tsymbioteController=false",
 			"--set", "adapter.allowedTag=tag:debuggers",
+			"--set", "adapter.env.TS_DEBUG_USE_DERP_HTTP=1",
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
