@@ -30,9 +30,7 @@ var socketCandidates = []string{
 // or one of the usual paths under /proc/<pid>/root. It retries every
 // interval until one exists or ctx ends, and logs the one it picked.
 func DiscoverSocket(ctx context.Context, logf logger.Logf, procRoot string, interval time.Duration) (string, error) {
-	if procRoot == "" {
-		procRoot = "/proc"
-	}
+	procRoot = procRootOr(procRoot)
 	logged := false
 	for {
 		p, tried, err := discoverOnce(procRoot)
@@ -127,4 +125,12 @@ func socketArgs(args []string) []string {
 		}
 	}
 	return out
+}
+
+// procRootOr is procRoot, or /proc when empty.
+func procRootOr(procRoot string) string {
+	if procRoot == "" {
+		return "/proc"
+	}
+	return procRoot
 }

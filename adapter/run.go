@@ -107,16 +107,23 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	sockets := cfg.Sockets
+	var (
+		targets *Targets
+		err     error
+	)
 	if cfg.DiscoverSocket {
 		p, err := DiscoverSocket(ctx, logf, cfg.ProcRoot, time.Second)
 		if err != nil {
 			return err
 		}
-		sockets = []string{p}
-	}
-	targets, err := NewTargets(sockets)
-	if err != nil {
+		targets, err = NewDiscoveredTargets(logf, p, func() (string, error) {
+			p, _, err := discoverOnce(procRootOr(cfg.ProcRoot))
+			return p, err
+		})
+		if err != nil {
+			return err
+		}
+	} else if targets, err = NewTargets(cfg.Sockets); err != nil {
 		return err
 	}
 	for _, tg := range targets.List() {

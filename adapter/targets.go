@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"tailscale.com/client/local"
+	"tailscale.com/types/logger"
 )
 
 // Target is one tailscaled daemon the adapter answers for.
@@ -25,9 +26,14 @@ type Target struct {
 // directory names every *.sock file in it (named by file name without
 // ".sock"), re-read on every call since pods come and go.
 type Targets struct {
-	paths []string
+	// rediscover, when set, finds the socket again once the one in paths
+	// is gone (--discover-socket: a restarted tailscaled container has a
+	// new PID, so its /proc/<pid>/root path changes).
+	rediscover func() (string, error)
+	logf       logger.Logf
 
 	mu      sync.Mutex
+	paths   []string
 	clients map[string]*local.Client // by socket path
 }
 
@@ -49,10 +55,46 @@ func NewTargets(paths []string) (*Targets, error) {
 	return &Targets{paths: clean, clients: map[string]*local.Client{}}, nil
 }
 
+// NewDiscoveredTargets returns Targets for one socket found by
+// --discover-socket at path; rediscover finds it again when the path is
+// gone, and logf says when it does.
+func NewDiscoveredTargets(logf logger.Logf, path string, rediscover func() (string, error)) (*Targets, error) {
+	t, err := NewTargets([]string{path})
+	if err != nil {
+		return nil, err
+	}
+	t.logf, t.rediscover = logf, rediscover
+	return t, nil
+}
+
+// current returns the socket paths, after following a discovered socket
+// whose path is gone to where it is now. While none is found the old path
+// stays, so that requests say Unavailable.
+func (t *Targets) current() []string {
+	t.mu.Lock()
+	paths := slices.Clone(t.paths)
+	t.mu.Unlock()
+	if t.rediscover == nil {
+		return paths
+	}
+	if _, err := os.Stat(paths[0]); err == nil {
+		return paths
+	}
+	p, err := t.rediscover()
+	if err != nil || p == paths[0] {
+		return paths
+	}
+	t.mu.Lock()
+	t.paths[0] = p
+	t.mu.Unlock()
+	t.logf("discover-socket: %s is gone; using %s", paths[0], p)
+	return []string{p}
+}
+
 // List returns the targets as they are now.
 func (t *Targets) List() []Target {
 	var out []Target
-	for _, p := range t.paths {
+	for _, p := range t.current() {
 		fi, err := os.Stat(p)
 		if err != nil || !fi.IsDir() {
 			// A missing socket stays a target: tailscaled may come (back)

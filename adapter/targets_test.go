@@ -197,3 +197,45 @@ func TestIsTailscaled(t *testing.T) {
 		}
 	}
 }
+
+// TestDiscoveredTargetFollowsRestart: a sidecar's tailscaled container that
+// restarts runs under a new PID, so the socket found through /proc/<pid>/root
+// moves; the target follows it instead of answering Unavailable for good.
+func TestDiscoveredTargetFollowsRestart(t *testing.T) {
+	proc := t.TempDir()
+	start := func(pid string) (sock string, stop func()) {
+		d := filepath.Join(proc, pid)
+		sock = filepath.Join(d, "root", "var/run/tailscale/tailscaled.sock")
+		mustT(t, os.MkdirAll(filepath.Dir(sock), 0o755))
+		mustT(t, os.WriteFile(filepath.Join(d, "comm"), []byte("tailscaled\n"), 0o644))
+		mustT(t, os.WriteFile(filepath.Join(d, "cmdline"), []byte("tailscaled\x00"), 0o644))
+		l, err := net.Listen("unix", sock)
+		mustT(t, err)
+		return sock, func() { l.Close(); os.RemoveAll(d) }
+	}
+	first, stopFirst := start("13")
+	var logged []string
+	tg, err := NewDiscoveredTargets(func(f string, a ...any) { logged = append(logged, f) }, first, func() (string, error) {
+		p, _, err := discoverOnce(proc)
+		return p, err
+	})
+	mustT(t, err)
+	for _, tc := range []struct {
+		name string
+		step func() string // changes the pod, returns the socket wanted
+	}{
+		{"running", func() string { return first }},
+		// Between the kill and the restart, requests go to the old path
+		// and fail (Unavailable).
+		{"killed", func() string { stopFirst(); return first }},
+		{"restarted", func() string { s, stop := start("40"); t.Cleanup(stop); return s }},
+	} {
+		want := tc.step()
+		if got, err := tg.Resolve(""); err != nil || got.Socket != want {
+			t.Errorf("%s: Resolve = %+v, %v; want socket %s", tc.name, got, err, want)
+		}
+	}
+	if len(logged) != 1 {
+		t.Errorf("logged %d moves, want 1: %q", len(logged), logged)
+	}
+}
