@@ -45,6 +45,7 @@ func main() {
 // configuration comes from the environment (see the package comment).
 type flags struct {
 	socket, stateDir, runDir, metricsAddr string
+	procSysNet                            string
 	addTimeout, publishWait               time.Duration
 	waitRunning, verbose                  bool
 }
@@ -76,6 +77,7 @@ TS_CNI_EPHEMERAL (default true), TS_CNI_IPV6 (default true).`,
 	f.StringVar(&fl.stateDir, "state-dir", envOr(getenv, "TS_CNI_STATE_DIR", daemon.DefaultStateDir), "pod state (node identities) lives under <dir>/pods (env TS_CNI_STATE_DIR)")
 	f.StringVar(&fl.runDir, "run-dir", envOr(getenv, "TS_CNI_RUN_DIR", daemon.DefaultRunDir), "per-pod LocalAPI sockets live under <dir>/pods (env TS_CNI_RUN_DIR)")
 	f.StringVar(&fl.metricsAddr, "metrics-addr", envOr(getenv, "TS_CNI_METRICS_ADDR", "127.0.0.1:9392"), "loopback address for /metrics and /healthz; empty turns them off (env TS_CNI_METRICS_ADDR)")
+	f.StringVar(&fl.procSysNet, "proc-sys-net", envOr(getenv, "TS_CNI_PROC_SYS_NET", "/proc/sys/net"), "the host's net sysctls, for forwarding and rp_filter: a container's own /proc/sys is read-only, so the chart mounts the node's elsewhere (env TS_CNI_PROC_SYS_NET)")
 	f.DurationVar(&fl.addTimeout, "add-timeout", daemon.DefaultAddTimeout, "how long ADD waits for a pod's node to run")
 	f.DurationVar(&fl.publishWait, "publish-wait", daemon.DefaultPublishWait, "how long ADD waits, once the pod's node has its addresses, for the control plane to hold its endpoints, so that peers reach it at once (negative: do not wait)")
 	f.BoolVar(&fl.waitRunning, "add-waits-for-running", false, "make ADD wait until the pod's node is Running (has a home DERP, seconds later) instead of only registered with its addresses")
@@ -156,6 +158,7 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 		backendLogf = daemon.QuietLogf(logf)
 	}
 
+	podnet.SetProcSysNet(fl.procSysNet)
 	cp, err := controlplane.New(logger.WithPrefix(logf, "controlplane: "), cpCfg)
 	if err != nil {
 		return err

@@ -24,25 +24,28 @@ func TestFlags(t *testing.T) {
 			want: flags{
 				socket: daemon.DefaultSocket, stateDir: daemon.DefaultStateDir, runDir: daemon.DefaultRunDir,
 				metricsAddr: "127.0.0.1:9392", addTimeout: daemon.DefaultAddTimeout, publishWait: daemon.DefaultPublishWait,
+				procSysNet: "/proc/sys/net",
 			},
 		},
 		{
 			name: "environment",
-			env:  map[string]string{"TS_CNI_SOCKET": "/s.sock", "TS_CNI_STATE_DIR": "/st", "TS_CNI_RUN_DIR": "/r", "TS_CNI_METRICS_ADDR": "127.0.0.1:1"},
+			env:  map[string]string{"TS_CNI_SOCKET": "/s.sock", "TS_CNI_STATE_DIR": "/st", "TS_CNI_RUN_DIR": "/r", "TS_CNI_METRICS_ADDR": "127.0.0.1:1", "TS_CNI_PROC_SYS_NET": "/p"},
 			want: flags{
 				socket: "/s.sock", stateDir: "/st", runDir: "/r",
 				metricsAddr: "127.0.0.1:1", addTimeout: daemon.DefaultAddTimeout, publishWait: daemon.DefaultPublishWait,
+				procSysNet: "/p",
 			},
 		},
 		{
 			name: "chart",
 			args: []string{
 				"--socket=/var/run/tailscale-cni/daemon.sock", "--state-dir=/var/lib/tailscale-cni",
-				"--run-dir=/var/run/tailscale-cni", "--metrics-addr=127.0.0.1:9392", "--add-timeout=60s", "--verbose",
+				"--run-dir=/var/run/tailscale-cni", "--metrics-addr=127.0.0.1:9392", "--proc-sys-net=/host/proc/sys/net", "--add-timeout=60s", "--verbose",
 			},
 			want: flags{
 				socket: "/var/run/tailscale-cni/daemon.sock", stateDir: "/var/lib/tailscale-cni", runDir: "/var/run/tailscale-cni",
 				metricsAddr: "127.0.0.1:9392", addTimeout: time.Minute, publishWait: daemon.DefaultPublishWait, verbose: true,
+				procSysNet: "/host/proc/sys/net",
 			},
 		},
 		{
@@ -51,6 +54,7 @@ func TestFlags(t *testing.T) {
 			want: flags{
 				socket: "/x.sock", stateDir: daemon.DefaultStateDir, runDir: daemon.DefaultRunDir,
 				metricsAddr: "127.0.0.1:9392", addTimeout: daemon.DefaultAddTimeout, publishWait: -time.Second, waitRunning: true,
+				procSysNet: "/proc/sys/net",
 			},
 		},
 	} {
@@ -65,6 +69,7 @@ func TestFlags(t *testing.T) {
 			got.stateDir, _ = f.GetString("state-dir")
 			got.runDir, _ = f.GetString("run-dir")
 			got.metricsAddr, _ = f.GetString("metrics-addr")
+			got.procSysNet, _ = f.GetString("proc-sys-net")
 			got.addTimeout, _ = f.GetDuration("add-timeout")
 			got.publishWait, _ = f.GetDuration("publish-wait")
 			got.waitRunning, _ = f.GetBool("add-waits-for-running")

@@ -115,8 +115,18 @@ func SetTUNUp(p Pod) error {
 	return disableRPFilter(p.TUN)
 }
 
+// procSysNet is where the net sysctls of the host's network namespace are
+// written: /proc/sys/net, unless SetProcSysNet moved it.
+var procSysNet = "/proc/sys/net"
+
+// SetProcSysNet makes the package write the host's net sysctls under dir
+// instead of /proc/sys/net: a container's own /proc/sys is read-only unless
+// it is privileged, so the chart mounts the node's /proc/sys/net elsewhere.
+// Call it before any other function of the package, from one goroutine.
+func SetProcSysNet(dir string) { procSysNet = dir }
+
 func disableRPFilter(dev string) error {
-	path := filepath.Join("/proc/sys/net/ipv4/conf", dev, "rp_filter")
+	path := filepath.Join(procSysNet, "ipv4/conf", dev, "rp_filter")
 	if err := os.WriteFile(path, []byte("0"), 0o644); err != nil {
 		return fmt.Errorf("turning off rp_filter on %s: %w", dev, err)
 	}
@@ -469,9 +479,9 @@ func Sweep(logf logger.Logf, keepLink func(string) bool, keepTable func(int) boo
 // values so a test can restore them.
 func EnableForwarding(want6 bool) (prev map[string]string, err error) {
 	prev = map[string]string{}
-	paths := []string{"/proc/sys/net/ipv4/ip_forward"}
+	paths := []string{filepath.Join(procSysNet, "ipv4/ip_forward")}
 	if want6 {
-		paths = append(paths, "/proc/sys/net/ipv6/conf/all/forwarding")
+		paths = append(paths, filepath.Join(procSysNet, "ipv6/conf/all/forwarding"))
 	}
 	for _, p := range paths {
 		old, err := os.ReadFile(p)
