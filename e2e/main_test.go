@@ -48,18 +48,7 @@ func node(t *testing.T) *cluster.Cluster {
 	if missing := cluster.MissingPrerequisites(); missing != "" {
 		testkit.Missing(t, "%s", missing)
 	}
-	root, err := testkit.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var imgs []string
-	for _, n := range imageNames {
-		p := filepath.Join(root, "bin", "images", n+".tar")
-		if _, err := os.Stat(p); err != nil {
-			testkit.Missing(t, "image %s not built (make images)", p)
-		}
-		imgs = append(imgs, p)
-	}
+	imgs := cluster.ImageTarballs(t, imageNames...)
 	shared.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), cluster.LockWait+5*time.Minute)
 		defer cancel()

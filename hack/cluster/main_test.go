@@ -24,20 +24,10 @@ func TestCommand(t *testing.T) {
 	if missing := cluster.MissingPrerequisites(); missing != "" {
 		testkit.Missing(t, "%s", missing)
 	}
-	root, err := testkit.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	images := filepath.Join(root, "bin", "images")
-	for _, n := range []string{"pause", "testapp"} {
-		if _, err := os.Stat(filepath.Join(images, n+".tar")); err != nil {
-			testkit.Missing(t, "image %s not built (make images)", n)
-		}
-	}
 	// Only the two images a pod needs, to keep the test short.
 	onlyTwo := t.TempDir()
-	for _, n := range []string{"pause", "testapp"} {
-		if err := os.Symlink(filepath.Join(images, n+".tar"), filepath.Join(onlyTwo, n+".tar")); err != nil {
+	for _, img := range cluster.ImageTarballs(t, "pause", "testapp") {
+		if err := os.Symlink(img, filepath.Join(onlyTwo, filepath.Base(img))); err != nil {
 			t.Fatal(err)
 		}
 	}

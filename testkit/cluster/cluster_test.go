@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -15,30 +14,12 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(testkit.Main(m)) }
 
-// images returns the built image tarballs a test names (make images).
-func images(t *testing.T, names ...string) []string {
-	t.Helper()
-	root, err := testkit.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, n := range names {
-		p := filepath.Join(root, "bin", "images", n+".tar")
-		if _, err := os.Stat(p); err != nil {
-			testkit.Missing(t, "image %s not built (make images)", p)
-		}
-		out = append(out, p)
-	}
-	return out
-}
-
 // TestNodeRunsPod starts a node, runs the test app in a pod on the bridge
 // network, fetches from it across the pod network, and checks that Stop
 // left the host as it found it.
 func TestNodeRunsPod(t *testing.T) {
 	testkit.Root(t)
-	imgs := images(t, "pause", "testapp")
+	imgs := cluster.ImageTarballs(t, "pause", "testapp")
 	before := cluster.HostFingerprint()
 	c := cluster.Start(t, cluster.Options{Images: imgs})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)

@@ -6,6 +6,10 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
+	"testing"
+
+	"tsymbiote.dhouti.dev/testkit"
 )
 
 // The node's CNI directories: the usual ones, where containerd looks and
@@ -67,4 +71,24 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp, dst)
+}
+
+// ImageTarballs returns the paths of the named image tarballs in
+// ./bin/images (pause, testapp, tailscale-cni, ...). When one is not built
+// it skips t (make images), or fails it under CI=true.
+func ImageTarballs(t testing.TB, names ...string) []string {
+	t.Helper()
+	root, err := testkit.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range names {
+		p := filepath.Join(root, "bin", "images", n+".tar")
+		if _, err := os.Stat(p); err != nil {
+			testkit.Missing(t, "image %s not built (make images)", p)
+		}
+		out = append(out, p)
+	}
+	return out
 }
