@@ -61,9 +61,17 @@ func Container(cfg *Config, host, secret string) corev1.Container {
 		// Root with SYS_PTRACE to reach the socket through another
 		// container's /proc/<pid>/root; the default capabilities stay, as
 		// a tailscaled run by another user may keep its socket in a
-		// directory only DAC_OVERRIDE lets root into. Nothing is written
-		// outside the state volume.
+		// directory only DAC_OVERRIDE lets root into. Root is said here,
+		// not left to the image, so that a pod whose own securityContext
+		// asks for runAsNonRoot or another runAsUser for its containers
+		// still gets a sidecar that starts and can do its job (the
+		// kubelet refuses a root image under runAsNonRoot, and another
+		// user gets no capabilities). Nothing is written outside the
+		// state volume.
 		SecurityContext: &corev1.SecurityContext{
+			RunAsUser:                ptr.To[int64](0),
+			RunAsGroup:               ptr.To[int64](0),
+			RunAsNonRoot:             ptr.To(false),
 			AllowPrivilegeEscalation: ptr.To(false),
 			ReadOnlyRootFilesystem:   ptr.To(true),
 			Capabilities:             &corev1.Capabilities{Add: []corev1.Capability{"SYS_PTRACE"}},

@@ -136,10 +136,12 @@ func TestEnv(t *testing.T) {
 }
 
 // TestSecurityContext: the sidecar writes only to its state volume and
-// gains no privilege beyond SYS_PTRACE, which it needs for /proc/<pid>/root.
+// gains no privilege beyond SYS_PTRACE, which it needs for /proc/<pid>/root;
+// it runs as root whatever the pod's securityContext asks of containers.
 func TestSecurityContext(t *testing.T) {
 	sc := Container(&Config{Image: "i"}, "h", "s").SecurityContext
-	if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.RunAsNonRoot == nil || *sc.RunAsNonRoot ||
+		sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
 		sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
 		sc.Capabilities == nil || len(sc.Capabilities.Add) != 1 || sc.Capabilities.Add[0] != "SYS_PTRACE" {
 		t.Errorf("sidecar security context %+v", sc)
