@@ -237,9 +237,12 @@ func (r *operatorRun) startAppPod(ctx context.Context) {
 }
 
 // appPodYAML is the app pod and the Secret with its tailscaled's config.
-// tailscaled runs in userspace networking (no TUN, no capabilities) with
-// its state on an emptyDir, so that a restarted container is the same
-// node; DERP over plain HTTP is what the node's Headscale serves.
+// The pod is hardened as many are, with runAsNonRoot for all its
+// containers: tailscaled runs as a user of its own in userspace networking
+// (no TUN, no capabilities), with its socket in /tmp and its state in a
+// directory of its own on an emptyDir (which it must own to chmod), so
+// that a restarted container is the same node. DERP over plain HTTP is
+// what the node's Headscale serves.
 func appPodYAML(conf string) string {
 	return fmt.Sprintf(`apiVersion: v1
 kind: Secret
@@ -255,10 +258,12 @@ metadata:
   labels: {%[4]s: %[5]s}
 spec:
   terminationGracePeriodSeconds: 5
+  securityContext: {runAsNonRoot: true}
   containers:
     - name: tailscaled
       image: %[6]s
-      args: [--tun=userspace-networking, --statedir=/var/lib/tailscale, --socket=/var/run/tailscale/tailscaled.sock, --config=/etc/tailscaled/config.json]
+      args: [--tun=userspace-networking, --statedir=/var/lib/tailscale/state, --socket=/tmp/tailscaled.sock, --config=/etc/tailscaled/config.json]
+      securityContext: {runAsUser: 1000, runAsGroup: 1000, allowPrivilegeEscalation: false}
       env:
         - {name: TS_DEBUG_USE_DERP_HTTP, value: "1"}
         - {name: TS_NO_LOGS_NO_SUPPORT, value: "true"}
@@ -340,7 +345,7 @@ func (r *operatorRun) restartTailscaled(ctx context.Context) {
 	})
 	r.checkStatus(ctx)
 	logs := r.kubectl(ctx, "-n", appNamespace, "logs", appPod, "-c", "tsymbiote-adapter")
-	for _, want := range []string{"discover-socket: using /proc/", "is gone; using /proc/"} {
+	for _, want := range []string{"discover-socket: using /proc/", "/root/tmp/tailscaled.sock is gone; using /proc/"} {
 		if !strings.Contains(logs, want) {
 			r.t.Errorf("sidecar log lacks %q:\n%s", want, logs)
 		}
