@@ -621,7 +621,11 @@ func (ct *cniTest) uninstall() {
 	if len(pods) > 0 {
 		t.Errorf("headscale still has pod nodes %v", pods)
 	}
-	t.Logf("after uninstall: shim gone, headscale has %d nodes, none tagged %s", len(nodes), podTag)
+	others := make([]string, 0, len(nodes))
+	for _, n := range nodes {
+		others = append(others, n.GivenName)
+	}
+	t.Logf("after uninstall: shim gone; headscale holds %v, none tagged %s", others, podTag)
 }
 
 const afterPod = `apiVersion: v1
