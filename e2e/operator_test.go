@@ -75,6 +75,7 @@ func TestOperatorChart(t *testing.T) {
 	r.step("WebUI discovers the adapter", r.waitDiscovery)
 	r.step("browser pings all", r.browse)
 	r.step("pod deletion cleans up", r.deleteAppPod)
+	r.step("TSymbiote deletion cleans up", r.deleteWebUI)
 }
 
 // operatorRun is one run of TestOperatorChart and what it made.

@@ -100,6 +100,35 @@ func (r *operatorRun) waitDiscovery(ctx context.Context) {
 		len(g.Nodes), names, len(g.Edges), len(g.Hosts), len(g.Adapters))
 }
 
+// deleteWebUI deletes the TSymbiote and waits for its StatefulSet to be
+// gone and for the WebUI's node to have left Headscale (the operator's
+// finalizer deletes it).
+func (r *operatorRun) deleteWebUI(ctx context.Context) {
+	r.kubectl(ctx, "-n", webuiNamespace, "delete", "tsymbiote", webuiName, "--wait=true", "--timeout=120s")
+	waitFor(ctx, r.t, "the WebUI StatefulSet to be deleted", func() error {
+		out, err := r.c.Kubectl(ctx, "-n", webuiNamespace, "get", "statefulset,pods", "-o", "name")
+		if err != nil {
+			return err
+		}
+		if strings.TrimSpace(out) != "" {
+			return fmt.Errorf("still there: %s", strings.Fields(out))
+		}
+		return nil
+	})
+	waitFor(ctx, r.t, "the WebUI node to leave Headscale", func() error {
+		devs, err := r.cp.ListDevices(ctx, controlplane.ListOptions{Tag: contract.TagWebUI})
+		if err != nil {
+			return err
+		}
+		for _, d := range devs {
+			if d.Hostname == webuiName {
+				return fmt.Errorf("node %s (%s) still there", d.ID, d.Name)
+			}
+		}
+		return nil
+	})
+}
+
 // graph is the part of the WebUI's GET /api/graph the test reads.
 type graph struct {
 	Nodes    []struct{ Name string } `json:"nodes"`
