@@ -51,8 +51,6 @@ type cniTest struct {
 	shimBefore             bool
 	stateBefore, runBefore bool
 	netnsBefore            []string
-	// netnsUndo undoes what shareNetnsDir did, if anything.
-	netnsUndo func() error
 	// The app's pods, by name, as they came up.
 	pods map[string]podNet
 }
@@ -66,7 +64,6 @@ func TestCNIChart(t *testing.T) {
 	ct := &cniTest{t: t, c: c, ns: "cni-e2e-" + randHex(3)}
 	ct.snapshotHost()
 	t.Cleanup(ct.cleanup)
-	ct.shareNetnsDir()
 
 	ct.install()
 	ct.deployApp()
@@ -705,5 +702,4 @@ func (ct *cniTest) cleanup() {
 	if left := sweepDaemonLeftovers(ctx); len(left) > 0 {
 		t.Errorf("cleanup: the daemon left %v; removed them", left)
 	}
-	ct.unshareNetnsDir()
 }

@@ -10,7 +10,13 @@ replace tsymbiote.dhouti.dev/proto => ../proto
 
 replace tsymbiote.dhouti.dev/testkit => ../testkit
 
-require tsymbiote.dhouti.dev/testkit v0.0.0-00010101000000-000000000000
+require (
+	google.golang.org/grpc v1.85.0
+	tailscale.com v1.102.5
+	tsymbiote.dhouti.dev/controlplane v0.0.0-00010101000000-000000000000
+	tsymbiote.dhouti.dev/proto v0.0.0-00010101000000-000000000000
+	tsymbiote.dhouti.dev/testkit v0.0.0
+)
 
 require (
 	filippo.io/edwards25519 v1.2.0 // indirect
@@ -55,7 +61,8 @@ require (
 	golang.org/x/time v0.15.0 // indirect
 	golang.zx2c4.com/wintun v0.0.0-20230126152724-0fa3db229ce2 // indirect
 	golang.zx2c4.com/wireguard/windows v0.5.3 // indirect
+	google.golang.org/genproto/googleapis/rpc v0.0.0-20260817212433-ac3dfec99bb1 // indirect
+	google.golang.org/protobuf v1.36.12 // indirect
 	gvisor.dev/gvisor v0.0.0-20260224225140-573d5e7127a8 // indirect
-	tailscale.com v1.102.5 // indirect
-	tsymbiote.dhouti.dev/proto v0.0.0-00010101000000-000000000000 // indirect
+	tailscale.com/client/tailscale/v2 v2.9.0 // indirect
 )

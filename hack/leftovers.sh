@@ -26,7 +26,8 @@ state() {
 	echo "## mounts"
 	# /run/netns is the mount iproute2 makes once, for good, on the first
 	# \`ip netns add\`; what is mounted beneath it is checked.
-	awk '{print $5}' /proc/self/mountinfo | grep -vx /run/netns | sort || true
+	# With its propagation: a test that makes / shared must make it private again.
+	awk '{p="private"; for (i = 7; $i != "-"; i++) if ($i ~ /^shared:/) p="shared"; else if ($i ~ /^master:/) p="slave"; print $5, p}' /proc/self/mountinfo | grep -v '^/run/netns ' | sort || true
 	echo "## cgroups"
 	find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d 2>/dev/null | sort || true
 	echo "## iptables"

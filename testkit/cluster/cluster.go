@@ -301,8 +301,9 @@ func (c *Cluster) releaseLock() {
 	}
 }
 
-// startHostNetwork gives the node its address and lets pods' packets be
-// forwarded (to the node address and between the pods' networks).
+// startHostNetwork gives the node its address, lets pods' packets be
+// forwarded (to the node address and between the pods' networks), and
+// lets pods' network namespaces propagate into containers that mount them.
 func (c *Cluster) startHostNetwork(context.Context, Options) error {
 	cmds := [][]string{
 		{"link", "add", nodeLink, "type", "veth", "peer", "name", "tsymnode1"},
@@ -315,7 +316,14 @@ func (c *Cluster) startHostNetwork(context.Context, Options) error {
 			return fmt.Errorf("ip %s: %w: %s", strings.Join(args, " "), err, out)
 		}
 	}
-	return writeSysctl("net/ipv4/ip_forward", "1")
+	if err := writeSysctl("net/ipv4/ip_forward", "1"); err != nil {
+		return err
+	}
+	if err := c.host.shareNetnsMount(); err != nil {
+		return err
+	}
+	// Saved again: restore after a crash must undo the shared mount too.
+	return c.host.save(abandoned{Dir: c.Dir, ContainerdSocket: c.path("containerd", "containerd.sock")})
 }
 
 func (c *Cluster) path(elem ...string) string {

@@ -61,6 +61,9 @@ type hostState struct {
 	mounts   map[string]bool
 	rules    map[string]bool // "-4 <ip rule line>", "-6 ..."
 	routes   map[string]bool // "-4 <route line>" in tables other than main and local
+	// sharedMount is the mount the node made shared (see shareNetnsMount),
+	// to be made private again; "" when it was shared already.
+	sharedMount string
 }
 
 // statePath is where a running node keeps the host's state from before it
@@ -82,10 +85,11 @@ type savedState struct {
 	Iptables                              map[string][]string
 	Dirs                                  map[string][]string
 	Netns, Cgroups, Mounts, Rules, Routes map[string]bool
+	SharedMount                           string
 }
 
 func (h *hostState) save(a abandoned) error {
-	a.Host = savedState{h.sysctls, h.iptables, h.dirs, h.netns, h.cgroups, h.mounts, h.rules, h.routes}
+	a.Host = savedState{h.sysctls, h.iptables, h.dirs, h.netns, h.cgroups, h.mounts, h.rules, h.routes, h.sharedMount}
 	b, err := json.Marshal(a)
 	if err != nil {
 		return err
@@ -110,7 +114,7 @@ func recoverAbandoned(logf func(string, ...any)) error {
 	}
 	logf("cluster: a node in %s was not stopped; restoring the host from %s", a.Dir, statePath)
 	s := a.Host
-	h := &hostState{s.Sysctls, s.Iptables, s.Dirs, s.Netns, s.Cgroups, s.Mounts, s.Rules, s.Routes}
+	h := &hostState{s.Sysctls, s.Iptables, s.Dirs, s.Netns, s.Cgroups, s.Mounts, s.Rules, s.Routes, s.SharedMount}
 	if err := h.restore(a.Dir, a.ContainerdSocket, ownLinks); err != nil {
 		return fmt.Errorf("restoring the host after an abandoned node: %w", err)
 	}
@@ -178,6 +182,11 @@ func (h *hostState) restore(ownDir, containerdSock string, links []string) error
 		errs = append(errs, undoIptables(tool, h.iptables[tool]))
 	}
 	errs = append(errs, h.removeDirs())
+	if h.sharedMount != "" {
+		if err := syscall.Mount("", h.sharedMount, "", syscall.MS_PRIVATE, ""); err != nil {
+			errs = append(errs, fmt.Errorf("making %s private again: %w", h.sharedMount, err))
+		}
+	}
 	for k, v := range h.sysctls {
 		errs = append(errs, writeSysctl(k, v))
 	}
@@ -584,6 +593,8 @@ func HostFingerprint() map[string][]string {
 			fp["links"] = append(fp["links"], f[1])
 		}
 	}
+	mp, prop := mountOf(netnsDir)
+	fp["mounts"] = append(fp["mounts"], "propagation of "+mp+": "+prop)
 	fp["rules"] = keys(h.rules)
 	fp["routes"] = keys(h.routes)
 	return fp
@@ -615,4 +626,64 @@ func keys(m map[string]bool) []string {
 	}
 	sort.Strings(out)
 	return out
+}
+
+// netnsDir is where containerd makes pods' network namespaces, and what the
+// tailscale-cni chart mounts into its daemon with HostToContainer
+// propagation.
+const netnsDir = "/var/run/netns"
+
+// shareNetnsMount makes the mount that holds /var/run/netns shared unless it
+// propagates already, and records it for restore. containerd refuses a
+// HostToContainer mount from a private one, and it finds the mount by the
+// path's name, without following the /var/run symlink. Nodes with systemd
+// have a shared /; hosts without it (this kind) have a private one. Only
+// that one mount changes, not the ones beneath it.
+func (h *hostState) shareNetnsMount() error {
+	mp, prop := mountOf(netnsDir)
+	if prop == "shared" || prop == "slave" {
+		return nil
+	}
+	if err := syscall.Mount("", mp, "", syscall.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("making %s (which holds %s) shared: %w", mp, netnsDir, err)
+	}
+	h.sharedMount = mp
+	return nil
+}
+
+// mountOf returns the mount point containing path, taken by name, and its
+// propagation: "shared", "slave" or "private".
+func mountOf(path string) (mountPoint, propagation string) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return "/", ""
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 7 {
+			continue
+		}
+		mp := f[4]
+		if mp != "/" && path != mp && !strings.HasPrefix(path, mp+"/") {
+			continue
+		}
+		// The longest match wins; of equal ones, the last (on top).
+		if len(mp) < len(mountPoint) {
+			continue
+		}
+		mountPoint, propagation = mp, "private"
+		// Optional fields run from the seventh to the "-" separator.
+		for _, o := range f[6:] {
+			if o == "-" {
+				break
+			}
+			switch {
+			case strings.HasPrefix(o, "shared:"):
+				propagation = "shared"
+			case strings.HasPrefix(o, "master:") && propagation != "shared":
+				propagation = "slave"
+			}
+		}
+	}
+	return mountPoint, propagation
 }
