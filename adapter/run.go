@@ -45,18 +45,20 @@ type Config struct {
 	AllowedTag     string // callers' nodes must carry it
 	Dev            bool   // plain gRPC on localhost, no tsnet, no caller check
 	DiscoverSocket bool   // find tailscaled's socket through /proc
+	GenerateAuth   bool   // mint the adapter's own auth key through ControlPlane (no TS_AUTHKEY)
 	Hostname       string // the adapter's tailnet hostname; derived when empty
 	HostnamePrefix string
 	Logout         bool     // register ephemeral and log out (and delete) on exit
 	Port           string   // listen port; "0" picks a free one (tests)
 	Sockets        []string // --socket values: sockets or directories of sockets
 
-	AuthKey    controlplane.Secret // TS_AUTHKEY; empty means interactive login
+	AuthKey    controlplane.Secret // TS_AUTHKEY; empty means interactive login (or GenerateAuth)
 	ControlURL string              // empty means Tailscale's default
 	StateDir   string              // tsnet state; tsnet's default when empty
 
 	// ControlPlane, if set, deletes the adapter's node on exit with Logout,
-	// for keys that are not ephemeral (Headscale keeps logged-out nodes).
+	// for keys that are not ephemeral (Headscale keeps logged-out nodes),
+	// and mints its key with GenerateAuth.
 	ControlPlane controlplane.Client
 
 	ProcRoot  string      // for DiscoverSocket; /proc when empty
@@ -88,6 +90,12 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Sockets) == 0 && !c.DiscoverSocket {
 		return errors.New("--socket: no tailscaled socket given")
+	}
+	if c.GenerateAuth && !c.AuthKey.IsZero() {
+		return errors.New("minting an auth key: TS_AUTHKEY is set too")
+	}
+	if c.GenerateAuth && !c.Dev && c.ControlPlane == nil {
+		return errors.New("minting an auth key: no control plane credentials (set TS_OAUTH_CLIENT_ID/TS_OAUTH_CLIENT_SECRET, TS_API_KEY or HEADSCALE_URL/HEADSCALE_API_KEY)")
 	}
 	if c.ControlURL != "" {
 		if !strings.HasPrefix(c.ControlURL, "http://") && !strings.HasPrefix(c.ControlURL, "https://") {
@@ -213,15 +221,42 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 }
 
 func startTsnet(ctx context.Context, logf logger.Logf, cfg Config, hostname string) (*tsnet.Server, error) {
+	key := cfg.AuthKey
+	if cfg.GenerateAuth {
+		var err error
+		if key, err = mintAuthKey(ctx, logf, cfg, hostname); err != nil {
+			return nil, err
+		}
+	}
 	return tsnode.Join(ctx, logf, tsnode.Options{
 		Dir:         cfg.StateDir,
 		Hostname:    hostname,
 		ControlURL:  cfg.ControlURL,
-		AuthKey:     cfg.AuthKey,
+		AuthKey:     key,
 		Ephemeral:   cfg.Logout,
 		BackendLogf: cfg.TsnetLogf,
 		Tag:         contract.TagAdapter,
 	})
+}
+
+// mintAuthKey mints a single-use, pre-authorized tag:tsymbiote-adapter key
+// for this start, so that an adapter run by a chart (one per node, no
+// operator to hand it a key) needs only the control-plane credentials. It
+// is ephemeral like the node when the adapter logs out on exit, and short:
+// it is used at once or never.
+func mintAuthKey(ctx context.Context, logf logger.Logf, cfg Config, hostname string) (controlplane.Secret, error) {
+	k, err := cfg.ControlPlane.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
+		Tags:          []string{contract.TagAdapter},
+		Ephemeral:     cfg.Logout,
+		Preauthorized: true,
+		Expiry:        10 * time.Minute,
+		Description:   "tsymbiote adapter " + hostname,
+	})
+	if err != nil {
+		return "", fmt.Errorf("minting a %s auth key: %w", contract.TagAdapter, err)
+	}
+	logf("minted a %s auth key (%s)", contract.TagAdapter, k.ID)
+	return k.Key, nil
 }
 
 // shutdownTsnet leaves the tailnet when asked (--logout), then closes.

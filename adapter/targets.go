@@ -24,7 +24,9 @@ type Target struct {
 // Targets resolves request target names to daemons. It is built from the
 // --socket values: a socket path names one target (named by its path); a
 // directory names every *.sock file in it (named by file name without
-// ".sock"), re-read on every call since pods come and go.
+// ".sock") and every subdirectory holding a tailscaled.sock (named by the
+// subdirectory, as tailscale-cni's <runDir>/pods/<namespace>_<pod>), re-read
+// on every call since pods come and go.
 type Targets struct {
 	// rediscover, when set, finds the socket again once the one in paths
 	// is gone (--discover-socket: a restarted tailscaled container has a
@@ -91,6 +93,10 @@ func (t *Targets) current() []string {
 	return []string{p}
 }
 
+// podSocket is the socket's name inside a per-pod directory, as
+// tailscale-cni's daemon lays them out: <runDir>/pods/<namespace>_<pod>/tailscaled.sock.
+const podSocket = "tailscaled.sock"
+
 // List returns the targets as they are now.
 func (t *Targets) List() []Target {
 	var out []Target
@@ -102,19 +108,40 @@ func (t *Targets) List() []Target {
 			out = append(out, Target{Name: p, Socket: p})
 			continue
 		}
-		ents, err := os.ReadDir(p)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			name, ok := strings.CutSuffix(e.Name(), ".sock")
-			if !ok || e.IsDir() {
-				continue
-			}
-			out = append(out, Target{Name: name, Socket: filepath.Join(p, e.Name())})
-		}
+		out = append(out, dirTargets(p)...)
 	}
 	sort.SliceStable(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// dirTargets are the targets in directory dir: its *.sock files, and its
+// subdirectories that hold a tailscaled.sock. A subdirectory is listed only
+// once its socket exists, so that a pod the daemon is still setting up (or
+// tearing down) is not offered as a target. When a name is both, the *.sock
+// file wins, so that a name always means one socket.
+func dirTargets(dir string) []Target {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []Target
+	seen := map[string]bool{}
+	for _, e := range ents {
+		if name, ok := strings.CutSuffix(e.Name(), ".sock"); ok && !e.IsDir() {
+			out = append(out, Target{Name: name, Socket: filepath.Join(dir, e.Name())})
+			seen[name] = true
+		}
+	}
+	for _, e := range ents {
+		if seen[e.Name()] || e.Type().IsRegular() {
+			continue
+		}
+		// Stat, not the entry's type: a symlink to a directory counts.
+		sock := filepath.Join(dir, e.Name(), podSocket)
+		if _, err := os.Stat(sock); err == nil {
+			out = append(out, Target{Name: e.Name(), Socket: sock})
+		}
+	}
 	return out
 }
 

@@ -69,6 +69,112 @@ func TestTargets(t *testing.T) {
 	}
 }
 
+// TestDirTargets covers what a --socket directory contributes: *.sock
+// files, and per-pod directories holding a tailscaled.sock as
+// tailscale-cni's daemon keeps them (<runDir>/pods/<namespace>_<pod>).
+func TestDirTargets(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files []string          // made empty, with their directories
+		dirs  []string          // made empty
+		links map[string]string // link -> target, relative to the directory
+		want  []string          // name=socket relative to the directory
+	}{
+		{name: "empty"},
+		{
+			name:  "sock files",
+			files: []string{"a.sock", "b.sock", "README"},
+			want:  []string{"a=a.sock", "b=b.sock"},
+		},
+		{
+			name:  "per-pod directories",
+			files: []string{"default_web-1/tailscaled.sock", "kube-system_dns/tailscaled.sock"},
+			want:  []string{"default_web-1=default_web-1/tailscaled.sock", "kube-system_dns=kube-system_dns/tailscaled.sock"},
+		},
+		{
+			// A pod the daemon is still setting up has its directory but
+			// no socket yet; only the tailscaled.sock name counts.
+			name:  "directory without its socket",
+			files: []string{"ns_ready/tailscaled.sock", "ns_other/other.sock"},
+			dirs:  []string{"ns_starting"},
+			want:  []string{"ns_ready=ns_ready/tailscaled.sock"},
+		},
+		{
+			name:  "one level only",
+			files: []string{"ns_pod/nested/tailscaled.sock"},
+		},
+		{
+			name:  "both layouts",
+			files: []string{"host.sock", "ns_pod/tailscaled.sock"},
+			want:  []string{"host=host.sock", "ns_pod=ns_pod/tailscaled.sock"},
+		},
+		{
+			name:  "a sock file wins over a directory of the same name",
+			files: []string{"x.sock", "x/tailscaled.sock"},
+			want:  []string{"x=x.sock"},
+		},
+		{
+			name:  "symlinked pod directory",
+			files: []string{"real/ns_pod/tailscaled.sock"},
+			links: map[string]string{"ns_link": "real/ns_pod"},
+			want:  []string{"ns_link=ns_link/tailscaled.sock"},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for _, f := range tc.files {
+				mustT(t, os.MkdirAll(filepath.Join(dir, filepath.Dir(f)), 0o755))
+				mustT(t, os.WriteFile(filepath.Join(dir, f), nil, 0o600))
+			}
+			for _, d := range tc.dirs {
+				mustT(t, os.MkdirAll(filepath.Join(dir, d), 0o755))
+			}
+			for l, to := range tc.links {
+				mustT(t, os.Symlink(filepath.Join(dir, to), filepath.Join(dir, l)))
+			}
+			tg, err := NewTargets([]string{dir})
+			mustT(t, err)
+			var got []string
+			for _, x := range tg.List() {
+				rel, err := filepath.Rel(dir, x.Socket)
+				mustT(t, err)
+				got = append(got, x.Name+"="+rel)
+			}
+			if strings.Join(got, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("List = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+// TestPodDirectoriesComeAndGo: the directory is read on every call, so a
+// pod's target appears once its socket does and goes with its directory.
+func TestPodDirectoriesComeAndGo(t *testing.T) {
+	pods := t.TempDir()
+	tg, err := NewTargets([]string{pods})
+	mustT(t, err)
+	pod := filepath.Join(pods, "default_app-0")
+	for _, tc := range []struct {
+		name string
+		step func()
+		want string // the target Resolve("default_app-0") finds; "" for none
+	}{
+		{"no pod", func() {}, ""},
+		{"directory only", func() { mustT(t, os.Mkdir(pod, 0o755)) }, ""},
+		{"socket made", func() { mustT(t, os.WriteFile(filepath.Join(pod, podSocket), nil, 0o600)) }, filepath.Join(pod, podSocket)},
+		{"pod deleted", func() { mustT(t, os.RemoveAll(pod)) }, ""},
+	} {
+		tc.step()
+		got, err := tg.Resolve("default_app-0")
+		switch {
+		case tc.want == "" && !errors.Is(err, errUnknownTarget):
+			t.Errorf("%s: Resolve = %+v, %v; want unknown target", tc.name, got, err)
+		case tc.want != "" && (err != nil || got.Socket != tc.want):
+			t.Errorf("%s: Resolve = %+v, %v; want socket %s", tc.name, got, err, tc.want)
+		}
+	}
+}
+
 // TestDiscoverSocket builds a fake /proc with a tailscaled process whose
 // socket appears only after a while, as in a pod whose tailscaled starts
 // after the sidecar.
@@ -166,6 +272,8 @@ func TestConfigValidate(t *testing.T) {
 		{func(c *Config) { c.HostnamePrefix = "" }, "--hostname-prefix"},
 		{func(c *Config) { c.Sockets = nil }, "--socket"},
 		{func(c *Config) { c.ControlURL = "ftp://x" }, "control URL"},
+		{func(c *Config) { c.GenerateAuth = true }, "no control plane credentials"},
+		{func(c *Config) { c.GenerateAuth, c.AuthKey = true, "tskey-x" }, "TS_AUTHKEY"},
 	} {
 		c := ok
 		tc.mod(&c)

@@ -31,10 +31,13 @@ Read-only by design. Callers reach it over the tailnet and must carry --allowed-
 --socket may name a directory of *.sock sockets, and may be repeated to serve
 several tailscaled hosts at once.
 
-Required for non-interactive sessions: TS_AUTHKEY. TSNET_FORCE_LOGIN=1 logs in
-with it even when state exists. TS_CONTROL_URL or HEADSCALE_URL pick the
-control server; with HEADSCALE_API_KEY (or a Tailscale API credential) the
-node is also deleted on exit with --logout.`,
+Required for non-interactive sessions: TS_AUTHKEY, or control-plane API
+credentials (HEADSCALE_URL and HEADSCALE_API_KEY, TS_OAUTH_CLIENT_ID and
+TS_OAUTH_CLIENT_SECRET, or TS_API_KEY), with which the adapter mints its
+own tag:tsymbiote-adapter key when TS_AUTHKEY is empty. TSNET_FORCE_LOGIN=1
+logs in with the key even when state exists. TS_CONTROL_URL or HEADSCALE_URL
+pick the control server; with API credentials the node is also deleted on
+exit with --logout.`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: false,
@@ -62,8 +65,11 @@ node is also deleted on exit with --logout.`,
 	return cmd
 }
 
-// fromEnv fills the settings that come from the environment. The auth key
-// never appears in logs or errors.
+// fromEnv fills the settings that come from the environment. Without
+// TS_AUTHKEY, API credentials mint the key (GenerateAuth): an adapter a
+// chart runs on every node has no operator to hand it one, and a reusable
+// key in a Secret would outlive its use. The auth key never appears in logs
+// or errors.
 func fromEnv(logf logger.Logf, cfg *adapter.Config, getenv func(string) string) {
 	cfg.AuthKey = controlplane.Secret(strings.TrimSpace(getenv("TS_AUTHKEY")))
 	cp, err := controlplane.ConfigFromEnv(getenv)
@@ -74,11 +80,19 @@ func fromEnv(logf logger.Logf, cfg *adapter.Config, getenv func(string) string) 
 		return
 	}
 	cfg.ControlURL = cp.EffectiveControlURL()
-	if cfg.Logout && !cfg.Dev {
-		if c, err := controlplane.New(logf, cp); err == nil {
-			cfg.ControlPlane = c
-		} else {
-			logf("control plane client unavailable (%v); --logout will only log out", err)
-		}
+	if cfg.Dev {
+		return
+	}
+	cfg.GenerateAuth = cfg.AuthKey.IsZero()
+	if !cfg.Logout && !cfg.GenerateAuth {
+		return
+	}
+	if c, err := controlplane.New(logf, cp); err == nil {
+		cfg.ControlPlane = c
+	} else if cfg.GenerateAuth {
+		// Validate then stops, naming the missing credentials.
+		logf("control plane client unavailable (%v); no auth key can be minted", err)
+	} else {
+		logf("control plane client unavailable (%v); --logout will only log out", err)
 	}
 }

@@ -67,3 +67,32 @@ func TestFromEnv(t *testing.T) {
 		t.Errorf("auth key printed as %q", s)
 	}
 }
+
+// TestGenerateAuthFromEnv: without TS_AUTHKEY, API credentials mint the
+// adapter's key, which needs the control-plane client even without
+// --logout; TS_AUTHKEY always wins.
+func TestGenerateAuthFromEnv(t *testing.T) {
+	creds := map[string]string{"HEADSCALE_URL": "http://hs:8080", "HEADSCALE_API_KEY": "k"}
+	withKey := map[string]string{"HEADSCALE_URL": "http://hs:8080", "HEADSCALE_API_KEY": "k", "TS_AUTHKEY": "tskey-x"}
+	for _, tc := range []struct {
+		name                 string
+		cfg                  adapter.Config
+		env                  map[string]string
+		wantMint, wantClient bool
+	}{
+		{"credentials, no key", adapter.Config{Logout: true}, creds, true, true},
+		{"credentials, no key, no logout", adapter.Config{}, creds, true, true},
+		{"key and credentials", adapter.Config{Logout: true}, withKey, false, true},
+		{"key and credentials, no logout", adapter.Config{}, withKey, false, false},
+		{"URL only", adapter.Config{Logout: true}, map[string]string{"HEADSCALE_URL": "http://hs:8080"}, false, false},
+		{"dev", adapter.Config{Dev: true, Logout: true}, creds, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := tc.cfg
+			fromEnv(logger.Discard, &c, func(k string) string { return tc.env[k] })
+			if c.GenerateAuth != tc.wantMint || (c.ControlPlane != nil) != tc.wantClient {
+				t.Errorf("GenerateAuth %v, client %v; want %v, %v", c.GenerateAuth, c.ControlPlane != nil, tc.wantMint, tc.wantClient)
+			}
+		})
+	}
+}
