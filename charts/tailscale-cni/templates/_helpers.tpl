@@ -33,3 +33,15 @@ former values. */ -}}
 {{- else -}}{{ fail (printf "uninstallOnStop: want released, always or never, not %q" $v) }}
 {{- end -}}
 {{- end -}}
+
+{{- define "tailscale-cni.adapterImage" -}}
+{{ .Values.adapter.image.repository }}:{{ .Values.adapter.image.tag | default .Chart.AppVersion }}
+{{- end -}}
+
+{{- /* The adapter's --hostname-prefix: clusterName made one DNS label, with
+room left in the 63 characters for the node's hostname the adapter
+appends. */ -}}
+{{- define "tailscale-cni.adapterHostnamePrefix" -}}
+{{- $c := .Values.clusterName | lower | regexReplaceAll "[^a-z0-9-]+" "-" | trunc 24 | trimAll "-" -}}
+{{- printf "%s-cni-adapter" (default "k8s" $c) -}}
+{{- end -}}
