@@ -65,8 +65,8 @@ func TestCNIChart(t *testing.T) {
 	ct.snapshotHost()
 	t.Cleanup(ct.cleanup)
 
-	ct.install()
-	ct.deployApp()
+	ct.install(nil)
+	ct.deployApp(3)
 	ct.fetchOverTailnet()
 	ct.reachFromOutside()
 	ct.checkHeadscaleNames()
@@ -107,9 +107,9 @@ func (ct *cniTest) snapshotHost() {
 	}
 }
 
-// install runs helm install with the harness's Headscale and waits for the
-// daemon to be ready and chained.
-func (ct *cniTest) install() {
+// install runs helm install with the harness's Headscale, and the values
+// in extra beside it, and waits for the daemon to be ready and chained.
+func (ct *cniTest) install(extra map[string]any) {
 	t, c := ct.t, ct.c
 	s := startStep(t, "helm install")
 	defer s.done()
@@ -119,9 +119,11 @@ func (ct *cniTest) install() {
 	}
 	// The API key goes in a file, not on helm's command line, which error
 	// messages repeat.
-	values, _ := json.Marshal(map[string]any{"controlPlane": map[string]string{
+	v := map[string]any{"controlPlane": map[string]string{
 		"headscaleURL": c.Headscale.URL, "headscaleAPIKey": c.Headscale.APIKey,
-	}})
+	}}
+	maps.Copy(v, extra)
+	values, _ := json.Marshal(v)
 	vf := filepath.Join(t.TempDir(), "values.yaml")
 	if err := os.WriteFile(vf, values, 0o600); err != nil {
 		t.Fatal(err)
@@ -174,7 +176,7 @@ const appManifest = `apiVersion: apps/v1
 kind: Deployment
 metadata: {name: testapp}
 spec:
-  replicas: 3
+  replicas: %d
   selector: {matchLabels: {app: testapp}}
   template:
     metadata: {labels: {app: testapp}}
@@ -190,14 +192,14 @@ spec:
             periodSeconds: 2
 `
 
-// deployApp runs three test app pods and checks that each has ts0 with a
-// tailnet IPv4 and IPv6 address in its netns.
-func (ct *cniTest) deployApp() {
+// deployApp runs replicas test app pods and checks that each has ts0 with
+// a tailnet IPv4 and IPv6 address in its netns.
+func (ct *cniTest) deployApp(replicas int) {
 	t, c := ct.t, ct.c
-	s := startStep(t, "3 app pods with ts0")
+	s := startStep(t, fmt.Sprintf("%d app pods with ts0", replicas))
 	defer s.done()
 	ctx := ct.ctx(4 * time.Minute)
-	if _, err := c.KubectlIn(ctx, strings.NewReader(appManifest), "apply", "-n", ct.ns, "-f", "-"); err != nil {
+	if _, err := c.KubectlIn(ctx, strings.NewReader(fmt.Sprintf(appManifest, replicas)), "apply", "-n", ct.ns, "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := c.Kubectl(ctx, "rollout", "status", "-n", ct.ns, "deployment/testapp", "--timeout=3m"); err != nil {
@@ -208,8 +210,8 @@ func (ct *cniTest) deployApp() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(pods) != 3 {
-		t.Fatalf("app pods %v, want 3", pods)
+	if len(pods) != replicas {
+		t.Fatalf("app pods %v, want %d", pods, replicas)
 	}
 	ct.pods = pods
 	for _, name := range ct.podNames() {

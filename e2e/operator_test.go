@@ -52,11 +52,12 @@ const (
 // TestOperatorChart installs the operator chart on the node and follows a
 // pod and a TSymbiote through their lives: the webhook injects the adapter
 // next to a stock tailscaled, the adapter joins the tailnet with the key the
-// secrets controller minted and answers Status over it, the WebUI the
-// TSymbiote deploys finds the adapter and pings through it in Chromium, and
-// deleting the pod removes its adapter node and Secret. Only the sidecar
-// adapter is discovered: the tailscale-cni chart, whose pods' sockets an
-// adapter would also serve, is not installed here.
+// secrets controller minted and answers Status over it, and deleting the pod
+// removes its adapter node and Secret. Beside it the tailscale-cni chart runs
+// with its own adapter over the pods' sockets and two pods on it: the WebUI
+// the TSymbiote deploys finds both adapters, the CNI one with a target per
+// pod, and pings through all of them in Chromium. The CNI chart goes after
+// the WebUI and the app pod exist, so that only its own pods are on it.
 func TestOperatorChart(t *testing.T) {
 	c := node(t)
 	r := &operatorRun{t: t, c: c, start: time.Now()}
@@ -72,10 +73,15 @@ func TestOperatorChart(t *testing.T) {
 	r.step("adapter Status over the tailnet", r.callAdapter)
 	r.step("adapter follows a restart", r.restartTailscaled)
 	r.step("TSymbiote ready", r.deployWebUI)
-	r.step("WebUI discovers the adapter", r.waitDiscovery)
+	r.step("tailscale-cni install with adapter", r.installCNI)
+	r.step(fmt.Sprintf("%d CNI pods with ts0", opCNIPods), r.deployCNIPods)
+	r.step("CNI adapter serves each pod", r.callCNIAdapter)
+	r.step("WebUI discovers both adapters", r.waitDiscovery)
 	r.step("browser pings all", r.browse)
 	r.step("pod deletion cleans up", r.deleteAppPod)
 	r.step("TSymbiote deletion cleans up", r.deleteWebUI)
+	r.step("CNI pods scaled to 0", r.scaleCNIPods)
+	r.step("tailscale-cni uninstall", r.uninstallCNI)
 }
 
 // operatorRun is one run of TestOperatorChart and what it made.
@@ -91,6 +97,9 @@ type operatorRun struct {
 	browser *tsnet.Server // tag:test
 	webURL  string        // the local proxy to the WebUI
 	adapter string        // the sidecar's tailnet hostname
+
+	cni        *cniTest // the tailscale-cni release and its pods
+	cniAdapter string   // its adapter's tailnet hostname
 }
 
 // step runs one phase and logs its wall time, also when it fails.
@@ -284,7 +293,14 @@ spec:
 // does: from a node tagged tag:tsymbiote-webui.
 func (r *operatorRun) callAdapter(ctx context.Context) {
 	r.caller = r.tsnetNode(callerHostname, headscaletest.TagWebUI)
-	peer, err := headscaletest.WaitForPeer(ctx, r.caller, r.adapter)
+	r.client = r.dialAdapter(ctx, r.adapter)
+	r.checkStatus(ctx)
+}
+
+// dialAdapter waits for the adapter named host to be the caller's peer
+// and returns a client that reaches it from the caller over the tailnet.
+func (r *operatorRun) dialAdapter(ctx context.Context, host string) adapterv1.AdapterServiceClient {
+	peer, err := headscaletest.WaitForPeer(ctx, r.caller, host)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -298,8 +314,7 @@ func (r *operatorRun) callAdapter(ctx context.Context) {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { conn.Close() })
-	r.client = adapterv1.NewAdapterServiceClient(conn)
-	r.checkStatus(ctx)
+	return adapterv1.NewAdapterServiceClient(conn)
 }
 
 // checkStatus waits for the adapter to answer Status for the pod's
@@ -389,8 +404,9 @@ func (r *operatorRun) browse(ctx context.Context) {
 	cmd := exec.CommandContext(ctx, "node", "e2e/run.mjs")
 	cmd.Dir = frontend
 	// Chromium's and Playwright's temporary files go with the test's.
+	expect := append([]string{appHostname, r.adapter, r.cniAdapter}, r.cniNodes()...)
 	cmd.Env = append(os.Environ(), "TMPDIR="+r.t.TempDir(), "WEBUI_URL="+r.webURL, "CHROMIUM="+chromium, "OUT_DIR="+out,
-		"EXPECT_NODES="+appHostname+","+r.adapter, "HOST_NODE="+appHostname)
+		"EXPECT_NODES="+strings.Join(expect, ","), "HOST_NODE="+appHostname)
 	b, err := cmd.CombinedOutput()
 	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
 		r.t.Log(line)
@@ -415,20 +431,31 @@ func (r *operatorRun) checkExport(dir string) {
 	}
 	var doc struct {
 		Results []struct {
-			HostName, PeerName, Path, Error string
-			OK                              bool
-			LatencyMS                       float64 `json:"latencyMs"`
+			HostName, PeerName, Adapter, Path, Error string
+			OK                                       bool
+			LatencyMS                                float64 `json:"latencyMs"`
 		} `json:"results"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
 		r.t.Fatalf("export %s: %v", files[len(files)-1], err)
 	}
+	perHost, perAdapter := map[string]int{}, map[string]int{}
 	for _, res := range doc.Results {
 		r.t.Logf("ping %s -> %s: ok=%v path=%s %.1fms %s", res.HostName, res.PeerName, res.OK, res.Path, res.LatencyMS, res.Error)
 		if !res.OK {
 			r.t.Errorf("ping %s -> %s failed: %s", res.HostName, res.PeerName, res.Error)
 		}
+		perHost[res.HostName]++
+		perAdapter[res.Adapter]++
 	}
+	// Every host pinged through: the sidecar's and each CNI pod through
+	// the CNI node's adapter.
+	for _, h := range append([]string{appHostname}, r.cniNodes()...) {
+		if perHost[h] == 0 {
+			r.t.Errorf("no ping from host %s in the export (pings per host: %v)", h, perHost)
+		}
+	}
+	r.t.Logf("export: %d pings; per host %v; per adapter %v", len(doc.Results), perHost, perAdapter)
 }
 
 // deleteAppPod deletes the pod and waits for the operator to have deleted

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -61,9 +62,10 @@ spec:
 }
 
 // waitDiscovery reaches the WebUI through the browser's tailnet node and
-// waits until its graph lists the sidecar adapter, online, and the pod's
-// tailscaled as a host. A node the WebUI does not allow (the adapter
-// caller, tagged tag:tsymbiote-webui) is refused.
+// waits until its graph lists the sidecar adapter, online, with the pod's
+// tailscaled as a host, and the CNI node's adapter, online, with one
+// target and host per CNI pod. A node the WebUI does not allow (the
+// adapter caller, tagged tag:tsymbiote-webui) is refused.
 func (r *operatorRun) waitDiscovery(ctx context.Context) {
 	r.browser = r.tsnetNode(browserHostname, headscaletest.TagTest)
 	peer, err := headscaletest.WaitForPeer(ctx, r.browser, webuiName)
@@ -78,7 +80,7 @@ func (r *operatorRun) waitDiscovery(ctx context.Context) {
 		r.t.Errorf("WebUI answered %s (tag:tsymbiote-webui, not allowed) with %d, %v; want 403", callerHostname, code, err)
 	}
 	var g graph
-	waitFor(ctx, r.t, "the WebUI's graph to show the adapter and its host", func() error {
+	waitFor(ctx, r.t, "the WebUI's graph to show both adapters and their hosts", func() error {
 		g = graph{}
 		if err := getJSON(ctx, r.webURL+"/api/graph?refresh=1", &g); err != nil {
 			return err
@@ -90,14 +92,22 @@ func (r *operatorRun) waitDiscovery(ctx context.Context) {
 		if !slices.ContainsFunc(g.Hosts, func(h graphHost) bool { return h.Name == appHostname }) {
 			return fmt.Errorf("hosts %+v, errors %v", g.Hosts, g.Errors)
 		}
-		return nil
+		return r.checkCNIInGraph(g)
 	})
 	var names []string
 	for _, n := range g.Nodes {
 		names = append(names, n.Name)
 	}
-	r.t.Logf("WebUI graph: %d nodes %v, %d edges, %d hosts, %d adapters (no tailscale-cni here: the sidecar is the only adapter)",
-		len(g.Nodes), names, len(g.Edges), len(g.Hosts), len(g.Adapters))
+	r.t.Logf("WebUI graph: %d nodes %v, %d edges, %d hosts, %d adapters", len(g.Nodes), names, len(g.Edges), len(g.Hosts), len(g.Adapters))
+	for _, a := range g.Adapters {
+		var hosts []string
+		for _, h := range g.Hosts {
+			if h.Adapter == a.Name {
+				hosts = append(hosts, h.Target+"="+h.Name)
+			}
+		}
+		r.t.Logf("WebUI adapter %s: online %v, %d targets, hosts %v", a.Name, a.Online, a.Targets, hosts)
+	}
 }
 
 // deleteWebUI deletes the TSymbiote and waits for its StatefulSet to be
@@ -139,14 +149,17 @@ type graph struct {
 }
 
 type graphHost struct {
-	Name  string `json:"name"`
-	Error string `json:"error,omitempty"`
+	Name    string `json:"name"`
+	Adapter string `json:"adapter"`
+	Target  string `json:"target"`
+	Error   string `json:"error,omitempty"`
 }
 
 type graphAdapter struct {
-	Name   string `json:"name"`
-	Online bool   `json:"online"`
-	Error  string `json:"error,omitempty"`
+	Name    string `json:"name"`
+	Online  bool   `json:"online"`
+	Error   string `json:"error,omitempty"`
+	Targets int    `json:"targets"`
 }
 
 func getJSON(ctx context.Context, url string, v any) error {
@@ -305,6 +318,9 @@ func (r *operatorRun) dropFinalizers(ctx context.Context, ns string) {
 // its own.
 func (r *operatorRun) deleteNodes(ctx context.Context) error {
 	mine := []string{appHostname, r.adapter, webuiName, callerHostname, browserHostname}
+	if r.cniAdapter != "" {
+		mine = append(mine, r.cniAdapter)
+	}
 	devs, err := r.cp.ListDevices(ctx, controlplane.ListOptions{})
 	if err != nil {
 		return err
@@ -344,9 +360,10 @@ func artifactDir(t *testing.T) string {
 // saveLogs writes what a run needs to be understood into the artefacts,
 // each file's name starting with prefix:
 // the pods, the events, the operator's, the app pod's (tailscaled and
-// the sidecar) and the WebUI's logs.
+// the sidecar), the WebUI's and the CNI daemon pods' (daemon and adapter)
+// logs.
 func (r *operatorRun) saveLogs(ctx context.Context, prefix string) {
-	for name, args := range map[string][]string{
+	logs := map[string][]string{
 		"pods":     {"get", "pods", "-A", "-o", "wide"},
 		"events":   {"get", "events", "-A", "--sort-by=.lastTimestamp"},
 		"operator": {"-n", opNamespace, "logs", "deployment/" + opRelease, "--tail=-1"},
@@ -354,7 +371,9 @@ func (r *operatorRun) saveLogs(ctx context.Context, prefix string) {
 		"app":      {"-n", appNamespace, "logs", appPod, "--all-containers", "--prefix", "--tail=-1"},
 		"webui":    {"-n", webuiNamespace, "logs", webuiName + "-0", "--tail=-1"},
 		"webui-cr": {"-n", webuiNamespace, "get", "tsymbiote,statefulset,pod", "-o", "yaml"},
-	} {
+	}
+	maps.Copy(logs, r.cniLogs())
+	for name, args := range logs {
 		out, err := r.c.Kubectl(ctx, args...)
 		if err != nil {
 			out += "\n" + err.Error()
