@@ -63,12 +63,15 @@ logs in to; TSNET_FORCE_LOGIN=1 logs in with the key even when state exists.`,
 	f.BoolVar(&cfg.Logout, "logout", true, "Logout on exit")
 	f.StringVarP(&cfg.Port, "port", "p", webui.DefaultPort, "Service port")
 	f.StringSliceVar(&scopes, "scopes", webui.DefaultScopes, "OAuth scopes")
+	// --health-addr is for the pod the operator deploys (its probes), not
+	// for people: hidden from --help, whose flags are the documented ones.
 	f.StringVar(&cfg.HealthAddr, "health-addr", "", "Serve /healthz and /readyz over plain HTTP on this host:port, for the kubelet's probes (off when empty)")
 	// --adapter is a development aid beside the documented flags (hidden
 	// from --help): it works only with --dev, against adapters run with
 	// --dev, and needs no control plane.
 	f.StringArrayVar(&cfg.Adapters, "adapter", nil, "With --dev: an adapter's host:port to call directly instead of discovering adapters (repeatable; for adapters run with --dev)")
 	_ = f.MarkHidden("adapter")
+	_ = f.MarkHidden("health-addr")
 	return cmd
 }
 
