@@ -18,6 +18,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
+	"tailscale.com/net/netns"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
@@ -221,6 +222,12 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 }
 
 func startTsnet(ctx context.Context, logf logger.Logf, cfg Config, hostname string) (*tsnet.Server, error) {
+	// The adapter's node is userspace: no TUN and no routes of its own for
+	// its sockets to bypass. Left on, netns would, without CAP_NET_ADMIN for
+	// its bypass mark, bind every socket to the default route's interface,
+	// and in a hostNetwork pod (tailscale-cni's per-node adapter) a control
+	// server on another of the node's addresses is then never reached.
+	netns.SetEnabled(false)
 	key := cfg.AuthKey
 	if cfg.GenerateAuth {
 		var err error
