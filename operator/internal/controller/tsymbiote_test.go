@@ -91,7 +91,7 @@ func TestTSymbiote(t *testing.T) {
 	}
 	pt := sts.Spec.Template
 	wc := pt.Spec.Containers[0]
-	wantArgs := []string{"--hostname=debugger", "--generate-auth=true", "--allowed-users=alice@example.com,bob@github"}
+	wantArgs := []string{"--hostname=debugger", "--health-addr=:8081", "--generate-auth=true", "--allowed-users=alice@example.com,bob@github"}
 	if wc.Image != "tsymbiote/webui:v1" || !slices.Equal(wc.Args, wantArgs) {
 		t.Errorf("container image %q args %q, want tsymbiote/webui:v1 %q", wc.Image, wc.Args, wantArgs)
 	}
