@@ -6,6 +6,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strings"
 	"time"
 
 	"tsymbiote.dhouti.dev/controlplane"
@@ -33,6 +34,12 @@ func (r *operatorRun) installCNI(ctx context.Context) {
 	// Runs before the operator's cleanup (registered first): the CNI's
 	// pods go while its daemon still serves their DEL.
 	r.t.Cleanup(r.cni.cleanup)
+	// Runs before that cleanup, while the daemon pod and its log are there.
+	r.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		r.saveLogs(ctx, "cni-end-")
+	})
 	r.cni.install(map[string]any{"adapter": map[string]any{
 		"enabled": true,
 		// The node's Headscale serves its DERP over plain HTTP.
@@ -80,7 +87,15 @@ func (r *operatorRun) callCNIAdapter(ctx context.Context) {
 		}
 		m := servingAs.FindStringSubmatch(logs)
 		if m == nil {
-			return fmt.Errorf("adapter log ends:\n%s", tail(logs, 10))
+			// tsnet's retries of Tailscale's DERPs for its bootstrap
+			// DNS would hide what the adapter said.
+			var said []string
+			for line := range strings.SplitSeq(logs, "\n") {
+				if !strings.Contains(line, "tlsdial: ") {
+					said = append(said, line)
+				}
+			}
+			return fmt.Errorf("adapter log, without tlsdial lines:\n%s", tail(strings.Join(said, "\n"), 30))
 		}
 		r.cniAdapter = m[1]
 		return nil
