@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/testkit/cluster"
 )
 
@@ -173,57 +174,35 @@ func sweepDaemonLeftovers(ctx context.Context) []string {
 	return left
 }
 
-// hsNode is a node as Headscale's API lists it.
-type hsNode struct {
-	ID          string   `json:"id"`
-	Name        string   `json:"name"`
-	GivenName   string   `json:"givenName"`
-	Tags        []string `json:"tags"`
-	IPAddresses []string `json:"ipAddresses"`
-	Online      bool     `json:"online"`
+// controlPlaneOf is a controlplane client for the cluster's Headscale, as
+// the daemons use it (a Device's Name is Headscale's given name).
+func controlPlaneOf(c *cluster.Cluster, logf func(string, ...any)) (controlplane.Client, error) {
+	cfg, err := controlplane.ConfigFromEnv(c.Headscale.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	return controlplane.New(logf, cfg)
 }
 
-// headscaleAPI calls the cluster's Headscale. The test talks to its REST API
-// directly: the e2e module does not require the controlplane module, and
-// these are two calls.
-func headscaleAPI(ctx context.Context, c *cluster.Cluster, method, path string, out any) error {
-	req, err := http.NewRequestWithContext(ctx, method, c.Headscale.URL+path, nil)
+// headscaleNodes lists the cluster's Headscale nodes.
+func headscaleNodes(ctx context.Context, c *cluster.Cluster) ([]controlplane.Device, error) {
+	cp, err := controlPlaneOf(c, func(string, ...any) {})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	req.Header.Set("Authorization", "Bearer "+c.Headscale.APIKey)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("headscale %s %s: %w", method, path, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("headscale %s %s: %s", method, path, resp.Status)
-	}
-	if out == nil {
-		return nil
-	}
-	return json.NewDecoder(resp.Body).Decode(out)
-}
-
-func headscaleNodes(ctx context.Context, c *cluster.Cluster) ([]hsNode, error) {
-	var resp struct {
-		Nodes []hsNode `json:"nodes"`
-	}
-	err := headscaleAPI(ctx, c, http.MethodGet, "/api/v1/node", &resp)
-	return resp.Nodes, err
+	return cp.ListDevices(ctx, controlplane.ListOptions{})
 }
 
 // podNodes are the Headscale nodes whose names start with prefix, by name.
-func podNodes(ctx context.Context, c *cluster.Cluster, prefix string) (map[string]hsNode, error) {
+func podNodes(ctx context.Context, c *cluster.Cluster, prefix string) (map[string]controlplane.Device, error) {
 	nodes, err := headscaleNodes(ctx, c)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]hsNode{}
+	out := map[string]controlplane.Device{}
 	for _, n := range nodes {
-		if strings.HasPrefix(n.GivenName, prefix) || strings.HasPrefix(n.Name, prefix) {
-			out[n.GivenName] = n
+		if strings.HasPrefix(n.Name, prefix) || strings.HasPrefix(n.Hostname, prefix) {
+			out[n.Name] = n
 		}
 	}
 	return out, nil
@@ -337,4 +316,20 @@ func startStep(t *testing.T, name string) *stepTimer {
 
 func (s *stepTimer) done() {
 	s.t.Logf("step %q took %.1fs", s.name, time.Since(s.start).Seconds())
+}
+
+// checkHook waits for the old daemon's log (from followLogs) and wants its
+// install-cni preStop hook to have said want.
+func checkHook(t *testing.T, logs <-chan string, want string) {
+	t.Helper()
+	select {
+	case out := <-logs:
+		hook := linesWith(out, "install-cni:")
+		t.Logf("the daemon's preStop hook said: %q", hook)
+		if len(hook) == 0 || !strings.Contains(hook[0], want) {
+			t.Errorf("preStop hook did not say %q; the daemon's log ends:\n%s", want, tail(out, 15))
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the daemon's log stream did not end")
+	}
 }

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/cluster"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
@@ -361,14 +362,19 @@ func (ct *cniTest) reachFromOutside() {
 func (ct *cniTest) deleteHeadscaleNodes(name string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	nodes, err := headscaleNodes(ctx, ct.c)
+	cp, err := controlPlaneOf(ct.c, ct.t.Logf)
+	if err != nil {
+		ct.t.Errorf("cleanup: %v", err)
+		return
+	}
+	nodes, err := cp.ListDevices(ctx, controlplane.ListOptions{})
 	if err != nil {
 		ct.t.Errorf("cleanup: %v", err)
 		return
 	}
 	for _, n := range nodes {
-		if n.Name == name || n.GivenName == name {
-			if err := headscaleAPI(ctx, ct.c, "DELETE", "/api/v1/node/"+n.ID, nil); err != nil {
+		if n.Name == name || n.Hostname == name {
+			if err := cp.DeleteDevice(ctx, n.ID); err != nil {
 				ct.t.Errorf("cleanup: %v", err)
 			}
 		}
@@ -391,13 +397,13 @@ func (ct *cniTest) checkHeadscaleNames() {
 			t.Errorf("headscale has no node %s; it has %v", ct.nodeName(pod), slices.Collect(maps.Keys(nodes)))
 			continue
 		}
-		t.Logf("headscale node %s: id %s, tags %v, addresses %v, online %v", n.GivenName, n.ID, n.Tags, n.IPAddresses, n.Online)
+		t.Logf("headscale node %s: id %s, tags %v, addresses %v, online %v", n.Name, n.ID, n.Tags, n.Addresses, n.Online)
 		if !slices.Contains(n.Tags, podTag) {
-			t.Errorf("node %s has tags %v, want %s", n.GivenName, n.Tags, podTag)
+			t.Errorf("node %s has tags %v, want %s", n.Name, n.Tags, podTag)
 		}
 		for _, a := range ct.pods[pod].ts0 {
-			if !slices.Contains(n.IPAddresses, a.Addr().String()) {
-				t.Errorf("node %s has addresses %v; the pod's ts0 has %s", n.GivenName, n.IPAddresses, a)
+			if !slices.Contains(n.Addresses, a.Addr()) {
+				t.Errorf("node %s has addresses %v; the pod's ts0 has %s", n.Name, n.Addresses, a)
 			}
 		}
 	}
@@ -477,16 +483,7 @@ func (ct *cniTest) restartDaemon() {
 	}
 	t.Logf("daemon pod %s deleted: old pod gone at %.1fs; %s; tailnet traffic from %s to %s resumed %.1fs after the delete",
 		old, oldGone.Seconds(), outage, names[0], b.tailnet4(), resumed.Seconds())
-	select {
-	case out := <-logs:
-		hook := linesWith(out, "install-cni:")
-		t.Logf("old daemon's preStop hook said: %q", hook)
-		if len(hook) == 0 || !strings.Contains(hook[0], "keeping tailscale-cni chained") {
-			t.Errorf("preStop hook did not keep the chain; the old daemon's log ends:\n%s", tail(out, 15))
-		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("the old daemon's log stream did not end")
-	}
+	checkHook(t, logs, "keeping tailscale-cni chained")
 	if _, err := c.Kubectl(ctx, "rollout", "status", "-n", ct.ns, "daemonset/"+cniRelease, "--timeout=2m"); err != nil {
 		t.Fatal(err)
 	}
@@ -582,16 +579,7 @@ func (ct *cniTest) uninstall() {
 	if err := waitGone(ctx, c, ct.ns, pod, "--timeout=90s"); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case out := <-logs:
-		hook := linesWith(out, "install-cni:")
-		t.Logf("the daemon's preStop hook said: %q", hook)
-		if len(hook) == 0 || !strings.Contains(hook[0], "removing tailscale-cni") {
-			t.Errorf("preStop hook did not remove the chain; the daemon's log ends:\n%s", tail(out, 15))
-		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("the daemon's log stream did not end")
-	}
+	checkHook(t, logs, "removing tailscale-cni")
 	now, err := os.ReadFile(cluster.ConflistPath())
 	if err != nil {
 		t.Fatal(err)
@@ -613,8 +601,8 @@ func (ct *cniTest) uninstall() {
 	}
 	var pods []string
 	for _, n := range nodes {
-		if slices.Contains(n.Tags, podTag) || strings.HasPrefix(n.GivenName, clusterName+"-"+ct.ns) {
-			pods = append(pods, n.GivenName)
+		if slices.Contains(n.Tags, podTag) || strings.HasPrefix(n.Name, clusterName+"-"+ct.ns) {
+			pods = append(pods, n.Name)
 		}
 	}
 	if len(pods) > 0 {
@@ -622,7 +610,7 @@ func (ct *cniTest) uninstall() {
 	}
 	others := make([]string, 0, len(nodes))
 	for _, n := range nodes {
-		others = append(others, n.GivenName)
+		others = append(others, n.Name)
 	}
 	t.Logf("after uninstall: shim gone; headscale holds %v, none tagged %s", others, podTag)
 }

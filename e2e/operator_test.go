@@ -137,11 +137,7 @@ func (r *operatorRun) apply(ctx context.Context, yaml string) {
 // controlPlane is a client of the node's Headscale, as the daemons build
 // theirs, for checking and cleaning up its nodes.
 func (r *operatorRun) controlPlane() controlplane.Client {
-	cfg, err := controlplane.ConfigFromEnv(r.c.Headscale.Getenv)
-	if err != nil {
-		r.t.Fatal(err)
-	}
-	cp, err := controlplane.New(r.t.Logf, cfg)
+	cp, err := controlPlaneOf(r.c, r.t.Logf)
 	if err != nil {
 		r.t.Fatal(err)
 	}

@@ -245,16 +245,8 @@ func forward(ctx context.Context, ts *tsnet.Server, c net.Conn, target string) {
 // with the last error when ctx ends.
 func waitFor(ctx context.Context, t *testing.T, what string, check func() error) {
 	t.Helper()
-	for {
-		err := check()
-		if err == nil {
-			return
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("waiting for %s: %v (last: %v)", what, ctx.Err(), err)
-		case <-time.After(500 * time.Millisecond):
-		}
+	if err := poll(ctx, 500*time.Millisecond, check); err != nil {
+		t.Fatalf("waiting for %s: %v", what, err)
 	}
 }
 
