@@ -67,6 +67,8 @@ type options struct {
 	adapterEnv             []string
 	keyExpiry              time.Duration
 	enableTSymbiote        bool
+	expose                 exposeOptions // expose_flags.go
+	access                 accessOptions // access_flags.go
 	zap                    zap.Options
 }
 
@@ -118,6 +120,8 @@ TS_API_KEY), and TS_CONTROL_URL.`,
 	f.StringArrayVar(&o.adapterEnv, "adapter-env", nil, "NAME=VALUE added to the adapter sidecar's environment (repeatable)")
 	f.DurationVar(&o.keyExpiry, "key-expiry", time.Hour, "lifetime of each pod's adapter auth key; unused keys are re-minted before they expire")
 	f.BoolVar(&o.enableTSymbiote, "enable-tsymbiote-controller", true, "run the TSymbiote (WebUI) controller; needs the CRD installed")
+	o.expose.addFlags(f)
+	o.access.addFlags(f)
 	gofs := flag.NewFlagSet("", flag.ContinueOnError)
 	config.RegisterFlags(gofs) // --kubeconfig; $KUBECONFIG or in-cluster otherwise
 	o.zap.BindFlags(gofs)
@@ -188,7 +192,10 @@ func (o *options) complete() error {
 	if o.leaderElectionNS == "" {
 		o.leaderElectionNS = o.namespace
 	}
-	return nil
+	if err := o.expose.complete(o.namespace); err != nil {
+		return err
+	}
+	return o.access.complete(o.namespace)
 }
 
 // newControlPlane is the control plane client the environment describes.
@@ -271,6 +278,7 @@ func (o *options) newManager(restCfg *rest.Config, scheme *runtime.Scheme) (ctrl
 func (o *options) register(mgr ctrl.Manager, cp controlplane.Client, cm *certs.Manager) error {
 	if err := setup.Setup(mgr, setup.Config{
 		ControlPlane: cp, Adapter: &o.adapter, KeyExpiry: o.keyExpiry, TSymbiote: o.enableTSymbiote,
+		Expose: o.expose.config(), Access: o.access.config(),
 	}); err != nil {
 		return err
 	}

@@ -35,6 +35,7 @@ func NewScheme() *runtime.Scheme {
 	if err := v1alpha1.AddToScheme(s); err != nil {
 		panic(err)
 	}
+	addAccessTypes(s)
 	return s
 }
 
@@ -63,6 +64,12 @@ type Config struct {
 	PodKey *controller.PodKeyReconciler
 	// TSymbioteRecheck overrides how often auth Secrets are re-read.
 	TSymbioteRecheck time.Duration
+	// Expose configures the Service, Ingress and subnet router
+	// controllers (expose.go).
+	Expose ExposeConfig
+	// Access configures the just-in-time access controllers and webhook
+	// (access.go).
+	Access AccessConfig
 }
 
 // Setup registers the webhook and the controllers with mgr.
@@ -87,7 +94,10 @@ func Setup(mgr manager.Manager, cfg Config) error {
 			return fmt.Errorf("setting up the TSymbiote controller: %w", err)
 		}
 	}
-	return nil
+	if err := setupExpose(mgr, cfg); err != nil {
+		return err
+	}
+	return setupAccess(mgr, cfg)
 }
 
 // EveryReplica wraps f as a runnable that runs on every replica, not only
