@@ -493,7 +493,10 @@ func (x *CheckRequest) GetNetwork() string {
 }
 
 type CheckResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The pod opted out (annotation tailscale.com/cni: "false"): ADD left it
+	// without ts0, so CHECK expects none.
+	OptedOut      bool `protobuf:"varint,1,opt,name=opted_out,json=optedOut,proto3" json:"opted_out,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -528,6 +531,113 @@ func (*CheckResponse) Descriptor() ([]byte, []int) {
 	return file_cni_v1_cni_proto_rawDescGZIP(), []int{8}
 }
 
+func (x *CheckResponse) GetOptedOut() bool {
+	if x != nil {
+		return x.OptedOut
+	}
+	return false
+}
+
+type GCRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The network name from the netconf (config.name).
+	Network string `protobuf:"bytes,1,opt,name=network,proto3" json:"network,omitempty"`
+	// The attachments the runtime still has (cni.dev/valid-attachments):
+	// container_id and ifname identify each.
+	Valid         []*Attachment `protobuf:"bytes,2,rep,name=valid,proto3" json:"valid,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GCRequest) Reset() {
+	*x = GCRequest{}
+	mi := &file_cni_v1_cni_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GCRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GCRequest) ProtoMessage() {}
+
+func (x *GCRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_v1_cni_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GCRequest.ProtoReflect.Descriptor instead.
+func (*GCRequest) Descriptor() ([]byte, []int) {
+	return file_cni_v1_cni_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GCRequest) GetNetwork() string {
+	if x != nil {
+		return x.Network
+	}
+	return ""
+}
+
+func (x *GCRequest) GetValid() []*Attachment {
+	if x != nil {
+		return x.Valid
+	}
+	return nil
+}
+
+type GCResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How many attachments GC removed.
+	Removed       int32 `protobuf:"varint,1,opt,name=removed,proto3" json:"removed,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GCResponse) Reset() {
+	*x = GCResponse{}
+	mi := &file_cni_v1_cni_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GCResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GCResponse) ProtoMessage() {}
+
+func (x *GCResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_cni_v1_cni_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GCResponse.ProtoReflect.Descriptor instead.
+func (*GCResponse) Descriptor() ([]byte, []int) {
+	return file_cni_v1_cni_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *GCResponse) GetRemoved() int32 {
+	if x != nil {
+		return x.Removed
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -536,7 +646,7 @@ type StatusRequest struct {
 
 func (x *StatusRequest) Reset() {
 	*x = StatusRequest{}
-	mi := &file_cni_v1_cni_proto_msgTypes[9]
+	mi := &file_cni_v1_cni_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -548,7 +658,7 @@ func (x *StatusRequest) String() string {
 func (*StatusRequest) ProtoMessage() {}
 
 func (x *StatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_cni_v1_cni_proto_msgTypes[9]
+	mi := &file_cni_v1_cni_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -561,7 +671,7 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
-	return file_cni_v1_cni_proto_rawDescGZIP(), []int{9}
+	return file_cni_v1_cni_proto_rawDescGZIP(), []int{11}
 }
 
 type StatusResponse struct {
@@ -577,7 +687,7 @@ type StatusResponse struct {
 
 func (x *StatusResponse) Reset() {
 	*x = StatusResponse{}
-	mi := &file_cni_v1_cni_proto_msgTypes[10]
+	mi := &file_cni_v1_cni_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -589,7 +699,7 @@ func (x *StatusResponse) String() string {
 func (*StatusResponse) ProtoMessage() {}
 
 func (x *StatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_cni_v1_cni_proto_msgTypes[10]
+	mi := &file_cni_v1_cni_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -602,7 +712,7 @@ func (x *StatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StatusResponse.ProtoReflect.Descriptor instead.
 func (*StatusResponse) Descriptor() ([]byte, []int) {
-	return file_cni_v1_cni_proto_rawDescGZIP(), []int{10}
+	return file_cni_v1_cni_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *StatusResponse) GetReady() bool {
@@ -641,7 +751,7 @@ type CNIError struct {
 
 func (x *CNIError) Reset() {
 	*x = CNIError{}
-	mi := &file_cni_v1_cni_proto_msgTypes[11]
+	mi := &file_cni_v1_cni_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +763,7 @@ func (x *CNIError) String() string {
 func (*CNIError) ProtoMessage() {}
 
 func (x *CNIError) ProtoReflect() protoreflect.Message {
-	mi := &file_cni_v1_cni_proto_msgTypes[11]
+	mi := &file_cni_v1_cni_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +776,7 @@ func (x *CNIError) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CNIError.ProtoReflect.Descriptor instead.
 func (*CNIError) Descriptor() ([]byte, []int) {
-	return file_cni_v1_cni_proto_rawDescGZIP(), []int{11}
+	return file_cni_v1_cni_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CNIError) GetCode() uint32 {
@@ -734,8 +844,15 @@ const file_cni_v1_cni_proto_rawDesc = "" +
 	"\n" +
 	"attachment\x18\x01 \x01(\v2\x12.cni.v1.AttachmentR\n" +
 	"attachment\x12\x18\n" +
-	"\anetwork\x18\x02 \x01(\tR\anetwork\"\x0f\n" +
-	"\rCheckResponse\"\x0f\n" +
+	"\anetwork\x18\x02 \x01(\tR\anetwork\",\n" +
+	"\rCheckResponse\x12\x1b\n" +
+	"\topted_out\x18\x01 \x01(\bR\boptedOut\"O\n" +
+	"\tGCRequest\x12\x18\n" +
+	"\anetwork\x18\x01 \x01(\tR\anetwork\x12(\n" +
+	"\x05valid\x18\x02 \x03(\v2\x12.cni.v1.AttachmentR\x05valid\"&\n" +
+	"\n" +
+	"GCResponse\x12\x18\n" +
+	"\aremoved\x18\x01 \x01(\x05R\aremoved\"\x0f\n" +
 	"\rStatusRequest\"T\n" +
 	"\x0eStatusResponse\x12\x14\n" +
 	"\x05ready\x18\x01 \x01(\bR\x05ready\x12\x18\n" +
@@ -744,13 +861,14 @@ const file_cni_v1_cni_proto_rawDesc = "" +
 	"\bCNIError\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x10\n" +
 	"\x03msg\x18\x02 \x01(\tR\x03msg\x12\x18\n" +
-	"\adetails\x18\x03 \x01(\tR\adetails2\xdb\x01\n" +
+	"\adetails\x18\x03 \x01(\tR\adetails2\x88\x02\n" +
 	"\n" +
 	"CNIService\x12.\n" +
 	"\x03Add\x12\x12.cni.v1.AddRequest\x1a\x13.cni.v1.AddResponse\x12.\n" +
 	"\x03Del\x12\x12.cni.v1.DelRequest\x1a\x13.cni.v1.DelResponse\x124\n" +
 	"\x05Check\x12\x14.cni.v1.CheckRequest\x1a\x15.cni.v1.CheckResponse\x127\n" +
-	"\x06Status\x12\x15.cni.v1.StatusRequest\x1a\x16.cni.v1.StatusResponseBx\n" +
+	"\x06Status\x12\x15.cni.v1.StatusRequest\x1a\x16.cni.v1.StatusResponse\x12+\n" +
+	"\x02GC\x12\x11.cni.v1.GCRequest\x1a\x12.cni.v1.GCResponseBx\n" +
 	"\n" +
 	"com.cni.v1B\bCniProtoP\x01Z'tsymbiote.dhouti.dev/proto/cni/v1;cniv1\xa2\x02\x03CXX\xaa\x02\x06Cni.V1\xca\x02\x06Cni\\V1\xe2\x02\x12Cni\\V1\\GPBMetadata\xea\x02\aCni::V1b\x06proto3"
 
@@ -766,7 +884,7 @@ func file_cni_v1_cni_proto_rawDescGZIP() []byte {
 	return file_cni_v1_cni_proto_rawDescData
 }
 
-var file_cni_v1_cni_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_cni_v1_cni_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_cni_v1_cni_proto_goTypes = []any{
 	(*Attachment)(nil),     // 0: cni.v1.Attachment
 	(*AddRequest)(nil),     // 1: cni.v1.AddRequest
@@ -777,9 +895,11 @@ var file_cni_v1_cni_proto_goTypes = []any{
 	(*DelResponse)(nil),    // 6: cni.v1.DelResponse
 	(*CheckRequest)(nil),   // 7: cni.v1.CheckRequest
 	(*CheckResponse)(nil),  // 8: cni.v1.CheckResponse
-	(*StatusRequest)(nil),  // 9: cni.v1.StatusRequest
-	(*StatusResponse)(nil), // 10: cni.v1.StatusResponse
-	(*CNIError)(nil),       // 11: cni.v1.CNIError
+	(*GCRequest)(nil),      // 9: cni.v1.GCRequest
+	(*GCResponse)(nil),     // 10: cni.v1.GCResponse
+	(*StatusRequest)(nil),  // 11: cni.v1.StatusRequest
+	(*StatusResponse)(nil), // 12: cni.v1.StatusResponse
+	(*CNIError)(nil),       // 13: cni.v1.CNIError
 }
 var file_cni_v1_cni_proto_depIdxs = []int32{
 	0,  // 0: cni.v1.AddRequest.attachment:type_name -> cni.v1.Attachment
@@ -787,19 +907,22 @@ var file_cni_v1_cni_proto_depIdxs = []int32{
 	3,  // 2: cni.v1.AddResponse.ips:type_name -> cni.v1.IPConfig
 	0,  // 3: cni.v1.DelRequest.attachment:type_name -> cni.v1.Attachment
 	0,  // 4: cni.v1.CheckRequest.attachment:type_name -> cni.v1.Attachment
-	1,  // 5: cni.v1.CNIService.Add:input_type -> cni.v1.AddRequest
-	5,  // 6: cni.v1.CNIService.Del:input_type -> cni.v1.DelRequest
-	7,  // 7: cni.v1.CNIService.Check:input_type -> cni.v1.CheckRequest
-	9,  // 8: cni.v1.CNIService.Status:input_type -> cni.v1.StatusRequest
-	4,  // 9: cni.v1.CNIService.Add:output_type -> cni.v1.AddResponse
-	6,  // 10: cni.v1.CNIService.Del:output_type -> cni.v1.DelResponse
-	8,  // 11: cni.v1.CNIService.Check:output_type -> cni.v1.CheckResponse
-	10, // 12: cni.v1.CNIService.Status:output_type -> cni.v1.StatusResponse
-	9,  // [9:13] is the sub-list for method output_type
-	5,  // [5:9] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	0,  // 5: cni.v1.GCRequest.valid:type_name -> cni.v1.Attachment
+	1,  // 6: cni.v1.CNIService.Add:input_type -> cni.v1.AddRequest
+	5,  // 7: cni.v1.CNIService.Del:input_type -> cni.v1.DelRequest
+	7,  // 8: cni.v1.CNIService.Check:input_type -> cni.v1.CheckRequest
+	11, // 9: cni.v1.CNIService.Status:input_type -> cni.v1.StatusRequest
+	9,  // 10: cni.v1.CNIService.GC:input_type -> cni.v1.GCRequest
+	4,  // 11: cni.v1.CNIService.Add:output_type -> cni.v1.AddResponse
+	6,  // 12: cni.v1.CNIService.Del:output_type -> cni.v1.DelResponse
+	8,  // 13: cni.v1.CNIService.Check:output_type -> cni.v1.CheckResponse
+	12, // 14: cni.v1.CNIService.Status:output_type -> cni.v1.StatusResponse
+	10, // 15: cni.v1.CNIService.GC:output_type -> cni.v1.GCResponse
+	11, // [11:16] is the sub-list for method output_type
+	6,  // [6:11] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_cni_v1_cni_proto_init() }
@@ -813,7 +936,7 @@ func file_cni_v1_cni_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_cni_v1_cni_proto_rawDesc), len(file_cni_v1_cni_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

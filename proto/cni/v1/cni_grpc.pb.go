@@ -27,6 +27,7 @@ const (
 	CNIService_Del_FullMethodName    = "/cni.v1.CNIService/Del"
 	CNIService_Check_FullMethodName  = "/cni.v1.CNIService/Check"
 	CNIService_Status_FullMethodName = "/cni.v1.CNIService/Status"
+	CNIService_GC_FullMethodName     = "/cni.v1.CNIService/GC"
 )
 
 // CNIServiceClient is the client API for CNIService service.
@@ -47,6 +48,9 @@ type CNIServiceClient interface {
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
 	// Status reports whether the daemon is ready to Add pods.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// GC (CNI 1.1) removes every attachment of the network that valid does
+	// not list: its node, links, rules and state.
+	GC(ctx context.Context, in *GCRequest, opts ...grpc.CallOption) (*GCResponse, error)
 }
 
 type cNIServiceClient struct {
@@ -97,6 +101,16 @@ func (c *cNIServiceClient) Status(ctx context.Context, in *StatusRequest, opts .
 	return out, nil
 }
 
+func (c *cNIServiceClient) GC(ctx context.Context, in *GCRequest, opts ...grpc.CallOption) (*GCResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GCResponse)
+	err := c.cc.Invoke(ctx, CNIService_GC_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CNIServiceServer is the server API for CNIService service.
 // All implementations must embed UnimplementedCNIServiceServer
 // for forward compatibility.
@@ -115,6 +129,9 @@ type CNIServiceServer interface {
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
 	// Status reports whether the daemon is ready to Add pods.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// GC (CNI 1.1) removes every attachment of the network that valid does
+	// not list: its node, links, rules and state.
+	GC(context.Context, *GCRequest) (*GCResponse, error)
 	mustEmbedUnimplementedCNIServiceServer()
 }
 
@@ -136,6 +153,9 @@ func (UnimplementedCNIServiceServer) Check(context.Context, *CheckRequest) (*Che
 }
 func (UnimplementedCNIServiceServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCNIServiceServer) GC(context.Context, *GCRequest) (*GCResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method GC not implemented")
 }
 func (UnimplementedCNIServiceServer) mustEmbedUnimplementedCNIServiceServer() {}
 func (UnimplementedCNIServiceServer) testEmbeddedByValue()                    {}
@@ -230,6 +250,24 @@ func _CNIService_Status_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _CNIService_GC_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GCRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CNIServiceServer).GC(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: CNIService_GC_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CNIServiceServer).GC(ctx, req.(*GCRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // CNIService_ServiceDesc is the grpc.ServiceDesc for CNIService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -252,6 +290,10 @@ var CNIService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _CNIService_Status_Handler,
+		},
+		{
+			MethodName: "GC",
+			Handler:    _CNIService_GC_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
