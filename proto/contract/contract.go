@@ -72,3 +72,36 @@ const (
 	// exposes without an annotation.
 	LoadBalancerClass = "tailscale"
 )
+
+// Exposure: what the operator reads besides the tailscale.com/ keys, and
+// what it reports back on exposed Services, Ingresses and routers.
+const (
+	// AnnotationProxyGroup names a proxy that several Services in one
+	// namespace share: one tailnet node (hostname = the group name) that
+	// forwards every port of each of them.
+	AnnotationProxyGroup = "tsymbiote.dhouti.dev/proxy-group"
+	// AnnotationProxyRequests and AnnotationProxyLimits set the proxy
+	// container's resources ("cpu=10m,memory=32Mi").
+	AnnotationProxyRequests = "tsymbiote.dhouti.dev/proxy-requests"
+	AnnotationProxyLimits   = "tsymbiote.dhouti.dev/proxy-limits"
+	// AnnotationHTTPRedirect "true" on an Ingress answers HTTP with a
+	// redirect to HTTPS.
+	AnnotationHTTPRedirect = "tsymbiote.dhouti.dev/http-redirect"
+	// AnnotationTailnetFQDN reports the MagicDNS name of what is exposed.
+	AnnotationTailnetFQDN = "tsymbiote.dhouti.dev/tailnet-fqdn"
+	// AnnotationTailnetIPs reports its tailnet addresses, comma
+	// separated, IPv4 first.
+	AnnotationTailnetIPs = "tsymbiote.dhouti.dev/tailnet-ips"
+	// AnnotationExposeStatus reports, where there is no status condition
+	// (Ingress, ConfigMap), "Ready" or "<Reason>: <message>".
+	AnnotationExposeStatus = "tsymbiote.dhouti.dev/expose-status"
+	// ConditionTailnetExposed is the Service status condition saying
+	// whether its tailnet node serves it, and why not.
+	ConditionTailnetExposed = "TailnetExposed"
+	// IngressController is the controller of the IngressClass IngressClass.
+	IngressController = "tsymbiote.dhouti.dev/ingress"
+	// SubnetRouterConfigMap, in the operator's namespace, runs a subnet
+	// router for the comma-separated CIDRs in its SubnetRouterRoutesKey.
+	SubnetRouterConfigMap = "tailscale-subnet-router"
+	SubnetRouterRoutesKey = "routes"
+)
