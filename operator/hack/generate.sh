@@ -13,8 +13,15 @@ if [ ! -x "$cg" ]; then
 fi
 export GOWORK=off
 "$cg" object paths=./api/...
+# The access API lives in the shared proto module (the WebUI uses it too);
+# its CRDs install with the operator's.
+(cd "$root/proto" && "$cg" object paths=./access/... && \
+  "$cg" crd paths=./access/... output:crd:artifacts:config="$root/operator/config/crd/bases")
 "$cg" crd paths=./api/... output:crd:artifacts:config=config/crd/bases
 "$cg" rbac:roleName=tsymbiote-operator paths=./internal/... output:rbac:artifacts:config=config/rbac
 "$cg" webhook paths=./internal/webhook/... output:webhook:artifacts:config=config/webhook
 mkdir -p "$root/charts/tsymbiote-operator/crds"
-cp config/crd/bases/tsymbiote.dhouti.dev_tsymbiotes.yaml "$root/charts/tsymbiote-operator/crds/"
+cp config/crd/bases/tsymbiote.dhouti.dev_tsymbiotes.yaml \
+  config/crd/bases/access.tsymbiote.dhouti.dev_accesstargets.yaml \
+  config/crd/bases/access.tsymbiote.dhouti.dev_accessrequests.yaml \
+  "$root/charts/tsymbiote-operator/crds/"
