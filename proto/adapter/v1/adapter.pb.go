@@ -149,6 +149,62 @@ func (PathKind) EnumDescriptor() ([]byte, []int) {
 	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{1}
 }
 
+type NetcheckSource int32
+
+const (
+	NetcheckSource_NETCHECK_SOURCE_UNSPECIFIED NetcheckSource = 0
+	// The adapter ran the probes itself, from its own network namespace,
+	// with the target's DERP map. A sidecar shares its target's namespace.
+	NetcheckSource_NETCHECK_SOURCE_ADAPTER NetcheckSource = 1
+	// The target's own last netcheck, as its node reported it (home DERP,
+	// per-region latency, UDP, IPv6, mapping): the probes the target's own
+	// sockets sent. What a tailscale-cni pod's node sees, which no probe from
+	// the adapter's namespace can stand in for. time is when the adapter read
+	// it; global_v4/global_v6 stay empty (self.endpoints holds the node's).
+	NetcheckSource_NETCHECK_SOURCE_TARGET NetcheckSource = 2
+)
+
+// Enum value maps for NetcheckSource.
+var (
+	NetcheckSource_name = map[int32]string{
+		0: "NETCHECK_SOURCE_UNSPECIFIED",
+		1: "NETCHECK_SOURCE_ADAPTER",
+		2: "NETCHECK_SOURCE_TARGET",
+	}
+	NetcheckSource_value = map[string]int32{
+		"NETCHECK_SOURCE_UNSPECIFIED": 0,
+		"NETCHECK_SOURCE_ADAPTER":     1,
+		"NETCHECK_SOURCE_TARGET":      2,
+	}
+)
+
+func (x NetcheckSource) Enum() *NetcheckSource {
+	p := new(NetcheckSource)
+	*p = x
+	return p
+}
+
+func (x NetcheckSource) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NetcheckSource) Descriptor() protoreflect.EnumDescriptor {
+	return file_adapter_v1_adapter_proto_enumTypes[2].Descriptor()
+}
+
+func (NetcheckSource) Type() protoreflect.EnumType {
+	return &file_adapter_v1_adapter_proto_enumTypes[2]
+}
+
+func (x NetcheckSource) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NetcheckSource.Descriptor instead.
+func (NetcheckSource) EnumDescriptor() ([]byte, []int) {
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{2}
+}
+
 type ListTargetsRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -2303,9 +2359,17 @@ type NetcheckResponse struct {
 	PreferredDerpId   int32  `protobuf:"varint,12,opt,name=preferred_derp_id,json=preferredDerpId,proto3" json:"preferred_derp_id,omitempty"`
 	PreferredDerpCode string `protobuf:"bytes,13,opt,name=preferred_derp_code,json=preferredDerpCode,proto3" json:"preferred_derp_code,omitempty"`
 	// Sorted by latency.
-	Regions       []*RegionLatency       `protobuf:"bytes,14,rep,name=regions,proto3" json:"regions,omitempty"`
-	Time          *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=time,proto3" json:"time,omitempty"`
-	Took          *durationpb.Duration   `protobuf:"bytes,16,opt,name=took,proto3" json:"took,omitempty"`
+	Regions []*RegionLatency       `protobuf:"bytes,14,rep,name=regions,proto3" json:"regions,omitempty"`
+	Time    *timestamppb.Timestamp `protobuf:"bytes,15,opt,name=time,proto3" json:"time,omitempty"`
+	Took    *durationpb.Duration   `protobuf:"bytes,16,opt,name=took,proto3" json:"took,omitempty"`
+	// Where the figures come from.
+	Source NetcheckSource `protobuf:"varint,17,opt,name=source,proto3,enum=adapter.v1.NetcheckSource" json:"source,omitempty"`
+	// The node the figures are about: the target's own node.
+	Self *Node `protobuf:"bytes,18,opt,name=self,proto3" json:"self,omitempty"`
+	// The Kubernetes pod, when the target is a tailscale-cni pod's socket
+	// (<runDir>/pods/<namespace>_<pod>/tailscaled.sock); empty otherwise.
+	PodNamespace  string `protobuf:"bytes,19,opt,name=pod_namespace,json=podNamespace,proto3" json:"pod_namespace,omitempty"`
+	PodName       string `protobuf:"bytes,20,opt,name=pod_name,json=podName,proto3" json:"pod_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2450,6 +2514,34 @@ func (x *NetcheckResponse) GetTook() *durationpb.Duration {
 		return x.Took
 	}
 	return nil
+}
+
+func (x *NetcheckResponse) GetSource() NetcheckSource {
+	if x != nil {
+		return x.Source
+	}
+	return NetcheckSource_NETCHECK_SOURCE_UNSPECIFIED
+}
+
+func (x *NetcheckResponse) GetSelf() *Node {
+	if x != nil {
+		return x.Self
+	}
+	return nil
+}
+
+func (x *NetcheckResponse) GetPodNamespace() string {
+	if x != nil {
+		return x.PodNamespace
+	}
+	return ""
+}
+
+func (x *NetcheckResponse) GetPodName() string {
+	if x != nil {
+		return x.PodName
+	}
+	return ""
 }
 
 type WhoIsRequest struct {
@@ -3305,7 +3397,7 @@ const file_adapter_v1_adapter_proto_rawDesc = "" +
 	"\n" +
 	"v4_latency\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tv4Latency\x128\n" +
 	"\n" +
-	"v6_latency\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\tv6Latency\"\xd7\x04\n" +
+	"v6_latency\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\tv6Latency\"\xf1\x05\n" +
 	"\x10NetcheckResponse\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x10\n" +
 	"\x03udp\x18\x02 \x01(\bR\x03udp\x12\x12\n" +
@@ -3323,7 +3415,11 @@ const file_adapter_v1_adapter_proto_rawDesc = "" +
 	"\x13preferred_derp_code\x18\r \x01(\tR\x11preferredDerpCode\x123\n" +
 	"\aregions\x18\x0e \x03(\v2\x19.adapter.v1.RegionLatencyR\aregions\x12.\n" +
 	"\x04time\x18\x0f \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12-\n" +
-	"\x04took\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x04took\"@\n" +
+	"\x04took\x18\x10 \x01(\v2\x19.google.protobuf.DurationR\x04took\x122\n" +
+	"\x06source\x18\x11 \x01(\x0e2\x1a.adapter.v1.NetcheckSourceR\x06source\x12$\n" +
+	"\x04self\x18\x12 \x01(\v2\x10.adapter.v1.NodeR\x04self\x12#\n" +
+	"\rpod_namespace\x18\x13 \x01(\tR\fpodNamespace\x12\x19\n" +
+	"\bpod_name\x18\x14 \x01(\tR\apodName\"@\n" +
 	"\fWhoIsRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\x12\x18\n" +
 	"\aaddress\x18\x02 \x01(\tR\aaddress\"\xc5\x01\n" +
@@ -3383,7 +3479,11 @@ const file_adapter_v1_adapter_proto_rawDesc = "" +
 	"\x10PATH_KIND_DIRECT\x10\x01\x12\x12\n" +
 	"\x0ePATH_KIND_DERP\x10\x02\x12\x18\n" +
 	"\x14PATH_KIND_PEER_RELAY\x10\x03\x12\x13\n" +
-	"\x0fPATH_KIND_LOCAL\x10\x042\xf1\x06\n" +
+	"\x0fPATH_KIND_LOCAL\x10\x04*j\n" +
+	"\x0eNetcheckSource\x12\x1f\n" +
+	"\x1bNETCHECK_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n" +
+	"\x17NETCHECK_SOURCE_ADAPTER\x10\x01\x12\x1a\n" +
+	"\x16NETCHECK_SOURCE_TARGET\x10\x022\xf1\x06\n" +
 	"\x0eAdapterService\x12N\n" +
 	"\vListTargets\x12\x1e.adapter.v1.ListTargetsRequest\x1a\x1f.adapter.v1.ListTargetsResponse\x12?\n" +
 	"\x06Status\x12\x19.adapter.v1.StatusRequest\x1a\x1a.adapter.v1.StatusResponse\x129\n" +
@@ -3414,116 +3514,119 @@ func file_adapter_v1_adapter_proto_rawDescGZIP() []byte {
 	return file_adapter_v1_adapter_proto_rawDescData
 }
 
-var file_adapter_v1_adapter_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_adapter_v1_adapter_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
 var file_adapter_v1_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
 var file_adapter_v1_adapter_proto_goTypes = []any{
 	(PingType)(0),                   // 0: adapter.v1.PingType
 	(PathKind)(0),                   // 1: adapter.v1.PathKind
-	(*ListTargetsRequest)(nil),      // 2: adapter.v1.ListTargetsRequest
-	(*Target)(nil),                  // 3: adapter.v1.Target
-	(*ListTargetsResponse)(nil),     // 4: adapter.v1.ListTargetsResponse
-	(*StatusRequest)(nil),           // 5: adapter.v1.StatusRequest
-	(*Node)(nil),                    // 6: adapter.v1.Node
-	(*StatusResponse)(nil),          // 7: adapter.v1.StatusResponse
-	(*PingRequest)(nil),             // 8: adapter.v1.PingRequest
-	(*PingResult)(nil),              // 9: adapter.v1.PingResult
-	(*PingResponse)(nil),            // 10: adapter.v1.PingResponse
-	(*QueryDNSRequest)(nil),         // 11: adapter.v1.QueryDNSRequest
-	(*DNSResolver)(nil),             // 12: adapter.v1.DNSResolver
-	(*DNSAnswer)(nil),               // 13: adapter.v1.DNSAnswer
-	(*QueryDNSResponse)(nil),        // 14: adapter.v1.QueryDNSResponse
-	(*PrefsRequest)(nil),            // 15: adapter.v1.PrefsRequest
-	(*PrefsResponse)(nil),           // 16: adapter.v1.PrefsResponse
-	(*DNSConfigRequest)(nil),        // 17: adapter.v1.DNSConfigRequest
-	(*DNSRoute)(nil),                // 18: adapter.v1.DNSRoute
-	(*DNSRecord)(nil),               // 19: adapter.v1.DNSRecord
-	(*DNSConfigResponse)(nil),       // 20: adapter.v1.DNSConfigResponse
-	(*ServeConfigRequest)(nil),      // 21: adapter.v1.ServeConfigRequest
-	(*ServeTCPPort)(nil),            // 22: adapter.v1.ServeTCPPort
-	(*ServeWebHandler)(nil),         // 23: adapter.v1.ServeWebHandler
-	(*ServeConfigResponse)(nil),     // 24: adapter.v1.ServeConfigResponse
-	(*NetcheckRequest)(nil),         // 25: adapter.v1.NetcheckRequest
-	(*RegionLatency)(nil),           // 26: adapter.v1.RegionLatency
-	(*NetcheckResponse)(nil),        // 27: adapter.v1.NetcheckResponse
-	(*WhoIsRequest)(nil),            // 28: adapter.v1.WhoIsRequest
-	(*WhoIsResponse)(nil),           // 29: adapter.v1.WhoIsResponse
-	(*DERPMapRequest)(nil),          // 30: adapter.v1.DERPMapRequest
-	(*DERPNode)(nil),                // 31: adapter.v1.DERPNode
-	(*DERPRegion)(nil),              // 32: adapter.v1.DERPRegion
-	(*DERPMapResponse)(nil),         // 33: adapter.v1.DERPMapResponse
-	(*StreamLogsRequest)(nil),       // 34: adapter.v1.StreamLogsRequest
-	(*StreamLogsResponse)(nil),      // 35: adapter.v1.StreamLogsResponse
-	(*StreamBusEventsRequest)(nil),  // 36: adapter.v1.StreamBusEventsRequest
-	(*StreamBusEventsResponse)(nil), // 37: adapter.v1.StreamBusEventsResponse
-	(*timestamppb.Timestamp)(nil),   // 38: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 39: google.protobuf.Duration
+	(NetcheckSource)(0),             // 2: adapter.v1.NetcheckSource
+	(*ListTargetsRequest)(nil),      // 3: adapter.v1.ListTargetsRequest
+	(*Target)(nil),                  // 4: adapter.v1.Target
+	(*ListTargetsResponse)(nil),     // 5: adapter.v1.ListTargetsResponse
+	(*StatusRequest)(nil),           // 6: adapter.v1.StatusRequest
+	(*Node)(nil),                    // 7: adapter.v1.Node
+	(*StatusResponse)(nil),          // 8: adapter.v1.StatusResponse
+	(*PingRequest)(nil),             // 9: adapter.v1.PingRequest
+	(*PingResult)(nil),              // 10: adapter.v1.PingResult
+	(*PingResponse)(nil),            // 11: adapter.v1.PingResponse
+	(*QueryDNSRequest)(nil),         // 12: adapter.v1.QueryDNSRequest
+	(*DNSResolver)(nil),             // 13: adapter.v1.DNSResolver
+	(*DNSAnswer)(nil),               // 14: adapter.v1.DNSAnswer
+	(*QueryDNSResponse)(nil),        // 15: adapter.v1.QueryDNSResponse
+	(*PrefsRequest)(nil),            // 16: adapter.v1.PrefsRequest
+	(*PrefsResponse)(nil),           // 17: adapter.v1.PrefsResponse
+	(*DNSConfigRequest)(nil),        // 18: adapter.v1.DNSConfigRequest
+	(*DNSRoute)(nil),                // 19: adapter.v1.DNSRoute
+	(*DNSRecord)(nil),               // 20: adapter.v1.DNSRecord
+	(*DNSConfigResponse)(nil),       // 21: adapter.v1.DNSConfigResponse
+	(*ServeConfigRequest)(nil),      // 22: adapter.v1.ServeConfigRequest
+	(*ServeTCPPort)(nil),            // 23: adapter.v1.ServeTCPPort
+	(*ServeWebHandler)(nil),         // 24: adapter.v1.ServeWebHandler
+	(*ServeConfigResponse)(nil),     // 25: adapter.v1.ServeConfigResponse
+	(*NetcheckRequest)(nil),         // 26: adapter.v1.NetcheckRequest
+	(*RegionLatency)(nil),           // 27: adapter.v1.RegionLatency
+	(*NetcheckResponse)(nil),        // 28: adapter.v1.NetcheckResponse
+	(*WhoIsRequest)(nil),            // 29: adapter.v1.WhoIsRequest
+	(*WhoIsResponse)(nil),           // 30: adapter.v1.WhoIsResponse
+	(*DERPMapRequest)(nil),          // 31: adapter.v1.DERPMapRequest
+	(*DERPNode)(nil),                // 32: adapter.v1.DERPNode
+	(*DERPRegion)(nil),              // 33: adapter.v1.DERPRegion
+	(*DERPMapResponse)(nil),         // 34: adapter.v1.DERPMapResponse
+	(*StreamLogsRequest)(nil),       // 35: adapter.v1.StreamLogsRequest
+	(*StreamLogsResponse)(nil),      // 36: adapter.v1.StreamLogsResponse
+	(*StreamBusEventsRequest)(nil),  // 37: adapter.v1.StreamBusEventsRequest
+	(*StreamBusEventsResponse)(nil), // 38: adapter.v1.StreamBusEventsResponse
+	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
 }
 var file_adapter_v1_adapter_proto_depIdxs = []int32{
-	3,  // 0: adapter.v1.ListTargetsResponse.targets:type_name -> adapter.v1.Target
-	38, // 1: adapter.v1.Node.last_handshake:type_name -> google.protobuf.Timestamp
-	38, // 2: adapter.v1.Node.last_write:type_name -> google.protobuf.Timestamp
-	38, // 3: adapter.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	38, // 4: adapter.v1.Node.created:type_name -> google.protobuf.Timestamp
-	38, // 5: adapter.v1.Node.key_expiry:type_name -> google.protobuf.Timestamp
-	6,  // 6: adapter.v1.StatusResponse.self:type_name -> adapter.v1.Node
-	6,  // 7: adapter.v1.StatusResponse.peers:type_name -> adapter.v1.Node
+	4,  // 0: adapter.v1.ListTargetsResponse.targets:type_name -> adapter.v1.Target
+	39, // 1: adapter.v1.Node.last_handshake:type_name -> google.protobuf.Timestamp
+	39, // 2: adapter.v1.Node.last_write:type_name -> google.protobuf.Timestamp
+	39, // 3: adapter.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	39, // 4: adapter.v1.Node.created:type_name -> google.protobuf.Timestamp
+	39, // 5: adapter.v1.Node.key_expiry:type_name -> google.protobuf.Timestamp
+	7,  // 6: adapter.v1.StatusResponse.self:type_name -> adapter.v1.Node
+	7,  // 7: adapter.v1.StatusResponse.peers:type_name -> adapter.v1.Node
 	0,  // 8: adapter.v1.PingRequest.type:type_name -> adapter.v1.PingType
-	39, // 9: adapter.v1.PingRequest.timeout:type_name -> google.protobuf.Duration
-	39, // 10: adapter.v1.PingResult.latency:type_name -> google.protobuf.Duration
+	40, // 9: adapter.v1.PingRequest.timeout:type_name -> google.protobuf.Duration
+	40, // 10: adapter.v1.PingResult.latency:type_name -> google.protobuf.Duration
 	1,  // 11: adapter.v1.PingResult.path:type_name -> adapter.v1.PathKind
-	9,  // 12: adapter.v1.PingResponse.results:type_name -> adapter.v1.PingResult
-	39, // 13: adapter.v1.PingResponse.min_latency:type_name -> google.protobuf.Duration
-	39, // 14: adapter.v1.PingResponse.avg_latency:type_name -> google.protobuf.Duration
-	39, // 15: adapter.v1.PingResponse.max_latency:type_name -> google.protobuf.Duration
-	13, // 16: adapter.v1.QueryDNSResponse.answers:type_name -> adapter.v1.DNSAnswer
-	12, // 17: adapter.v1.QueryDNSResponse.resolvers:type_name -> adapter.v1.DNSResolver
-	12, // 18: adapter.v1.DNSRoute.resolvers:type_name -> adapter.v1.DNSResolver
-	12, // 19: adapter.v1.DNSConfigResponse.resolvers:type_name -> adapter.v1.DNSResolver
-	12, // 20: adapter.v1.DNSConfigResponse.fallback_resolvers:type_name -> adapter.v1.DNSResolver
-	18, // 21: adapter.v1.DNSConfigResponse.routes:type_name -> adapter.v1.DNSRoute
-	19, // 22: adapter.v1.DNSConfigResponse.extra_records:type_name -> adapter.v1.DNSRecord
-	22, // 23: adapter.v1.ServeConfigResponse.tcp:type_name -> adapter.v1.ServeTCPPort
-	23, // 24: adapter.v1.ServeConfigResponse.web:type_name -> adapter.v1.ServeWebHandler
-	39, // 25: adapter.v1.RegionLatency.latency:type_name -> google.protobuf.Duration
-	39, // 26: adapter.v1.RegionLatency.v4_latency:type_name -> google.protobuf.Duration
-	39, // 27: adapter.v1.RegionLatency.v6_latency:type_name -> google.protobuf.Duration
-	26, // 28: adapter.v1.NetcheckResponse.regions:type_name -> adapter.v1.RegionLatency
-	38, // 29: adapter.v1.NetcheckResponse.time:type_name -> google.protobuf.Timestamp
-	39, // 30: adapter.v1.NetcheckResponse.took:type_name -> google.protobuf.Duration
-	6,  // 31: adapter.v1.WhoIsResponse.node:type_name -> adapter.v1.Node
-	31, // 32: adapter.v1.DERPRegion.nodes:type_name -> adapter.v1.DERPNode
-	32, // 33: adapter.v1.DERPMapResponse.regions:type_name -> adapter.v1.DERPRegion
-	38, // 34: adapter.v1.StreamLogsResponse.time:type_name -> google.protobuf.Timestamp
-	38, // 35: adapter.v1.StreamBusEventsResponse.time:type_name -> google.protobuf.Timestamp
-	2,  // 36: adapter.v1.AdapterService.ListTargets:input_type -> adapter.v1.ListTargetsRequest
-	5,  // 37: adapter.v1.AdapterService.Status:input_type -> adapter.v1.StatusRequest
-	8,  // 38: adapter.v1.AdapterService.Ping:input_type -> adapter.v1.PingRequest
-	11, // 39: adapter.v1.AdapterService.QueryDNS:input_type -> adapter.v1.QueryDNSRequest
-	15, // 40: adapter.v1.AdapterService.Prefs:input_type -> adapter.v1.PrefsRequest
-	17, // 41: adapter.v1.AdapterService.DNSConfig:input_type -> adapter.v1.DNSConfigRequest
-	21, // 42: adapter.v1.AdapterService.ServeConfig:input_type -> adapter.v1.ServeConfigRequest
-	25, // 43: adapter.v1.AdapterService.Netcheck:input_type -> adapter.v1.NetcheckRequest
-	28, // 44: adapter.v1.AdapterService.WhoIs:input_type -> adapter.v1.WhoIsRequest
-	30, // 45: adapter.v1.AdapterService.DERPMap:input_type -> adapter.v1.DERPMapRequest
-	34, // 46: adapter.v1.AdapterService.StreamLogs:input_type -> adapter.v1.StreamLogsRequest
-	36, // 47: adapter.v1.AdapterService.StreamBusEvents:input_type -> adapter.v1.StreamBusEventsRequest
-	4,  // 48: adapter.v1.AdapterService.ListTargets:output_type -> adapter.v1.ListTargetsResponse
-	7,  // 49: adapter.v1.AdapterService.Status:output_type -> adapter.v1.StatusResponse
-	10, // 50: adapter.v1.AdapterService.Ping:output_type -> adapter.v1.PingResponse
-	14, // 51: adapter.v1.AdapterService.QueryDNS:output_type -> adapter.v1.QueryDNSResponse
-	16, // 52: adapter.v1.AdapterService.Prefs:output_type -> adapter.v1.PrefsResponse
-	20, // 53: adapter.v1.AdapterService.DNSConfig:output_type -> adapter.v1.DNSConfigResponse
-	24, // 54: adapter.v1.AdapterService.ServeConfig:output_type -> adapter.v1.ServeConfigResponse
-	27, // 55: adapter.v1.AdapterService.Netcheck:output_type -> adapter.v1.NetcheckResponse
-	29, // 56: adapter.v1.AdapterService.WhoIs:output_type -> adapter.v1.WhoIsResponse
-	33, // 57: adapter.v1.AdapterService.DERPMap:output_type -> adapter.v1.DERPMapResponse
-	35, // 58: adapter.v1.AdapterService.StreamLogs:output_type -> adapter.v1.StreamLogsResponse
-	37, // 59: adapter.v1.AdapterService.StreamBusEvents:output_type -> adapter.v1.StreamBusEventsResponse
-	48, // [48:60] is the sub-list for method output_type
-	36, // [36:48] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	10, // 12: adapter.v1.PingResponse.results:type_name -> adapter.v1.PingResult
+	40, // 13: adapter.v1.PingResponse.min_latency:type_name -> google.protobuf.Duration
+	40, // 14: adapter.v1.PingResponse.avg_latency:type_name -> google.protobuf.Duration
+	40, // 15: adapter.v1.PingResponse.max_latency:type_name -> google.protobuf.Duration
+	14, // 16: adapter.v1.QueryDNSResponse.answers:type_name -> adapter.v1.DNSAnswer
+	13, // 17: adapter.v1.QueryDNSResponse.resolvers:type_name -> adapter.v1.DNSResolver
+	13, // 18: adapter.v1.DNSRoute.resolvers:type_name -> adapter.v1.DNSResolver
+	13, // 19: adapter.v1.DNSConfigResponse.resolvers:type_name -> adapter.v1.DNSResolver
+	13, // 20: adapter.v1.DNSConfigResponse.fallback_resolvers:type_name -> adapter.v1.DNSResolver
+	19, // 21: adapter.v1.DNSConfigResponse.routes:type_name -> adapter.v1.DNSRoute
+	20, // 22: adapter.v1.DNSConfigResponse.extra_records:type_name -> adapter.v1.DNSRecord
+	23, // 23: adapter.v1.ServeConfigResponse.tcp:type_name -> adapter.v1.ServeTCPPort
+	24, // 24: adapter.v1.ServeConfigResponse.web:type_name -> adapter.v1.ServeWebHandler
+	40, // 25: adapter.v1.RegionLatency.latency:type_name -> google.protobuf.Duration
+	40, // 26: adapter.v1.RegionLatency.v4_latency:type_name -> google.protobuf.Duration
+	40, // 27: adapter.v1.RegionLatency.v6_latency:type_name -> google.protobuf.Duration
+	27, // 28: adapter.v1.NetcheckResponse.regions:type_name -> adapter.v1.RegionLatency
+	39, // 29: adapter.v1.NetcheckResponse.time:type_name -> google.protobuf.Timestamp
+	40, // 30: adapter.v1.NetcheckResponse.took:type_name -> google.protobuf.Duration
+	2,  // 31: adapter.v1.NetcheckResponse.source:type_name -> adapter.v1.NetcheckSource
+	7,  // 32: adapter.v1.NetcheckResponse.self:type_name -> adapter.v1.Node
+	7,  // 33: adapter.v1.WhoIsResponse.node:type_name -> adapter.v1.Node
+	32, // 34: adapter.v1.DERPRegion.nodes:type_name -> adapter.v1.DERPNode
+	33, // 35: adapter.v1.DERPMapResponse.regions:type_name -> adapter.v1.DERPRegion
+	39, // 36: adapter.v1.StreamLogsResponse.time:type_name -> google.protobuf.Timestamp
+	39, // 37: adapter.v1.StreamBusEventsResponse.time:type_name -> google.protobuf.Timestamp
+	3,  // 38: adapter.v1.AdapterService.ListTargets:input_type -> adapter.v1.ListTargetsRequest
+	6,  // 39: adapter.v1.AdapterService.Status:input_type -> adapter.v1.StatusRequest
+	9,  // 40: adapter.v1.AdapterService.Ping:input_type -> adapter.v1.PingRequest
+	12, // 41: adapter.v1.AdapterService.QueryDNS:input_type -> adapter.v1.QueryDNSRequest
+	16, // 42: adapter.v1.AdapterService.Prefs:input_type -> adapter.v1.PrefsRequest
+	18, // 43: adapter.v1.AdapterService.DNSConfig:input_type -> adapter.v1.DNSConfigRequest
+	22, // 44: adapter.v1.AdapterService.ServeConfig:input_type -> adapter.v1.ServeConfigRequest
+	26, // 45: adapter.v1.AdapterService.Netcheck:input_type -> adapter.v1.NetcheckRequest
+	29, // 46: adapter.v1.AdapterService.WhoIs:input_type -> adapter.v1.WhoIsRequest
+	31, // 47: adapter.v1.AdapterService.DERPMap:input_type -> adapter.v1.DERPMapRequest
+	35, // 48: adapter.v1.AdapterService.StreamLogs:input_type -> adapter.v1.StreamLogsRequest
+	37, // 49: adapter.v1.AdapterService.StreamBusEvents:input_type -> adapter.v1.StreamBusEventsRequest
+	5,  // 50: adapter.v1.AdapterService.ListTargets:output_type -> adapter.v1.ListTargetsResponse
+	8,  // 51: adapter.v1.AdapterService.Status:output_type -> adapter.v1.StatusResponse
+	11, // 52: adapter.v1.AdapterService.Ping:output_type -> adapter.v1.PingResponse
+	15, // 53: adapter.v1.AdapterService.QueryDNS:output_type -> adapter.v1.QueryDNSResponse
+	17, // 54: adapter.v1.AdapterService.Prefs:output_type -> adapter.v1.PrefsResponse
+	21, // 55: adapter.v1.AdapterService.DNSConfig:output_type -> adapter.v1.DNSConfigResponse
+	25, // 56: adapter.v1.AdapterService.ServeConfig:output_type -> adapter.v1.ServeConfigResponse
+	28, // 57: adapter.v1.AdapterService.Netcheck:output_type -> adapter.v1.NetcheckResponse
+	30, // 58: adapter.v1.AdapterService.WhoIs:output_type -> adapter.v1.WhoIsResponse
+	34, // 59: adapter.v1.AdapterService.DERPMap:output_type -> adapter.v1.DERPMapResponse
+	36, // 60: adapter.v1.AdapterService.StreamLogs:output_type -> adapter.v1.StreamLogsResponse
+	38, // 61: adapter.v1.AdapterService.StreamBusEvents:output_type -> adapter.v1.StreamBusEventsResponse
+	50, // [50:62] is the sub-list for method output_type
+	38, // [38:50] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_adapter_v1_adapter_proto_init() }
@@ -3536,7 +3639,7 @@ func file_adapter_v1_adapter_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adapter_v1_adapter_proto_rawDesc), len(file_adapter_v1_adapter_proto_rawDesc)),
-			NumEnums:      2,
+			NumEnums:      3,
 			NumMessages:   36,
 			NumExtensions: 0,
 			NumServices:   1,

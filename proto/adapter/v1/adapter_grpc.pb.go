@@ -71,7 +71,8 @@ type AdapterServiceClient interface {
 	ServeConfig(ctx context.Context, in *ServeConfigRequest, opts ...grpc.CallOption) (*ServeConfigResponse, error)
 	// Netcheck measures UDP reachability and DERP latency from the adapter's
 	// network namespace (the daemon's, for a sidecar) with the daemon's DERP
-	// map, like `tailscale netcheck`.
+	// map, like `tailscale netcheck`; for a tailscale-cni pod's socket it
+	// returns that pod's node's own last netcheck instead (see source).
 	Netcheck(ctx context.Context, in *NetcheckRequest, opts ...grpc.CallOption) (*NetcheckResponse, error)
 	// WhoIs tells which node and user own a tailnet address, as the daemon
 	// sees it.
@@ -264,7 +265,8 @@ type AdapterServiceServer interface {
 	ServeConfig(context.Context, *ServeConfigRequest) (*ServeConfigResponse, error)
 	// Netcheck measures UDP reachability and DERP latency from the adapter's
 	// network namespace (the daemon's, for a sidecar) with the daemon's DERP
-	// map, like `tailscale netcheck`.
+	// map, like `tailscale netcheck`; for a tailscale-cni pod's socket it
+	// returns that pod's node's own last netcheck instead (see source).
 	Netcheck(context.Context, *NetcheckRequest) (*NetcheckResponse, error)
 	// WhoIs tells which node and user own a tailnet address, as the daemon
 	// sees it.
