@@ -50,7 +50,7 @@ func NewServer(base context.Context, logf logger.Logf, reg *Registry, cp control
 }
 
 // Handler returns the routes, behind the --allowed-users gate except for
-// /healthz.
+// /healthz, and every state-changing one behind csrfProtect.
 func (s *Server) Handler() http.Handler {
 	api := http.NewServeMux()
 	api.HandleFunc("GET /api/graph", s.handleGraph)
@@ -71,7 +71,7 @@ func (s *Server) Handler() http.Handler {
 	root := http.NewServeMux()
 	root.HandleFunc("GET /healthz", s.handleHealth)
 	root.Handle("/", s.gate.middleware(s.metrics, api))
-	return root
+	return csrfProtect(root)
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

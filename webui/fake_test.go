@@ -164,7 +164,7 @@ func getJSON(t testing.TB, url string, v any) int {
 func startFanoutHTTP(t testing.TB, base string, req FanoutRequest) FanoutState {
 	t.Helper()
 	b, _ := json.Marshal(req)
-	res, err := http.Post(base+"/api/fanouts", "application/json", strings.NewReader(string(b)))
+	res, err := post(base+"/api/fanouts", "application/json", strings.NewReader(string(b)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,7 +293,7 @@ func TestFakeCancel(t *testing.T) {
 	st := startFanoutHTTP(t, hs.URL, FanoutRequest{Kind: "ping", TimeoutMS: 30000})
 	time.Sleep(200 * time.Millisecond)
 	start := time.Now()
-	res, err := http.Post(hs.URL+"/api/fanouts/"+st.ID+"/cancel", "", nil)
+	res, err := post(hs.URL+"/api/fanouts/"+st.ID+"/cancel", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -345,7 +345,7 @@ func TestFakeBadRequests(t *testing.T) {
 		`{"kind":"ping","extra":1}`,
 		`not json`,
 	} {
-		res, err := http.Post(hs.URL+"/api/fanouts", "application/json", strings.NewReader(body))
+		res, err := post(hs.URL+"/api/fanouts", "application/json", strings.NewReader(body))
 		if err != nil {
 			t.Fatal(err)
 		}

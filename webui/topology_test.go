@@ -300,7 +300,7 @@ func TestDemoTopology(t *testing.T) {
 		go func() {
 			time.Sleep(500 * time.Millisecond)
 			b, _ := json.Marshal(FanoutRequest{Kind: "ping", PingType: "tsmp", Hosts: []string{g.Hosts[0].ID}})
-			r, err := http.Post(d.url+"/api/fanouts", "application/json", strings.NewReader(string(b)))
+			r, err := post(d.url+"/api/fanouts", "application/json", strings.NewReader(string(b)))
 			if err == nil {
 				r.Body.Close()
 				if r.StatusCode != http.StatusAccepted {
@@ -330,7 +330,7 @@ func TestDemoTopology(t *testing.T) {
 		st := startFanoutHTTP(t, d.url, FanoutRequest{Kind: "ping", Count: 20, Concurrency: 1, PerHost: 1})
 		results, _ := readEvents(t, d.url+"/api/fanouts/"+st.ID+"/events", func(n int) bool { return n >= 1 })
 		start := time.Now()
-		res, err := http.Post(d.url+"/api/fanouts/"+st.ID+"/cancel", "", nil)
+		res, err := post(d.url+"/api/fanouts/"+st.ID+"/cancel", "", nil)
 		if err != nil {
 			t.Fatal(err)
 		}

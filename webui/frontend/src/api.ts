@@ -20,6 +20,18 @@ async function errorOf(res: Response): Promise<Error> {
   return new Error(msg);
 }
 
+// CSRF_HEADER is what the WebUI requires on every state-changing request
+// (webui.CSRFHeader): a page on another origin cannot send it.
+export const CSRF_HEADER = "X-Tsymbiote-Csrf";
+
+// send makes a state-changing request the way the WebUI accepts it: with
+// the CSRF header (the browser adds Origin and Sec-Fetch-Site itself).
+export function send(url: string, method: "POST" | "DELETE", body?: unknown): Promise<Response> {
+  const headers: Record<string, string> = { [CSRF_HEADER]: "1" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  return fetch(url, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+}
+
 export async function fetchGraph(refresh = false): Promise<Graph> {
   const res = await fetch(refresh ? "/api/graph?refresh=1" : "/api/graph");
   if (!res.ok) throw await errorOf(res);
@@ -27,17 +39,13 @@ export async function fetchGraph(refresh = false): Promise<Graph> {
 }
 
 export async function startFanout(req: FanoutRequest): Promise<FanoutState> {
-  const res = await fetch("/api/fanouts", {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    body: JSON.stringify(req),
-  });
+  const res = await send("/api/fanouts", "POST", req);
   if (!res.ok) throw await errorOf(res);
   return res.json();
 }
 
 export async function cancelFanout(id: string): Promise<void> {
-  const res = await fetch(`/api/fanouts/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+  const res = await send(`/api/fanouts/${encodeURIComponent(id)}/cancel`, "POST");
   if (!res.ok) throw await errorOf(res);
 }
 
