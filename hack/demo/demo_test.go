@@ -272,7 +272,16 @@ func pingAll(t *testing.T, url string, deadline time.Time) (total, answered int,
 	var started struct {
 		ID string `json:"id"`
 	}
-	res, err := http.Post(url+"/api/fanouts", "application/json", strings.NewReader(`{"kind":"ping"}`))
+	// As the WebUI's own page posts it: the WebUI refuses a POST without
+	// its Origin and CSRF header.
+	req, err := http.NewRequest(http.MethodPost, url+"/api/fanouts", strings.NewReader(`{"kind":"ping"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", url)
+	req.Header.Set("X-Tsymbiote-Csrf", "1")
+	res, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
