@@ -43,6 +43,10 @@ const (
 	AnnotationDeviceID = "tsymbiote.dhouti.dev/proxy-device-id"
 	// AnnotationConfigGeneration is the Config.Generation the proxy applied last.
 	AnnotationConfigGeneration = "tsymbiote.dhouti.dev/proxy-config-generation"
+	// AnnotationConfigError says why the proxy did not apply the config
+	// Secret's current content (it keeps serving the one applied last);
+	// absent when the current content is applied.
+	AnnotationConfigError = "tsymbiote.dhouti.dev/proxy-config-error"
 
 	// DefaultMetricsAddr is where the proxy serves /metrics, /healthz and /readyz.
 	DefaultMetricsAddr = ":9002"
