@@ -76,6 +76,16 @@ func Parts(r *Repo, version string) ([]Part, error) {
 			},
 		},
 		{
+			// Non-root: a tsnet node (userspace networking, no TUN) that
+			// keeps its node state in a Secret and writes only tsnet's
+			// working files to /tmp.
+			Name: "proxy", Ref: "tsymbiote/proxy:" + version, User: NonRoot,
+			Entrypoint: []string{"/usr/local/bin/tsymbiote-proxy"},
+			Binaries: map[string]Binary{
+				"/usr/local/bin/tsymbiote-proxy": {Module: "operator", Pkg: "./cmd/tsymbiote-proxy"},
+			},
+		},
+		{
 			// Non-root: a tsnet node (userspace networking) that keeps its
 			// state in the emptyDir the operator mounts for it.
 			Name: "webui", Ref: "tsymbiote/webui:" + version, User: NonRoot,
