@@ -24,4 +24,5 @@ mkdir -p "$root/charts/tsymbiote-operator/crds"
 cp config/crd/bases/tsymbiote.dhouti.dev_tsymbiotes.yaml \
   config/crd/bases/access.tsymbiote.dhouti.dev_accesstargets.yaml \
   config/crd/bases/access.tsymbiote.dhouti.dev_accessrequests.yaml \
+  config/crd/bases/tsymbiote.dhouti.dev_subnetrouters.yaml \
   "$root/charts/tsymbiote-operator/crds/"
