@@ -59,3 +59,7 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 {{- join "," $out }}
 {{- end }}
+
+{{- define "tsymbiote-operator.proxyImage" -}}
+{{- printf "%s:%s" .Values.expose.proxy.image.repository (default .Chart.AppVersion .Values.expose.proxy.image.tag) }}
+{{- end }}
