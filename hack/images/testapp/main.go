@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,12 +22,20 @@ import (
 )
 
 func main() {
-	var listen, dir string
+	var listen, dir, udpEcho string
 	cmd := &cobra.Command{
 		Use:   "testapp",
 		Short: "Serve files with their SHA-256, echo requests and say who this is",
 		Args:  cobra.NoArgs,
 		RunE: func(*cobra.Command, []string) error {
+			if udpEcho != "" {
+				pc, err := net.ListenPacket("udp", udpEcho)
+				if err != nil {
+					return err
+				}
+				log.Printf("testapp echoing UDP on %s", udpEcho)
+				go serveUDPEcho(pc)
+			}
 			srv := &http.Server{Addr: listen, Handler: newMux(dir), ReadHeaderTimeout: 10 * time.Second}
 			log.Printf("testapp serving %s on %s", dir, listen)
 			return srv.ListenAndServe()
@@ -34,8 +43,24 @@ func main() {
 	}
 	cmd.Flags().StringVar(&listen, "listen", ":8080", "address to serve on")
 	cmd.Flags().StringVar(&dir, "dir", "/tmp", "directory served under /files/")
+	cmd.Flags().StringVar(&udpEcho, "udp-echo", "", "also answer every UDP datagram on this address with the same bytes; off when empty")
 	if err := cmd.Execute(); err != nil {
 		log.Fatal(err)
+	}
+}
+
+// serveUDPEcho sends every datagram back to its sender, until pc fails.
+func serveUDPEcho(pc net.PacketConn) {
+	buf := make([]byte, 64<<10)
+	for {
+		n, addr, err := pc.ReadFrom(buf)
+		if err != nil {
+			log.Printf("udp echo: %v", err)
+			return
+		}
+		if _, err := pc.WriteTo(buf[:n], addr); err != nil {
+			log.Printf("udp echo to %v: %v", addr, err)
+		}
 	}
 }
 
