@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"tsymbiote.dhouti.dev/adapter"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
@@ -181,6 +184,33 @@ func TestEndToEnd(t *testing.T) {
 		t.Logf("netcheck: udp=%v v4=%v global_v4=%s preferred=%d/%s regions=%v took=%v", r.Udp, r.Ipv4, r.GlobalV4, r.PreferredDerpId, r.PreferredDerpCode, r.Regions, r.Took.AsDuration())
 		if !r.Udp || r.PreferredDerpId == 0 || len(r.Regions) == 0 {
 			t.Errorf("netcheck = %v", r)
+		}
+	})
+
+	// A tailscale-cni pod's socket, as the daemon lays them out: the
+	// netcheck is the node's own last report, named for the pod.
+	t.Run("NetcheckAsPod", func(t *testing.T) {
+		pods := t.TempDir()
+		if err := os.Mkdir(filepath.Join(pods, "default_web-1"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(w.a.Socket, filepath.Join(pods, "default_web-1", "tailscaled.sock")); err != nil {
+			t.Fatal(err)
+		}
+		tg, err := adapter.NewTargets([]string{pods})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, err := adapter.NewService(t.Logf, tg).Netcheck(ctx, &adapterv1.NetcheckRequest{Target: "default_web-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("pod netcheck: source=%v pod=%s/%s self=%s %v udp=%v v4=%v preferred=%d/%s regions=%v took=%v",
+			r.Source, r.PodNamespace, r.PodName, r.Self.GetHostname(), r.Self.GetTailscaleIps(), r.Udp, r.Ipv4,
+			r.PreferredDerpId, r.PreferredDerpCode, r.Regions, r.Took.AsDuration())
+		if r.Source != adapterv1.NetcheckSource_NETCHECK_SOURCE_TARGET || r.PodNamespace != "default" || r.PodName != "web-1" ||
+			r.Self.GetHostname() != "node-a" || !r.Udp || r.PreferredDerpId == 0 || len(r.Regions) == 0 {
+			t.Errorf("pod netcheck = %v", r)
 		}
 	})
 

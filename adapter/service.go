@@ -46,6 +46,8 @@ type daemon interface {
 	CurrentDERPMap(context.Context) (*tailcfg.DERPMap, error)
 	TailDaemonLogs(context.Context) (io.Reader, error)
 	StreamBusEvents(context.Context) iter.Seq2[eventbus.DebugEvent, error]
+	// WatchIPNBus is only ever opened for the initial netmap, and closed.
+	WatchIPNBus(context.Context, ipn.NotifyWatchOpt) (*local.IPNBusWatcher, error)
 }
 
 var _ daemon = (*local.Client)(nil)
@@ -412,6 +414,16 @@ func (s *Service) Netcheck(ctx context.Context, req *adapterv1.NetcheckRequest) 
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
+	if tg.PodDir {
+		r, err := ReportedNetcheck(ctx, d, tg.Name)
+		switch {
+		case errors.Is(err, errNoReport):
+			return nil, status.Errorf(codes.FailedPrecondition, "target %q: %v", tg.Name, err)
+		case err != nil:
+			return nil, daemonError(tg, "netcheck report", err)
+		}
+		return r, nil
+	}
 	dm, err := d.CurrentDERPMap(ctx)
 	if err != nil {
 		return nil, daemonError(tg, "DERP map", err)
@@ -429,7 +441,14 @@ func (s *Service) Netcheck(ctx context.Context, req *adapterv1.NetcheckRequest) 
 		}
 		return nil, status.Errorf(codes.Internal, "target %q: netcheck: %v", tg.Name, err)
 	}
-	return netcheckResponse(tg.Name, rep, dm, time.Since(t0)), nil
+	r := netcheckResponse(tg.Name, rep, dm, time.Since(t0))
+	r.Source = adapterv1.NetcheckSource_NETCHECK_SOURCE_ADAPTER
+	// Who the figures stand for; a failure here leaves it out rather than
+	// failing a netcheck that worked.
+	if st, err := d.StatusWithoutPeers(ctx); err == nil {
+		r.Self = nodeFromPeer(st.Self, st.User)
+	}
+	return r, nil
 }
 
 // runNetcheck does what `tailscale netcheck` does: a standalone report

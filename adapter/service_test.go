@@ -87,6 +87,11 @@ func (fakeDaemon) CurrentDERPMap(context.Context) (*tailcfg.DERPMap, error) {
 func (fakeDaemon) TailDaemonLogs(context.Context) (io.Reader, error) {
 	return strings.NewReader(`{"text":"[logtap connected]\n"}` + "\nnot json\n" + `{"text":"magicsock: hello\n"}` + "\n"), nil
 }
+func (fakeDaemon) WatchIPNBus(context.Context, ipn.NotifyWatchOpt) (*local.IPNBusWatcher, error) {
+	// ReportedNetcheck's conversion is tested on its own; its read of the
+	// bus against a real tailscaled (TestEndToEnd).
+	return nil, errors.New("fake daemon has no IPN bus")
+}
 func (fakeDaemon) StreamBusEvents(context.Context) iter.Seq2[eventbus.DebugEvent, error] {
 	return func(yield func(eventbus.DebugEvent, error) bool) {
 		if yield(eventbus.DebugEvent{Count: 1, Type: "x.Event", From: "a", To: []string{"b"}, Event: map[string]int{"n": 1}}, nil) {

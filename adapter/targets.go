@@ -19,6 +19,10 @@ import (
 type Target struct {
 	Name   string // what requests use to select it
 	Socket string // path of its LocalAPI socket
+	// PodDir: the socket is <dir>/<name>/tailscaled.sock, tailscale-cni's
+	// per-pod layout, so the daemon behind it is a pod's node inside the
+	// CNI daemon (see ReportedNetcheck).
+	PodDir bool
 }
 
 // Targets resolves request target names to daemons. It is built from the
@@ -139,7 +143,7 @@ func dirTargets(dir string) []Target {
 		// Stat, not the entry's type: a symlink to a directory counts.
 		sock := filepath.Join(dir, e.Name(), podSocket)
 		if _, err := os.Stat(sock); err == nil {
-			out = append(out, Target{Name: e.Name(), Socket: sock})
+			out = append(out, Target{Name: e.Name(), Socket: sock, PodDir: true})
 		}
 	}
 	return out
