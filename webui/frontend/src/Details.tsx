@@ -3,6 +3,7 @@
 import { useEffect, useRef, useState } from "react";
 import type { DetailKind, GraphNode, Result } from "./api";
 import { fetchDetails } from "./api";
+import { netcheckWho } from "./netcheck";
 
 // What the tabs show: each a DetailKind, and the live logs.
 type Kind = DetailKind | "logs";
@@ -32,7 +33,13 @@ function Fetched({ host, what }: { host: string; what: DetailKind }) {
   }, [host, what]);
   if (state.loading) return <p className="muted">Loading {what}…{what === "netcheck" ? " (takes a few seconds)" : ""}</p>;
   if (state.error) return <p className="error" role="alert">{state.error}</p>;
-  return <pre className="json">{JSON.stringify(state.data, null, 2)}</pre>;
+  const who = what === "netcheck" ? netcheckWho(state.data) : null;
+  return (
+    <>
+      {who && <p className="muted" data-testid="netcheck-who">{who}</p>}
+      <pre className="json">{JSON.stringify(state.data, null, 2)}</pre>
+    </>
+  );
 }
 
 function Logs({ host }: { host: string }) {
