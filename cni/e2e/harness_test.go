@@ -175,14 +175,15 @@ func ensureTool(t testing.TB, cmd, pkg string) {
 	}
 }
 
-// newEnv starts Headscale and a daemon.
-func newEnv(t testing.TB) *env {
+// newEnv starts Headscale and a daemon, with extraEnv added to the
+// daemon's environment.
+func newEnv(t testing.TB, extraEnv ...string) *env {
 	t.Helper()
 	testkit.Root(t)
 	ensureTool(t, "ping", "iputils-ping")
 	restoreSysctls(t, "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
 	headscaletest.OfflineClean()
-	e := &env{t: t, id: randHex(3), bins: binaries(t), dir: t.TempDir()}
+	e := &env{t: t, id: randHex(3), bins: binaries(t), dir: t.TempDir(), extraEnv: extraEnv}
 	subnetSeq.Lock()
 	subnetSeq.n++
 	n := subnetSeq.n

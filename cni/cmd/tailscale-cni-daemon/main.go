@@ -17,6 +17,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"os/signal"
@@ -30,6 +31,8 @@ import (
 	"tailscale.com/net/netmon"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/cni/internal/daemon"
+	"tsymbiote.dhouti.dev/cni/internal/poddns"
+	"tsymbiote.dhouti.dev/cni/internal/podmeta"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/proto/contract"
@@ -46,7 +49,8 @@ func main() {
 type flags struct {
 	socket, stateDir, runDir, metricsAddr string
 	procSysNet                            string
-	addTimeout, publishWait               time.Duration
+	clusterDNS                            string
+	addTimeout, publishWait, sweep        time.Duration
 	waitRunning, verbose                  bool
 }
 
@@ -81,6 +85,12 @@ TS_CNI_EPHEMERAL (default true), TS_CNI_IPV6 (default true).`,
 	f.DurationVar(&fl.addTimeout, "add-timeout", daemon.DefaultAddTimeout, "how long ADD waits for a pod's node to run")
 	f.DurationVar(&fl.publishWait, "publish-wait", daemon.DefaultPublishWait, "how long ADD waits, once the pod's node has its addresses, for the control plane to hold its endpoints, so that peers reach it at once (negative: do not wait)")
 	f.BoolVar(&fl.waitRunning, "add-waits-for-running", false, "make ADD wait until the pod's node is Running (has a home DERP, seconds later) instead of only registered with its addresses")
+	f.StringVar(&fl.clusterDNS, "cluster-dns", getenv("TS_CNI_CLUSTER_DNS"), "the cluster DNS address in pods' resolv.conf (kubelet's --cluster-dns): serve MagicDNS in pods there and forward other names to it; empty turns MagicDNS in pods off (env TS_CNI_CLUSTER_DNS)")
+	sweep := daemon.DefaultSweepInterval
+	if d, err := time.ParseDuration(getenv("TS_CNI_SWEEP_INTERVAL")); err == nil {
+		sweep = d
+	}
+	f.DurationVar(&fl.sweep, "sweep-interval", sweep, "how often to remove pods whose netns is gone without a DEL, for runtimes that never call GC; 0 turns it off (env TS_CNI_SWEEP_INTERVAL)")
 	f.BoolVar(&fl.verbose, "verbose", false, "log every line of the pods' tailscale backends, not only the ones that matter")
 	return cmd
 }
@@ -165,13 +175,30 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 	}
 	metrics := daemon.NewMetrics()
 	cfg.BackendLogf = backendLogf
-	m, err := daemon.NewManager(logf, cfg, daemon.Deps{
+	deps := daemon.Deps{
 		ControlPlane: cp,
 		Network:      podnet.Host{},
 		StartBackend: daemon.StartPodBackend,
 		NewNetMon:    netmon.New,
 		Metrics:      metrics,
-	})
+	}
+	if fl.clusterDNS != "" {
+		ip, err := netip.ParseAddr(fl.clusterDNS)
+		if err != nil || !ip.Is4() {
+			return fmt.Errorf("--cluster-dns %q is not an IPv4 address", fl.clusterDNS)
+		}
+		deps.DNS = daemon.NewDNSService(ip)
+		logf("MagicDNS in pods: on %v and %v, other names forwarded to %v", ip, poddns.QuadHundred, ip)
+	}
+	if src, err := podSource(getenv); err != nil {
+		return err
+	} else if src != nil {
+		deps.Pods = src
+		logf("pod annotations: read from %s", src.Server)
+	} else {
+		logf("pod annotations: off (no API server: not in a cluster and TS_CNI_KUBE_API unset)")
+	}
+	m, err := daemon.NewManager(logf, cfg, deps)
 	if err != nil {
 		return err
 	}
@@ -206,11 +233,36 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 	go verifyLoop(ctx, logf, cp, m)
 	go releaseMemory(ctx)
 	go m.RetryDeletes(ctx, time.Minute)
+	if fl.sweep > 0 {
+		go m.SweepGone(ctx, fl.sweep)
+	}
 	rec, removed := m.Recover(ctx)
 	logf("tailscale-cni-daemon: serving %s; recovered %d pods, removed %d leftovers", fl.socket, rec, removed)
 	<-ctx.Done()
 	logf("tailscale-cni-daemon: shutting down; pods keep their state for the next start")
 	return nil
+}
+
+// podSource is the API server client that reads pods' annotations: the
+// in-cluster one in a pod (the chart's ServiceAccount), the one
+// TS_CNI_KUBE_API, TS_CNI_KUBE_TOKEN_FILE and TS_CNI_KUBE_CA_FILE name
+// outside, or nil.
+func podSource(getenv func(string) string) (*podmeta.Client, error) {
+	if api := getenv("TS_CNI_KUBE_API"); api != "" {
+		c, err := podmeta.New(api, getenv("TS_CNI_KUBE_TOKEN_FILE"), getenv("TS_CNI_KUBE_CA_FILE"))
+		if err != nil {
+			return nil, fmt.Errorf("TS_CNI_KUBE_API: %w", err)
+		}
+		return c, nil
+	}
+	if getenv("KUBERNETES_SERVICE_HOST") == "" {
+		return nil, nil
+	}
+	c, err := podmeta.InCluster(getenv, podmeta.ServiceAccountDir)
+	if err != nil {
+		return nil, fmt.Errorf("reading pods' annotations: %w", err)
+	}
+	return c, nil
 }
 
 // releaseMemory hands freed heap back to the kernel every 30 s. Each pod's

@@ -6,12 +6,16 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"tsymbiote.dhouti.dev/cni/internal/cnierr"
 	"tsymbiote.dhouti.dev/cni/internal/podbackend"
+	"tsymbiote.dhouti.dev/cni/internal/poddns"
+	"tsymbiote.dhouti.dev/cni/internal/podmeta"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/proto/contract"
 )
 
 // Add gives the attachment's pod its tailnet node and ts0. Its phases run
@@ -23,15 +27,22 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	if err := m.admit(a); err != nil {
 		return nil, err
 	}
+	opts, err := m.podOptions(ctx, a)
+	if err != nil {
+		return nil, err
+	}
 	unlock := m.lock(a.ContainerID)
 	defer unlock()
 	if p := m.podByID(a.ContainerID); p != nil {
-		if m.isWholeRepeat(p, a) {
+		if m.isWholeRepeat(p, a) && p.rec.OptOut == opts.OptOut {
 			return m.result(p)
 		}
 		m.replace(ctx, p)
 	}
-	p, err := m.reserve(a)
+	if opts.OptOut {
+		return m.optOut(a)
+	}
+	p, err := m.reserve(a, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -44,6 +55,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 		return nil, err
 	}
 	tl.prepared = m.clock.Now()
+	if err := m.checkTagsOwnable(ctx, p); err != nil {
+		return nil, err
+	}
 	key, err := m.mintKey(ctx, p)
 	if err != nil {
 		return nil, err
@@ -68,6 +82,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	if err := m.wire(p, run.Addrs); err != nil {
 		return nil, err
 	}
+	if err := m.startDNS(p); err != nil {
+		return nil, err
+	}
 	m.logUp(p, tl, published)
 	return m.result(p)
 }
@@ -90,6 +107,9 @@ func (m *Manager) admit(a Attachment) error {
 // isWholeRepeat reports whether ADD is repeated (the runtime retried after
 // a timeout) for a pod that is whole, which is then answered as it is.
 func (m *Manager) isWholeRepeat(p *pod, a Attachment) bool {
+	if p.rec.OptOut {
+		return p.rec.NetNS == a.NetNS
+	}
 	return p.rec.NetNS == a.NetNS && p.backend != nil && p.rec.Ready && m.checkPod(p) == nil
 }
 
@@ -104,12 +124,16 @@ func (m *Manager) replace(ctx context.Context, p *pod) {
 
 // reserve records the new pod and claims its routing table, under mu so
 // that concurrent ADDs never pick the same table.
-func (m *Manager) reserve(a Attachment) (*pod, error) {
+func (m *Manager) reserve(a Attachment, opts podmeta.Options) (*pod, error) {
 	rec := PodRecord{
 		ContainerID: a.ContainerID, NetNS: a.NetNS, IfName: a.IfName, Network: a.Network,
 		Namespace: a.Namespace, Pod: a.Pod, PodUID: a.PodUID,
 		Hostname: Hostname(m.cfg.ClusterName, a.Namespace, a.Pod, a.ContainerID),
 		Created:  m.clock.Now().UTC(),
+		Tags:     opts.Tags,
+	}
+	if opts.Hostname != "" {
+		rec.Hostname = opts.Hostname
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -146,12 +170,20 @@ func (m *Manager) prepareHost(p *pod) error {
 
 // mintKey gets the one-use key the pod's node registers with.
 func (m *Manager) mintKey(ctx context.Context, p *pod) (string, error) {
+	tags := m.cfg.Tags
+	if len(p.rec.Tags) > 0 {
+		tags = p.rec.Tags
+	}
 	key, err := m.cp.CreateAuthKey(ctx, controlplane.AuthKeyRequest{
-		Tags: m.cfg.Tags, Ephemeral: m.cfg.Ephemeral, Preauthorized: true,
+		Tags: tags, Ephemeral: m.cfg.Ephemeral, Preauthorized: true,
 		Expiry: m.cfg.AuthKeyTTL, Description: "tailscale-cni " + p.rec.Hostname,
 	})
 	if err != nil {
-		return "", controlPlaneError("minting an auth key", err)
+		err = controlPlaneError("minting an auth key", err)
+		if len(p.rec.Tags) > 0 && cnierr.CodeOf(err) == cnierr.ControlPlaneRefused {
+			return "", tagsRefused(p, err)
+		}
+		return "", err
 	}
 	return key.Key.Reveal(), nil
 }
@@ -167,7 +199,11 @@ func (m *Manager) waitRegistered(ctx context.Context, p *pod, b PodBackend) (*po
 	run, err := wait(ctx)
 	if err != nil {
 		if errors.Is(err, podbackend.ErrLoginFailed) {
-			return nil, cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused the pod's login", err)
+			err = cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused the pod's login", err)
+			if len(p.rec.Tags) > 0 {
+				return nil, tagsRefused(p, err)
+			}
+			return nil, err
 		}
 		return nil, cnierr.New(cnierr.NodeNotReady, fmt.Sprintf("node %s did not come up within %v", p.rec.Hostname, m.cfg.AddTimeout), err)
 	}
@@ -238,6 +274,7 @@ func (m *Manager) startBackend(p *pod, authKey string) (PodBackend, error) {
 		Socket:     p.socket,
 		NetMon:     m.netMon,
 		OnAddrs:    func(addrs []netip.Prefix) { m.addrsChanged(id, addrs) },
+		MagicDNS:   m.dns != nil,
 	})
 	if err != nil {
 		return nil, cnierr.New(cnierr.Internal, "starting the pod's node", err)
@@ -305,6 +342,9 @@ func samePrefixes(a, b []netip.Prefix) bool {
 }
 
 func (m *Manager) result(p *pod) (*Result, error) {
+	if p.rec.OptOut {
+		return &Result{}, nil
+	}
 	mac, err := m.net.PodMAC(p.kernel())
 	if err != nil {
 		return nil, cnierr.New(cnierr.Internal, "reading ts0", err)
@@ -324,4 +364,107 @@ func controlPlaneError(what string, err error) error {
 		return cnierr.New(cnierr.ControlPlaneRefused, "the control plane refused "+what, err)
 	}
 	return cnierr.New(cnierr.TryAgainLater, "control plane unreachable while "+what+"; try again later", err)
+}
+
+// podOptions reads the pod's annotations. Without a PodSource, or for a
+// sandbox the API server does not know, the daemon's defaults apply; an
+// API server that cannot answer fails ADD (retried by the runtime) rather
+// than, say, attaching a pod that opted out.
+func (m *Manager) podOptions(ctx context.Context, a Attachment) (podmeta.Options, error) {
+	if m.podSrc == nil || a.Pod == "" {
+		return podmeta.Options{}, nil
+	}
+	ann, err := m.podSrc.Annotations(ctx, a.Namespace, a.Pod)
+	if errors.Is(err, podmeta.ErrNoPod) {
+		m.logf("pod %s/%s: not in the API server; defaults apply", a.Namespace, a.Pod)
+		return podmeta.Options{}, nil
+	}
+	if err != nil {
+		return podmeta.Options{}, cnierr.New(cnierr.TryAgainLater, fmt.Sprintf("reading the annotations of pod %s/%s; try again later", a.Namespace, a.Pod), err)
+	}
+	opts, err := podmeta.Parse(ann)
+	if err != nil {
+		return opts, cnierr.New(cnierr.InvalidNetConf, fmt.Sprintf("pod %s/%s", a.Namespace, a.Pod), err)
+	}
+	return opts, nil
+}
+
+// optOut records a pod that opted out, so that CHECK, GC and the sweep
+// know it, and returns a result without interfaces: the shim then hands
+// back prevResult untouched.
+func (m *Manager) optOut(a Attachment) (*Result, error) {
+	p := &pod{rec: PodRecord{
+		ContainerID: a.ContainerID, NetNS: a.NetNS, IfName: a.IfName, Network: a.Network,
+		Namespace: a.Namespace, Pod: a.Pod, PodUID: a.PodUID, Created: m.clock.Now().UTC(),
+		OptOut: true, Ready: true,
+	}}
+	if err := m.save(&p.rec); err != nil {
+		return nil, cnierr.New(cnierr.IOFailure, "saving pod state", err)
+	}
+	m.mu.Lock()
+	m.pods[a.ContainerID] = p
+	m.mu.Unlock()
+	m.logf("pod %s/%s: opted out (%s: \"false\"); no tailnet node", a.Namespace, a.Pod, contract.AnnotationCNI)
+	return &Result{}, nil
+}
+
+// tagsRefused names the pod's own tags in the error of a control plane
+// that refused them: they are the likeliest cause, and the one the pod's
+// owner can fix.
+func tagsRefused(p *pod, err error) error {
+	msg := fmt.Sprintf("the control plane refused tag %s from pod %s/%s's annotation %s (may the daemon's credentials own it? see tagOwners in the tailnet policy)",
+		strings.Join(p.rec.Tags, ","), p.rec.Namespace, p.rec.Pod, contract.AnnotationTags)
+	return cnierr.New(cnierr.ControlPlaneRefused, msg, err)
+}
+
+// startDNS starts the pod's DNS service when the daemon serves MagicDNS.
+func (m *Manager) startDNS(p *pod) error {
+	node, ok := p.backend.(poddns.Node)
+	if m.dns == nil || !ok {
+		return nil
+	}
+	stop, err := m.dns.Start(m.podLogf(&p.rec), p.rec.NetNS, node, m.metrics.dnsQuery)
+	if err != nil {
+		return cnierr.New(cnierr.Internal, "serving MagicDNS in the pod", err)
+	}
+	m.mu.Lock()
+	p.stopDNS = stop
+	m.mu.Unlock()
+	return nil
+}
+
+// policyReader is the part of controlplane.Client that reads the tailnet
+// policy. A control plane whose credentials cannot read it (a Tailscale
+// OAuth client with only devices and auth-key scopes) refuses unowned tags
+// itself when minting the key; Headscale's admin API key mints keys with
+// any tag, so there the daemon checks tagOwners before minting.
+type policyReader interface {
+	GetPolicy(ctx context.Context) (*controlplane.Policy, error)
+}
+
+// checkTagsOwnable refuses a pod's own tags that the tailnet policy's
+// tagOwners does not list: nobody may own them, so no key should carry
+// them. It says nothing when the policy cannot be read.
+func (m *Manager) checkTagsOwnable(ctx context.Context, p *pod) error {
+	pr, ok := m.cp.(policyReader)
+	if !ok || len(p.rec.Tags) == 0 {
+		return nil
+	}
+	pol, err := pr.GetPolicy(ctx)
+	if err != nil {
+		m.logf("pod %s/%s: cannot read the tailnet policy to check its tags (the control plane will): %v", p.rec.Namespace, p.rec.Pod, err)
+		return nil
+	}
+	owners, err := podmeta.TagOwners([]byte(pol.Body))
+	if err != nil {
+		m.logf("pod %s/%s: cannot parse the tailnet policy to check its tags (the control plane will): %v", p.rec.Namespace, p.rec.Pod, err)
+		return nil
+	}
+	for _, t := range p.rec.Tags {
+		if !owners[t] {
+			return cnierr.Newf(cnierr.ControlPlaneRefused, "tag %s from pod %s/%s's annotation %s is not in the tailnet policy's tagOwners, so the daemon's credentials cannot own it",
+				t, p.rec.Namespace, p.rec.Pod, contract.AnnotationTags)
+		}
+	}
+	return nil
 }

@@ -55,6 +55,13 @@ func (m *Manager) deadPod(a Attachment) *pod {
 // delete tears a pod down. The caller holds the container's lock.
 func (m *Manager) delete(ctx context.Context, p *pod) error {
 	id := p.rec.ContainerID
+	m.mu.Lock()
+	stopDNS := p.stopDNS
+	p.stopDNS = nil
+	m.mu.Unlock()
+	if stopDNS != nil {
+		stopDNS()
+	}
 	if p.backend != nil {
 		p.backend.Close()
 	}

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"tsymbiote.dhouti.dev/cni/internal/poddns"
+
 	"tailscale.com/ipn"
 	"tailscale.com/net/netmon"
 	"tailscale.com/tstime"
@@ -81,6 +83,24 @@ type Deps struct {
 	Clock tstime.Clock
 	// Metrics receives the operations' figures; new ones when nil.
 	Metrics *Metrics
+	// Pods reads pods' annotations (tailscale.com/tags, /hostname, /cni)
+	// from the API server; every pod gets the defaults when nil.
+	Pods PodSource
+	// DNS serves MagicDNS in pods; pods keep only the cluster's DNS when
+	// nil.
+	DNS PodDNS
+}
+
+// PodSource is where pods' annotations come from: *podmeta.Client. An
+// error wrapping podmeta.ErrNoPod means there is no such pod (defaults
+// apply); any other error fails ADD with "try again later".
+type PodSource interface {
+	Annotations(ctx context.Context, namespace, name string) (map[string]string, error)
+}
+
+// PodDNS starts a pod's DNS service: the daemon's is DNSService.
+type PodDNS interface {
+	Start(logf logger.Logf, netnsPath string, node poddns.Node, count poddns.Counter) (stop func(), err error)
 }
 
 func (d Deps) withDefaults() (Deps, error) {

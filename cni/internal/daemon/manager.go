@@ -44,6 +44,8 @@ type pod struct {
 	rec     PodRecord
 	backend PodBackend
 	socket  string
+	// stopDNS stops the pod's DNS service; nil without one.
+	stopDNS func()
 }
 
 // Manager keeps the node's pods. ADD, DEL and CHECK may run concurrently:
@@ -59,6 +61,8 @@ type Manager struct {
 	netMon  *netmon.Monitor
 	metrics *Metrics
 	busCli  *eventbus.Client
+	podSrc  PodSource // nil: every pod gets the defaults
+	dns     PodDNS    // nil: no MagicDNS in pods
 
 	// closing ends when Close starts: recoveries still waiting for their
 	// node give up, and recovering is how Close waits for them to.
@@ -82,6 +86,7 @@ func NewManager(logf logger.Logf, cfg Config, deps Deps) (*Manager, error) {
 	m := &Manager{
 		logf: logf, cfg: cfg, metrics: deps.Metrics,
 		cp: deps.ControlPlane, net: deps.Network, start: deps.StartBackend, clock: deps.Clock,
+		podSrc: deps.Pods, dns: deps.DNS,
 		bus:   eventbus.New(),
 		pods:  map[string]*pod{},
 		locks: map[string]*sync.Mutex{},
@@ -200,7 +205,9 @@ func (m *Manager) podStates() map[string]int {
 	out := map[string]int{}
 	for _, p := range m.pods {
 		st := "starting"
-		if p.backend != nil {
+		if p.rec.OptOut {
+			st = "opted_out"
+		} else if p.backend != nil {
 			st = p.backend.State().String()
 		}
 		out[st]++
@@ -240,7 +247,17 @@ func (m *Manager) Check(ctx context.Context, a Attachment) (err error) {
 	if p.rec.NetNS != a.NetNS {
 		return cnierr.Newf(cnierr.InvalidEnv, "container %s is attached in netns %s, not %s", a.ContainerID, p.rec.NetNS, a.NetNS)
 	}
+	if p.rec.OptOut {
+		return nil
+	}
 	return m.checkPod(p)
+}
+
+// OptedOut reports whether the container's pod opted out of tailscale-cni
+// (its ADD made no ts0).
+func (m *Manager) OptedOut(containerID string) bool {
+	p := m.podByID(containerID)
+	return p != nil && p.rec.OptOut
 }
 
 func (m *Manager) checkPod(p *pod) error {

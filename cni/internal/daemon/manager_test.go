@@ -31,6 +31,8 @@ type harness struct {
 	cp    *fakeCP
 	be    *fakeBackends
 	clock *tstest.Clock
+	pods  PodSource    // nil: no annotations
+	ctrl  ControlPlane // h.cp when nil
 	m     *Manager
 }
 
@@ -60,12 +62,17 @@ func newHarness(t *testing.T) *harness {
 // (re)starting on the same node.
 func (h *harness) start() {
 	h.t.Helper()
+	var ctrl ControlPlane = h.cp
+	if h.ctrl != nil {
+		ctrl = h.ctrl
+	}
 	m, err := NewManager(logger.WithPrefix(h.t.Logf, "daemon: "), h.cfg, Deps{
-		ControlPlane: h.cp,
+		ControlPlane: ctrl,
 		Network:      h.net,
 		StartBackend: h.be.start,
 		NewNetMon:    func(*eventbus.Bus, logger.Logf) (*netmon.Monitor, error) { return netmon.NewStatic(), nil },
 		Clock:        h.clock,
+		Pods:         h.pods,
 	})
 	if err != nil {
 		h.t.Fatal(err)

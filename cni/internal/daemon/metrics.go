@@ -16,6 +16,8 @@ type Metrics struct {
 	reg      *prometheus.Registry
 	latency  *prometheus.HistogramVec
 	errors   *prometheus.CounterVec
+	removed  *prometheus.CounterVec
+	dns      *prometheus.CounterVec
 	podsFunc func() map[string]int
 }
 
@@ -31,6 +33,15 @@ func NewMetrics() *Metrics {
 		Name: "tailscale_cni_errors_total",
 		Help: "Failed CNI operations by operation and kind (the CNI error code's name).",
 	}, []string{"op", "kind"})
+	m.removed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailscale_cni_removed_total",
+		Help: "Attachments removed without a DEL: by the runtime's GC (by=gc) or the daemon's sweep of pods whose netns is gone (by=sweep).",
+	}, []string{"by"})
+	m.dns = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailscale_cni_dns_queries_total",
+		Help: "Pods' DNS queries: answered from the tailnet (tailnet), forwarded to the cluster DNS (forwarded), or failed.",
+	}, []string{"answer"})
+	m.reg.MustRegister(m.removed, m.dns)
 	pods := prometheus.NewDesc("tailscale_cni_pods", "Pods by the state of their tailnet node.", []string{"state"}, nil)
 	m.reg.MustRegister(m.latency, m.errors, collectorFunc{desc: pods, collect: func(ch chan<- prometheus.Metric) {
 		if m.podsFunc == nil {
@@ -58,6 +69,8 @@ func (m *Metrics) observe(op string, took time.Duration, err error) {
 		m.errors.WithLabelValues(op, kindName(cnierr.CodeOf(err))).Inc()
 	}
 }
+
+func (m *Metrics) dnsQuery(kind string) { m.dns.WithLabelValues(kind).Inc() }
 
 func kindName(code uint32) string {
 	switch code {

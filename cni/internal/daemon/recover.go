@@ -52,7 +52,9 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 		m.mu.Lock()
 		m.pods[id] = p
 		m.mu.Unlock()
-		live = append(live, p)
+		if !rec.OptOut {
+			live = append(live, p)
+		}
 	}
 
 	n, err := m.net.Sweep(m.logf, m.ownsLink, m.ownsTable)
@@ -131,6 +133,9 @@ func (m *Manager) recoverPod(ctx context.Context, p *pod) bool {
 	if err := m.attach(p, run.Addrs); err != nil {
 		m.logf("recover: pod %s: %v", id, err)
 		return false
+	}
+	if err := m.startDNS(p); err != nil {
+		m.logf("recover: pod %s: %v", id, err)
 	}
 	p.rec.Ready = true
 	if err := m.save(&p.rec); err != nil {

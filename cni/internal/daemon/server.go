@@ -65,6 +65,10 @@ func (s *Server) Add(ctx context.Context, req *cniv1.AddRequest) (*cniv1.AddResp
 	if err != nil {
 		return nil, cnierr.ToStatus(err)
 	}
+	if res.Interface == "" {
+		// The pod opted out: the shim returns prevResult untouched.
+		return &cniv1.AddResponse{}, nil
+	}
 	out := &cniv1.AddResponse{
 		Interfaces: []*cniv1.Interface{{Name: res.Interface, Mac: res.MAC, Sandbox: res.Sandbox}},
 		NodeId:     res.NodeID,
@@ -84,10 +88,23 @@ func (s *Server) Del(ctx context.Context, req *cniv1.DelRequest) (*cniv1.DelResp
 }
 
 func (s *Server) Check(ctx context.Context, req *cniv1.CheckRequest) (*cniv1.CheckResponse, error) {
-	if err := s.m.Check(ctx, attachmentOf(req.GetAttachment(), req.GetNetwork())); err != nil {
+	a := attachmentOf(req.GetAttachment(), req.GetNetwork())
+	if err := s.m.Check(ctx, a); err != nil {
 		return nil, cnierr.ToStatus(err)
 	}
-	return &cniv1.CheckResponse{}, nil
+	return &cniv1.CheckResponse{OptedOut: s.m.OptedOut(a.ContainerID)}, nil
+}
+
+func (s *Server) GC(ctx context.Context, req *cniv1.GCRequest) (*cniv1.GCResponse, error) {
+	valid := make([]Attachment, 0, len(req.GetValid()))
+	for _, a := range req.GetValid() {
+		valid = append(valid, attachmentOf(a, req.GetNetwork()))
+	}
+	n, err := s.m.GC(ctx, req.GetNetwork(), valid)
+	if err != nil {
+		return nil, cnierr.ToStatus(err)
+	}
+	return &cniv1.GCResponse{Removed: int32(n)}, nil
 }
 
 func (s *Server) Status(ctx context.Context, req *cniv1.StatusRequest) (*cniv1.StatusResponse, error) {

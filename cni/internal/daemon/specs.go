@@ -213,6 +213,13 @@ type PodRecord struct {
 	// node from the control plane: the record stays only so that the node
 	// gets deleted later, and is never recovered.
 	Deleting bool `json:"deleting,omitempty"`
+	// OptOut: the pod's annotation tailscale.com/cni is "false". ADD made
+	// nothing; the record is there so that CHECK knows, and GC and the
+	// sweep treat the attachment like any other.
+	OptOut bool `json:"optOut,omitempty"`
+	// Tags are the pod's own tags (annotation tailscale.com/tags); the
+	// daemon's when empty.
+	Tags []string `json:"tags,omitempty"`
 }
 
 // RecordFile is PodRecord's name in the pod's state dir.

@@ -137,7 +137,7 @@ func asCNI(err error) error {
 
 // Funcs are the plugin's commands for skel.PluginMainFuncs.
 func Funcs() skel.CNIFuncs {
-	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus}
+	return skel.CNIFuncs{Add: cmdAdd, Del: cmdDel, Check: cmdCheck, Status: cmdStatus, GC: cmdGC}
 }
 
 // Versions are the CNI spec versions the plugin speaks: every one libcni
@@ -237,11 +237,35 @@ func cmdCheck(args *skel.CmdArgs) error {
 			found = true
 		}
 	}
-	if !found {
+	var resp *cniv1.CheckResponse
+	if err := call(c, func(ctx context.Context, client cniv1.CNIServiceClient) (err error) {
+		resp, err = client.Check(ctx, &cniv1.CheckRequest{Attachment: a, Network: c.Name})
+		return err
+	}); err != nil {
+		return asCNI(err)
+	}
+	switch {
+	case resp.GetOptedOut() && found:
+		return asCNI(cnierr.Newf(cnierr.InvalidNetConf, "prevResult lists ts0, but the pod opted out of tailscale-cni and ADD made none"))
+	case !resp.GetOptedOut() && !found:
 		return asCNI(cnierr.Newf(cnierr.InvalidNetConf, "prevResult lists no ts0 interface: CHECK must get the result ADD returned"))
 	}
+	return nil
+}
+
+// cmdGC (CNI 1.1) hands the runtime's valid attachments to the daemon,
+// which removes every other attachment of the network.
+func cmdGC(args *skel.CmdArgs) error {
+	c, err := ParseConf(args.StdinData, false)
+	if err != nil {
+		return asCNI(err)
+	}
+	req := &cniv1.GCRequest{Network: c.Name}
+	for _, a := range c.ValidAttachments {
+		req.Valid = append(req.Valid, &cniv1.Attachment{ContainerId: a.ContainerID, Ifname: a.IfName})
+	}
 	return asCNI(call(c, func(ctx context.Context, client cniv1.CNIServiceClient) error {
-		_, err := client.Check(ctx, &cniv1.CheckRequest{Attachment: a, Network: c.Name})
+		_, err := client.GC(ctx, req)
 		return err
 	}))
 }

@@ -57,6 +57,10 @@ type Config struct {
 	// OnAddrs is called (on its own goroutine) when the node's addresses
 	// change after start.
 	OnAddrs func([]netip.Prefix)
+	// MagicDNS turns on the backend's DNS resolver (prefs.CorpDNS) so that
+	// QueryDNS answers tailnet names. The engine's OS configurator is the
+	// no-op one: nothing on the host or in the pod is rewritten.
+	MagicDNS bool
 }
 
 // Backend is a running pod node.
@@ -261,7 +265,10 @@ func (b *Backend) login(ctx context.Context) error {
 	prefs.ControlURL = b.cfg.ControlURL
 	prefs.Hostname = b.cfg.Hostname
 	prefs.WantRunning = true
-	prefs.CorpDNS = false
+	// CorpDNS fills the engine's resolver with the tailnet's names; the
+	// engine's OS configurator is wgengine's no-op one, so the host's and
+	// the pod's resolv.conf stay as they are (see QueryDNS).
+	prefs.CorpDNS = b.cfg.MagicDNS
 	prefs.RouteAll = false
 	prefs.NetfilterMode = preftype.NetfilterOff
 	prefs.NoSNAT = true
@@ -403,6 +410,27 @@ func (b *Backend) WaitPublished(ctx context.Context, limit time.Duration) bool {
 			return false
 		}
 	}
+}
+
+// QueryDNS answers a wire-format DNS query with the node's own MagicDNS
+// resolver: the tailnet's names from its netmap, NXDOMAIN under the
+// tailnet's own domains. Only names under MagicDNSSuffix belong here.
+func (b *Backend) QueryDNS(ctx context.Context, q []byte, family string, from netip.AddrPort) ([]byte, error) {
+	m, ok := b.sys.DNSManager.GetOK()
+	if !ok {
+		return nil, errors.New("no DNS manager")
+	}
+	return m.Query(ctx, q, family, from)
+}
+
+// MagicDNSSuffix is the tailnet's MagicDNS domain ("tail1234.ts.net"),
+// or "" before the first netmap or when MagicDNS is off in the tailnet.
+func (b *Backend) MagicDNSSuffix() string {
+	nm := b.lb.NetMapNoPeers()
+	if nm == nil || !b.cfg.MagicDNS {
+		return ""
+	}
+	return nm.MagicDNSSuffix()
 }
 
 // State is the backend's state.
