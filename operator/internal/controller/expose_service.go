@@ -286,8 +286,8 @@ func forwards(svc *corev1.Service) ([]proxyconfig.Forward, string, string) {
 	return out, "", ""
 }
 
-// checkTags parses a tags annotation and checks the policy lets the
-// tailnet own them.
+// checkTags parses a tags annotation, falls back to def, and checks the
+// policy lets the tailnet own them.
 func checkTags(ctx context.Context, cp controlplane.Client, annotation string, def []string) ([]string, string, string) {
 	tags, err := ParseTags(annotation)
 	if err != nil {
@@ -300,7 +300,9 @@ func checkTags(ctx context.Context, cp controlplane.Client, annotation string, d
 	if bad := unownedTags(ctx, cp, eff); len(bad) > 0 {
 		return nil, ReasonTagsNotOwned, fmt.Sprintf("the tailnet policy's tagOwners does not list %s, so no node may carry it; add it to the policy or set %s", strings.Join(bad, ", "), contract.AnnotationTags)
 	}
-	return tags, "", ""
+	// The effective tags go into the config: the proxy advertises them,
+	// and a node that advertised none would ask to lose its key's.
+	return slices.Sorted(slices.Values(eff)), "", ""
 }
 
 // serviceSpec is the proxy svc asks for, or a reason and message saying
