@@ -34,6 +34,8 @@ type Server struct {
 	timeout  time.Duration
 	assets   fs.FS
 	hasAsset bool
+	// access serves /api/access when the WebUI runs with --access.
+	access *accessAPI
 
 	// lastHosts is the last snapshot's hosts, so that a fan-out started
 	// right after the graph loaded pings what the user saw.
@@ -49,6 +51,14 @@ func NewServer(base context.Context, logf logger.Logf, reg *Registry, cp control
 	return &Server{logf: logf, reg: reg, cp: cp, gate: g, metrics: m, fanouts: newFanouts(), base: base, timeout: timeout, assets: assets, hasAsset: ok}
 }
 
+// enableAccess serves the access API from store; call it before Handler.
+func (s *Server) enableAccess(store AccessStore, now func() time.Time) {
+	if now == nil {
+		now = time.Now
+	}
+	s.access = &accessAPI{logf: s.logf, store: store, now: now}
+}
+
 // Handler returns the routes, behind the --allowed-users gate except for
 // /healthz, and every state-changing one behind csrfProtect.
 func (s *Server) Handler() http.Handler {
@@ -62,6 +72,11 @@ func (s *Server) Handler() http.Handler {
 	api.HandleFunc("DELETE /api/fanouts/{id}", s.handleCancel)
 	api.HandleFunc("GET /api/details", s.handleDetails)
 	api.HandleFunc("GET /api/logs", s.handleLogs)
+	if s.access != nil {
+		s.access.register(api)
+	} else {
+		accessOff(api)
+	}
 	api.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Errorf("no API %s %s", r.Method, r.URL.Path))
 	})

@@ -225,3 +225,98 @@ type FanoutState struct {
 	ElapsedMS float64       `json:"elapsedMs"`
 	Results   []Result      `json:"results,omitempty"`
 }
+
+// AccessPhase is where an access request stands.
+type AccessPhase string
+
+// Access request phases, from asking to the end of the grant.
+const (
+	AccessPending  AccessPhase = "Pending"  // waiting for an approver
+	AccessApproved AccessPhase = "Approved" // approved; the grant is being written to the policy
+	AccessActive   AccessPhase = "Active"   // the requester is in the group until expiresAt
+	AccessDenied   AccessPhase = "Denied"
+	AccessExpired  AccessPhase = "Expired" // the grant ran out and was taken back
+	AccessRevoked  AccessPhase = "Revoked" // taken back before its end
+	AccessFailed   AccessPhase = "Failed"  // refused by the operator (see message)
+)
+
+// AccessTarget is a policy group one may ask to join for a while (GET
+// /api/access/targets).
+type AccessTarget struct {
+	Name  string `json:"name"`
+	Label string `json:"label,omitempty"`
+	// Group is the tailnet policy group a grant adds the requester to.
+	Group string `json:"group"`
+	// Approvers are logins and group:x entries that may decide.
+	Approvers         []string `json:"approvers,omitempty"`
+	AllowSelfApproval bool     `json:"allowSelfApproval,omitempty"`
+	// MaxSeconds is the longest grant; 0 means no limit of its own.
+	MaxSeconds     int64 `json:"maxSeconds,omitempty"`
+	ReasonRequired bool  `json:"reasonRequired,omitempty"`
+	// CanApprove says whether the caller is one of the approvers.
+	CanApprove bool `json:"canApprove"`
+}
+
+// AccessDecision is an approver's answer to a request.
+type AccessDecision struct {
+	Approved bool      `json:"approved"`
+	By       string    `json:"by"`
+	At       time.Time `json:"at,omitzero"`
+	Reason   string    `json:"reason,omitempty"`
+}
+
+// AccessEvent is one step in a request's history.
+type AccessEvent struct {
+	Type    string    `json:"type"` // Requested, Approved, Denied, Granted, Expired, Revoked, Failed...
+	At      time.Time `json:"at,omitzero"`
+	By      string    `json:"by,omitempty"`
+	Message string    `json:"message,omitempty"`
+}
+
+// AccessRequest is one request for a grant, as the caller may see it.
+type AccessRequest struct {
+	Name      string      `json:"name"`
+	Target    string      `json:"target"`
+	Requester string      `json:"requester"`
+	Seconds   int64       `json:"seconds"` // the duration asked for
+	Reason    string      `json:"reason,omitempty"`
+	Phase     AccessPhase `json:"phase"`
+	// Message says why a request failed or what the operator is doing.
+	Message   string          `json:"message,omitempty"`
+	CreatedAt time.Time       `json:"createdAt,omitzero"`
+	Decision  *AccessDecision `json:"decision,omitempty"`
+	GrantedAt time.Time       `json:"grantedAt,omitzero"`
+	ExpiresAt time.Time       `json:"expiresAt,omitzero"`
+	EndedAt   time.Time       `json:"endedAt,omitzero"`
+	// SecondsLeft is the time left of an active grant at the answer's
+	// "now" (AccessOverview.Now), so that a page with a wrong clock still
+	// counts down right.
+	SecondsLeft int64         `json:"secondsLeft,omitempty"`
+	History     []AccessEvent `json:"history,omitempty"`
+	// Mine, CanApprove and CanRevoke are what the caller may do with it.
+	Mine       bool `json:"mine"`
+	CanApprove bool `json:"canApprove"`
+	CanRevoke  bool `json:"canRevoke"`
+}
+
+// AccessOverview is everything the Access page shows (GET /api/access).
+type AccessOverview struct {
+	Me       Caller          `json:"me"`
+	Now      time.Time       `json:"now"`
+	Targets  []AccessTarget  `json:"targets"`
+	Requests []AccessRequest `json:"requests"`
+}
+
+// AccessRequestCreate asks for a grant (POST /api/access/requests). The
+// requester is the caller, from WhoIs: there is no field for it.
+type AccessRequestCreate struct {
+	Target  string `json:"target"`
+	Seconds int64  `json:"seconds"`
+	Reason  string `json:"reason,omitempty"`
+}
+
+// AccessAction is the body of approve, deny and revoke (POST
+// /api/access/requests/{name}/{approve,deny,revoke}).
+type AccessAction struct {
+	Reason string `json:"reason,omitempty"`
+}

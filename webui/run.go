@@ -120,6 +120,20 @@ func Run(ctx context.Context, logf logger.Logf, cfg Config) error {
 		timeout = 10 * time.Second
 	}
 	s := NewServer(base, logf, reg, cfg.ControlPlane, &gate{whois: whois, allowed: cfg.AllowedUsers}, m, timeout)
+	if cfg.Access {
+		store := cfg.AccessStore
+		if store == nil {
+			kc, err := kubeConfig()
+			if err != nil {
+				return err
+			}
+			if store, err = NewKubeAccessStore(kc); err != nil {
+				return fmt.Errorf("--access: %w", err)
+			}
+			logf("access requests on: access.tsymbiote.dhouti.dev resources at %s", kc.Host)
+		}
+		s.enableAccess(store, nil)
+	}
 	if !s.hasAsset {
 		logf("frontend not built: serving a placeholder page at / (run npm run build in webui/frontend before go build)")
 	}

@@ -59,6 +59,12 @@ type Config struct {
 	// are answered over plain HTTP (/healthz, /readyz); off when empty.
 	HealthAddr string
 
+	// Access serves the access API (/api/access) and the Access page
+	// from AccessStore, or from the cluster's access.tsymbiote.dhouti.dev
+	// resources through the in-cluster ServiceAccount when it is nil.
+	Access      bool
+	AccessStore AccessStore
+
 	// Adapters are adapter addresses (host:port) dialed directly over the
 	// host network instead of discovered: for adapters run with --dev.
 	Adapters []string

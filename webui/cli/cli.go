@@ -70,6 +70,11 @@ logs in to; TSNET_FORCE_LOGIN=1 logs in with the key even when state exists.`,
 	// from --help): it works only with --dev, against adapters run with
 	// --dev, and needs no control plane.
 	f.StringArrayVar(&cfg.Adapters, "adapter", nil, "With --dev: an adapter's host:port to call directly instead of discovering adapters (repeatable; for adapters run with --dev)")
+	// --access needs the cluster's access.tsymbiote.dhouti.dev resources
+	// and RBAC for them: the operator turns it on in the pod it deploys.
+	// Hidden from --help like --health-addr.
+	f.BoolVar(&cfg.Access, "access", false, "Serve the Access page and /api/access from the cluster's AccessTargets and AccessRequests (in-cluster ServiceAccount, else $KUBECONFIG)")
+	_ = f.MarkHidden("access")
 	_ = f.MarkHidden("adapter")
 	_ = f.MarkHidden("health-addr")
 	return cmd

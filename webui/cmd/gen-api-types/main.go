@@ -33,6 +33,10 @@ var roots = []reflect.Type{
 	reflect.TypeFor[webui.FanoutRequest](),
 	reflect.TypeFor[webui.Result](),
 	reflect.TypeFor[webui.FanoutState](),
+	reflect.TypeFor[webui.AccessPhase](),
+	reflect.TypeFor[webui.AccessOverview](),
+	reflect.TypeFor[webui.AccessRequestCreate](),
+	reflect.TypeFor[webui.AccessAction](),
 }
 
 func main() {

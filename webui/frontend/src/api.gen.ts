@@ -168,6 +168,32 @@ export interface FanoutState {
   results?: Result[];
 }
 
+// AccessPhase is where an access request stands.
+export type AccessPhase = "Pending" | "Approved" | "Active" | "Denied" | "Expired" | "Revoked" | "Failed";
+export const AccessPhaseValues: readonly AccessPhase[] = ["Pending", "Approved", "Active", "Denied", "Expired", "Revoked", "Failed"];
+
+// AccessOverview is everything the Access page shows (GET /api/access).
+export interface AccessOverview {
+  me: Caller;
+  now: string;
+  targets: AccessTarget[];
+  requests: AccessRequest[];
+}
+
+// AccessRequestCreate asks for a grant (POST /api/access/requests). The
+// requester is the caller, from WhoIs: there is no field for it.
+export interface AccessRequestCreate {
+  target: string;
+  seconds: number;
+  reason?: string;
+}
+
+// AccessAction is the body of approve, deny and revoke (POST
+// /api/access/requests/{name}/{approve,deny,revoke}).
+export interface AccessAction {
+  reason?: string;
+}
+
 // GraphNode is one tailnet device.
 export interface GraphNode {
   id: string;
@@ -228,4 +254,65 @@ export interface AdapterState {
   online: boolean;
   error?: string;
   targets: number;
+}
+
+// AccessTarget is a policy group one may ask to join for a while (GET
+// /api/access/targets).
+export interface AccessTarget {
+  name: string;
+  label?: string;
+  // Group is the tailnet policy group a grant adds the requester to.
+  group: string;
+  // Approvers are logins and group:x entries that may decide.
+  approvers?: string[];
+  allowSelfApproval?: boolean;
+  // MaxSeconds is the longest grant; 0 means no limit of its own.
+  maxSeconds?: number;
+  reasonRequired?: boolean;
+  // CanApprove says whether the caller is one of the approvers.
+  canApprove: boolean;
+}
+
+// AccessRequest is one request for a grant, as the caller may see it.
+export interface AccessRequest {
+  name: string;
+  target: string;
+  requester: string;
+  // the duration asked for
+  seconds: number;
+  reason?: string;
+  phase: AccessPhase;
+  // Message says why a request failed or what the operator is doing.
+  message?: string;
+  createdAt?: string;
+  decision?: AccessDecision;
+  grantedAt?: string;
+  expiresAt?: string;
+  endedAt?: string;
+  // SecondsLeft is the time left of an active grant at the answer's
+  // "now" (AccessOverview.Now), so that a page with a wrong clock still
+  // counts down right.
+  secondsLeft?: number;
+  history?: AccessEvent[];
+  // Mine, CanApprove and CanRevoke are what the caller may do with it.
+  mine: boolean;
+  canApprove: boolean;
+  canRevoke: boolean;
+}
+
+// AccessDecision is an approver's answer to a request.
+export interface AccessDecision {
+  approved: boolean;
+  by: string;
+  at?: string;
+  reason?: string;
+}
+
+// AccessEvent is one step in a request's history.
+export interface AccessEvent {
+  // Requested, Approved, Denied, Granted, Expired, Revoked, Failed...
+  type: string;
+  at?: string;
+  by?: string;
+  message?: string;
 }
