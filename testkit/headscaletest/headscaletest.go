@@ -469,3 +469,32 @@ func (w *lineWriter) Write(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// CreateUser creates a Headscale user through the API and returns its ID.
+// A user with an email logs in (and is named in policies) as that email,
+// which is how tests stand in for a tailnet login like alice@example.com.
+func (s *Server) CreateUser(ctx context.Context, name, email string) (string, error) {
+	var resp struct {
+		User struct {
+			ID json.Number `json:"id"`
+		} `json:"user"`
+	}
+	if err := s.api(ctx, http.MethodPost, "/api/v1/user", map[string]string{"name": name, "email": email}, &resp); err != nil {
+		return "", fmt.Errorf("creating user %q: %w", name, err)
+	}
+	return resp.User.ID.String(), nil
+}
+
+// UserKey mints a key that registers an untagged node owned by the user
+// with the given ID (from CreateUser), through the CLI.
+func (s *Server) UserKey(ctx context.Context, userID string, ephemeral bool) (string, error) {
+	args := []string{"preauthkeys", "create", "--user", userID, "--expiration", "1h"}
+	if ephemeral {
+		args = append(args, "--ephemeral")
+	}
+	key, err := s.cli(ctx, args...)
+	if err != nil {
+		return "", err
+	}
+	return lastLine(key), nil
+}
