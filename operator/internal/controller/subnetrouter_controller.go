@@ -76,7 +76,7 @@ func (r *SubnetRouterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&corev1.ConfigMap{}, builder.WithPredicates(isOurs)).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(routerOwner(kindConfigMap))).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(routerOwner(kindConfigMap))).
-		Complete(reconcile.Func(r.reconcileConfigMap)); err != nil {
+		Complete(r); err != nil {
 		return err
 	}
 	return ctrl.NewControllerManagedBy(mgr).
@@ -84,7 +84,17 @@ func (r *SubnetRouterReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&v1alpha1.SubnetRouter{}).
 		Watches(&appsv1.Deployment{}, handler.EnqueueRequestsFromMapFunc(routerOwner(kindSubnetRouter))).
 		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(routerOwner(kindSubnetRouter))).
-		Complete(reconcile.Func(r.reconcileResource))
+		Complete(r)
+}
+
+// Reconcile implements reconcile.Reconciler for both sources: a request
+// with a namespace is the ConfigMap's, one without a (cluster-scoped)
+// SubnetRouter's.
+func (r *SubnetRouterReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	if req.Namespace != "" {
+		return r.reconcileConfigMap(ctx, req)
+	}
+	return r.reconcileResource(ctx, req)
 }
 
 func routerOwner(kind string) handler.MapFunc {
@@ -174,11 +184,16 @@ func (r *SubnetRouterReconciler) reconcileRouter(ctx context.Context, p *proxies
 		return routerResult{reason: ReasonProxyFailed, msg: err.Error()}, err
 	}
 	res := routerResult{state: st}
+	ra, rerr := controlplane.Routes(r.ControlPlane)
 	if !st.Ready() {
 		res.reason, res.msg = ReasonProxyPending, st.notReadyMessage()
+		if rerr == nil && st.DeviceID != "" {
+			// A removed route loses its approval now, before the proxy
+			// stops advertising it.
+			return res, r.withdrawRemoved(ctx, ra, st.DeviceID, routes)
+		}
 		return res, nil
 	}
-	ra, rerr := controlplane.Routes(r.ControlPlane)
 	if rerr != nil {
 		// A client that cannot approve is configuration to report, not
 		// a failure to retry.
@@ -209,6 +224,26 @@ func (r *SubnetRouterReconciler) reconcileRouter(ctx context.Context, p *proxies
 	}
 	res.reason, res.msg = ReasonRoutesApproved, fmt.Sprintf("%s advertises and is approved for %v", st.FQDN, routes)
 	return res, nil
+}
+
+// withdrawRemoved removes from the node's approved routes those not in
+// routes.
+func (r *SubnetRouterReconciler) withdrawRemoved(ctx context.Context, ra controlplane.RouteApprover, id string, routes []netip.Prefix) error {
+	_, approved, err := ra.Routes(ctx, id)
+	if err != nil {
+		controlPlaneErrors.WithLabelValues("routes").Inc()
+		return fmt.Errorf("reading routes of node %s: %w", id, err)
+	}
+	keep := slices.DeleteFunc(slices.Clone(approved), func(p netip.Prefix) bool { return !slices.Contains(routes, p) })
+	if len(keep) == len(approved) {
+		return nil
+	}
+	if err := ra.SetApprovedRoutes(ctx, id, keep); err != nil {
+		controlPlaneErrors.WithLabelValues("approve_routes").Inc()
+		return err
+	}
+	routesApproved.Inc()
+	return nil
 }
 
 func (r *SubnetRouterReconciler) removeRouter(ctx context.Context, p *proxies, owner proxyOwner) error {
