@@ -9,6 +9,7 @@ package tsymbiote
 import (
 	"github.com/spf13/cobra"
 	adaptercli "tsymbiote.dhouti.dev/adapter/cli"
+	accesscli "tsymbiote.dhouti.dev/tsymbiote/access"
 	webuicli "tsymbiote.dhouti.dev/webui/cli"
 )
 
@@ -39,5 +40,6 @@ func subcommands(getenv func(string) string) []*cobra.Command {
 		adaptercli.NewCommand(getenv),
 		webuicli.NewCommand(getenv),
 		newVersionCommand(),
+		accesscli.NewCommand(getenv),
 	}
 }
