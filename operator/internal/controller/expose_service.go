@@ -300,8 +300,6 @@ func checkTags(ctx context.Context, cp controlplane.Client, annotation string, d
 	if bad := unownedTags(ctx, cp, eff); len(bad) > 0 {
 		return nil, ReasonTagsNotOwned, fmt.Sprintf("the tailnet policy's tagOwners does not list %s, so no node may carry it; add it to the policy or set %s", strings.Join(bad, ", "), contract.AnnotationTags)
 	}
-	// The effective tags go into the config: the proxy advertises them,
-	// and a node that advertised none would ask to lose its key's.
 	return slices.Sorted(slices.Values(eff)), "", ""
 }
 
@@ -327,7 +325,8 @@ func (r *ServiceReconciler) serviceSpec(ctx context.Context, svc *corev1.Service
 	return &proxySpec{
 		Name:      proxyName("ts", svc.Namespace, svc.Name),
 		Owner:     proxyOwner{Kind: kindService, Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID},
-		Config:    proxyconfig.Config{Hostname: host, Tags: tags, Forwards: fw},
+		Tags:      tags,
+		Config:    proxyconfig.Config{Hostname: host, Forwards: fw},
 		Resources: res,
 	}, "", ""
 }
@@ -433,7 +432,8 @@ func (r *ServiceReconciler) ensureGroup(ctx context.Context, p *proxies, ns, gro
 	st, err := p.ensure(ctx, &proxySpec{
 		Name:      name,
 		Owner:     proxyOwner{Kind: kindProxyGroup, Namespace: ns, Name: group},
-		Config:    proxyconfig.Config{Hostname: group, Tags: tags, Forwards: fws},
+		Tags:      tags,
+		Config:    proxyconfig.Config{Hostname: group, Forwards: fws},
 		Resources: res,
 	})
 	return st, problems, err

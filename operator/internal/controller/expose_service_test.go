@@ -211,7 +211,7 @@ func (w *exWorld) state() string {
 	}
 	fmt.Fprintf(&b, " made=%v devices=%v", w.made(), w.cp.deviceIDs())
 	if c := w.config(); c != nil {
-		fmt.Fprintf(&b, " host=%s gen=%d tags=%v", c.Hostname, c.Generation, c.Tags)
+		fmt.Fprintf(&b, " host=%s gen=%d", c.Hostname, c.Generation)
 	}
 	if a := w.secret("-auth"); a != nil {
 		fmt.Fprintf(&b, " keytags=%s", a.Annotations["tsymbiote.dhouti.dev/key-tags"])

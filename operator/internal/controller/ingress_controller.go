@@ -375,7 +375,8 @@ func (r *IngressReconciler) ingressSpec(ctx context.Context, ing *networkingv1.I
 	return &proxySpec{
 		Name:      proxyName("ts-ing", ing.Namespace, ing.Name),
 		Owner:     proxyOwner{Kind: kindIngress, Namespace: ing.Namespace, Name: ing.Name, UID: ing.UID},
-		Config:    proxyconfig.Config{Hostname: host, Tags: tags, HTTP: h},
+		Tags:      tags,
+		Config:    proxyconfig.Config{Hostname: host, HTTP: h},
 		Files:     files,
 		Resources: res,
 	}, warn, "", "", nil

@@ -90,8 +90,13 @@ type proxyOwner struct {
 
 // proxySpec is one proxy as its owner wants it.
 type proxySpec struct {
-	Name   string // of every made object; see proxyName
-	Owner  proxyOwner
+	Name  string // of every made object; see proxyName
+	Owner proxyOwner
+	// Tags are the node's tags. They go into its auth key, not into
+	// Config.Tags: Headscale refuses a node that registers with a
+	// pre-auth key and also requests tags, and a tagged key alone tags
+	// the node on Tailscale as on Headscale.
+	Tags   []string
 	Config proxyconfig.Config // Generation is filled in by ensure
 	// Files are copied into the config Secret beside config.json (the TLS
 	// PEMs its HTTP.TLS entries name).
@@ -230,8 +235,8 @@ func readState(s *corev1.Secret) *proxyState {
 }
 
 func (p *proxies) tags(s *proxySpec) []string {
-	if len(s.Config.Tags) > 0 {
-		return s.Config.Tags
+	if len(s.Tags) > 0 {
+		return s.Tags
 	}
 	return p.opts.DefaultTags
 }

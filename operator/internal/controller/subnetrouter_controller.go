@@ -178,7 +178,8 @@ func (r *SubnetRouterReconciler) reconcileRouter(ctx context.Context, p *proxies
 	st, err := p.ensure(ctx, &proxySpec{
 		Name:   proxyName("ts-router", rt.owner.Namespace, rt.owner.Name),
 		Owner:  rt.owner,
-		Config: proxyconfig.Config{Hostname: rt.hostname, Tags: tags, AdvertiseRoutes: routes},
+		Tags:   tags,
+		Config: proxyconfig.Config{Hostname: rt.hostname, AdvertiseRoutes: routes},
 	})
 	if err != nil {
 		return routerResult{reason: ReasonProxyFailed, msg: err.Error()}, err
