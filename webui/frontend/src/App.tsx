@@ -2,6 +2,7 @@
 // matrix, a results table and per-node details. Every failure is shown
 // next to what failed; an error boundary keeps one broken panel from
 // blanking the page.
+import type { ReactNode } from "react";
 import { useCallback, useDeferredValue, useMemo, useState } from "react";
 import type { FanoutRequest, FanoutState } from "./api";
 import { Boundary } from "./Boundary";
@@ -26,7 +27,8 @@ import { useThrottled } from "./useThrottled";
 // a second, so that the progress bar and the controls stay live.
 const BIG_FANOUT = 2000;
 
-export function App() {
+// App is the graph page; nav links to the other pages.
+export function App({ nav }: { nav?: ReactNode }) {
   const { graph, error: graphError, loading, load } = useGraph();
   const [filters, setFilters] = useState<Filters>(NO_FILTERS);
   const deferredFilters = useDeferredValue(filters);
@@ -64,7 +66,7 @@ export function App() {
 
   return (
     <div className="app">
-      <Header graph={graph} loading={loading} onRefresh={() => load(true)} />
+      <Header graph={graph} loading={loading} onRefresh={() => load(true)} nav={nav} />
       <GraphProblems graph={graph} error={graphError} />
       <FilterBar filters={filters} onChange={setFilters} options={options} onSearchEnter={selectFirstMatch} />
       <FanoutBar

@@ -2,7 +2,7 @@
 // (api.gen.ts, by make generate), and thin fetch helpers. Every helper
 // throws an Error carrying the server's own message, so that the UI can
 // show it where the call was made.
-import type { Caller, DetailKind, FanoutRequest, FanoutState, Graph, Result } from "./api.gen";
+import type { AccessAction, AccessOverview, AccessRequest, AccessRequestCreate, Caller, DetailKind, FanoutRequest, FanoutState, Graph, Result } from "./api.gen";
 
 export * from "./api.gen";
 
@@ -109,4 +109,22 @@ export function followFanout(
     if (timer !== null) clearTimeout(timer);
     es.close();
   };
+}
+
+export async function fetchAccess(): Promise<AccessOverview> {
+  const res = await fetch("/api/access");
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
+}
+
+export async function requestAccess(req: AccessRequestCreate): Promise<AccessRequest> {
+  const res = await send("/api/access/requests", "POST", req);
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
+}
+
+export async function accessAction(name: string, action: "approve" | "deny" | "revoke", body: AccessAction = {}): Promise<AccessRequest> {
+  const res = await send(`/api/access/requests/${encodeURIComponent(name)}/${action}`, "POST", body);
+  if (!res.ok) throw await errorOf(res);
+  return res.json();
 }
