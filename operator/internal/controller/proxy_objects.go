@@ -18,6 +18,8 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/utils/ptr"
@@ -437,34 +439,36 @@ func (p *proxies) ensureRBAC(ctx context.Context, s *proxySpec) error {
 		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: s.Name, Namespace: p.opts.Namespace}},
 	}
 	for _, obj := range []client.Object{sa, role, rb} {
-		if err := p.apply(ctx, obj); err != nil {
+		if _, err := p.apply(ctx, obj); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (p *proxies) apply(ctx context.Context, obj client.Object) error {
+// apply server-side applies obj and returns the object as stored (the
+// response, not the cache, which may not hold a new object yet).
+func (p *proxies) apply(ctx context.Context, obj client.Object) (*unstructured.Unstructured, error) {
 	u, err := applyObject(obj)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := p.client.Apply(ctx, client.ApplyConfigurationFromUnstructured(u), client.FieldOwner(FieldOwner), client.ForceOwnership); err != nil {
-		return fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
+		return nil, fmt.Errorf("applying %s %s: %w", u.GetKind(), u.GetName(), err)
 	}
-	return nil
+	return u, nil
 }
 
 // ensureDeployment applies the proxy's Deployment and returns it as
 // stored.
 func (p *proxies) ensureDeployment(ctx context.Context, s *proxySpec, keyID string) (*appsv1.Deployment, error) {
-	want := p.deployment(s, keyID)
-	if err := p.apply(ctx, want); err != nil {
+	u, err := p.apply(ctx, p.deployment(s, keyID))
+	if err != nil {
 		return nil, err
 	}
 	dep := &appsv1.Deployment{}
-	if err := p.client.Get(ctx, client.ObjectKeyFromObject(want), dep); err != nil {
-		return nil, fmt.Errorf("reading deployment: %w", err)
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, dep); err != nil {
+		return nil, err
 	}
 	return dep, nil
 }
