@@ -185,6 +185,9 @@ func (p *Proxy) Run(ctx context.Context) (err error) {
 			p.logf("stopping")
 			return nil
 		case s := <-updates:
+			if ctx.Err() != nil {
+				continue // the next turn stops
+			}
 			c, err := parseSecret(s)
 			if err != nil {
 				p.configError(ctx, s, err)
@@ -206,14 +209,17 @@ func parseSecret(s *corev1.Secret) (*proxyconfig.Config, error) {
 // startNode joins the tailnet as cfg.Hostname and waits until it is Running.
 func (p *Proxy) startNode(ctx context.Context, store *secretStore, cfg *proxyconfig.Config) error {
 	p.srv = &tsnet.Server{
-		Dir:           p.o.Dir,
-		Store:         store,
-		Hostname:      cfg.Hostname,
-		ControlURL:    p.o.ControlURL,
-		AuthKey:       p.o.AuthKey,
-		AdvertiseTags: cfg.Tags,
-		Logf:          p.o.TsnetLogf,
-		UserLogf:      logger.WithPrefix(p.logf, "tsnet: "),
+		Dir:        p.o.Dir,
+		Store:      store,
+		Hostname:   cfg.Hostname,
+		ControlURL: p.o.ControlURL,
+		AuthKey:    p.o.AuthKey,
+		// No AdvertiseTags: the node's tags come from the auth key the
+		// operator mints with them. Headscale refuses a registration
+		// whose requested tags are those of its tagged key ("requested
+		// tags are invalid or not permitted").
+		Logf:     p.o.TsnetLogf,
+		UserLogf: logger.WithPrefix(p.logf, "tsnet: "),
 	}
 	if _, err := store.ReadState(ipn.CurrentProfileStateKey); err == nil {
 		p.logf("joining the tailnet as %s with the node state in Secret %s", cfg.Hostname, p.o.StateSecret)
@@ -373,6 +379,9 @@ func (p *Proxy) applySecret(ctx context.Context, s *corev1.Secret, cfg *proxycon
 		return
 	}
 	if err := p.apply(ctx, cfg, s.Data); err != nil {
+		if ctx.Err() != nil {
+			return // stopping: not the config's fault
+		}
 		p.configError(ctx, s, err)
 		return
 	}
@@ -437,8 +446,8 @@ func (p *Proxy) apply(ctx context.Context, cfg *proxyconfig.Config, data map[str
 	return errors.Join(errs...)
 }
 
-// applyPrefs edits the node's hostname, tags and advertised routes when
-// they differ from cfg's.
+// applyPrefs edits the node's hostname and advertised routes when they
+// differ from cfg's, and says when its tags differ.
 func (p *Proxy) applyPrefs(ctx context.Context, cfg *proxyconfig.Config) error {
 	cur, err := p.lc.GetPrefs(ctx)
 	if err != nil {
@@ -450,9 +459,16 @@ func (p *Proxy) applyPrefs(ctx context.Context, cfg *proxyconfig.Config) error {
 		mp.HostnameSet, mp.Hostname = true, cfg.Hostname
 		changed = append(changed, fmt.Sprintf("hostname %s", cfg.Hostname))
 	}
-	if !slices.Equal(sortedStrings(cur.AdvertiseTags), sortedStrings(cfg.Tags)) {
-		mp.AdvertiseTagsSet, mp.AdvertiseTags = true, slices.Clone(cfg.Tags)
-		changed = append(changed, fmt.Sprintf("tags %v", cfg.Tags))
+	if st, err := p.lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
+		var have []string
+		if st.Self.Tags != nil {
+			have = st.Self.Tags.AsSlice()
+		}
+		if !slices.Equal(sortedStrings(have), sortedStrings(cfg.Tags)) {
+			// Tags are the control plane's to set (from the auth key, or
+			// by the operator through its API), not the node's.
+			p.logf("node tags %v differ from the config's %v: the control plane sets them", have, cfg.Tags)
+		}
 	}
 	if !slices.Equal(sortedPrefixes(cur.AdvertiseRoutes), sortedPrefixes(cfg.AdvertiseRoutes)) {
 		mp.AdvertiseRoutesSet, mp.AdvertiseRoutes = true, slices.Clone(cfg.AdvertiseRoutes)
