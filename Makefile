@@ -91,6 +91,7 @@ binaries: frontend ## Build the project's binaries into ./bin.
 	go build -o $(BIN)/tsymbiote-operator ./operator/cmd/tsymbiote-operator
 	go build -o $(BIN)/tsymbiote-demo ./hack/demo
 	go build -ldflags "$(TSYMBIOTE_LDFLAGS)" -o $(BIN)/tsymbiote ./tsymbiote/cmd/tsymbiote
+	go build -o $(BIN)/kubectl-tsymbiote ./tsymbiote/cmd/kubectl-tsymbiote
 	go build -o $(BIN)/tsymbiote-devcp ./hack/devcp
 	go build -o $(BIN)/tsymbiote-cluster ./hack/cluster
 
