@@ -9,7 +9,7 @@ package tsymbiote
 import (
 	"github.com/spf13/cobra"
 	adaptercli "tsymbiote.dhouti.dev/adapter/cli"
-	accesscli "tsymbiote.dhouti.dev/tsymbiote/access"
+	podcli "tsymbiote.dhouti.dev/tsymbiote/pod"
 	webuicli "tsymbiote.dhouti.dev/webui/cli"
 )
 
@@ -40,6 +40,6 @@ func subcommands(getenv func(string) string) []*cobra.Command {
 		adaptercli.NewCommand(getenv),
 		webuicli.NewCommand(getenv),
 		newVersionCommand(),
-		accesscli.NewCommand(getenv),
+		podcli.NewCommand(getenv), podcli.NewNodeCommand(getenv),
 	}
 }
