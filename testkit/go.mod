@@ -7,6 +7,7 @@ go 1.26.8
 replace tsymbiote.dhouti.dev/proto => ../proto
 
 require (
+	golang.org/x/net v0.60.0
 	tailscale.com v1.102.5
 	tsymbiote.dhouti.dev/proto v0.0.0-00010101000000-000000000000
 )
@@ -47,7 +48,6 @@ require (
 	go4.org/netipx v0.0.0-20231129151722-fdeea329fbba // indirect
 	golang.org/x/crypto v0.57.0 // indirect
 	golang.org/x/exp v0.0.0-20260410095643-746e56fc9e2f // indirect
-	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/oauth2 v0.36.0 // indirect
 	golang.org/x/sync v0.23.0 // indirect
 	golang.org/x/sys v0.48.0 // indirect

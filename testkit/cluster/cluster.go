@@ -7,7 +7,9 @@
 // reference bridge and host-local CNI plugins) and Debian's containerd and
 // runc. Its address is on a veth pair of its own, so that pods (which cannot
 // reach the host's loopback) reach the API server and a Headscale with
-// MagicDNS that the harness runs there. Only one node can run on a host at a
+// MagicDNS that the harness runs there, and the cluster DNS (Service
+// kube-system/kube-dns at ClusterDNSIP, see clusterDNS) that kubelet gives
+// ClusterFirst pods. Only one node can run on a host at a
 // time: it owns /etc/cni/net.d, /opt/cni/bin and kubelet's fixed paths. Stop
 // deletes the pods, stops every process and puts back everything the node
 // changed on the host (see hostState).
@@ -73,6 +75,7 @@ type Cluster struct {
 	mu       sync.Mutex
 	steps    []Step
 	procs    map[string]*testkit.Process
+	dns      *clusterDNS // nil until its phase
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -181,6 +184,7 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Cluster, err err
 		{"images", c.importImages},
 		{"kubelet", c.startKubelet},
 		{"node ready", c.waitNodeReady},
+		{"cluster dns", c.startClusterDNS},
 	}
 	all := time.Now()
 	for _, p := range phases {
@@ -456,6 +460,13 @@ func (c *Cluster) stop() error {
 	}
 	if c.Headscale != nil {
 		c.Headscale.Stop()
+	}
+	c.mu.Lock()
+	dns := c.dns
+	c.dns = nil
+	c.mu.Unlock()
+	if dns != nil {
+		dns.stop()
 	}
 	if c.host != nil {
 		err := c.host.restore(c.Dir, c.ContainerdSocket, ownLinks)

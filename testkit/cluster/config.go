@@ -78,7 +78,8 @@ failCgroupV1: false
 failSwapOn: false
 containerRuntimeEndpoint: unix://%s
 podLogsDir: %s
-clusterDomain: cluster.local
+clusterDomain: %s
+clusterDNS: [%s]
 resolvConf: /etc/resolv.conf
 serializeImagePulls: false
 imageGCHighThresholdPercent: 100
@@ -90,7 +91,7 @@ evictionHard:
   nodefs.inodesFree: 1%%
 maxPods: 110
 staticPodPath: ""
-`, nodeIP, port, healthzPort, certFile, keyFile, caFile, runtimeSock, podLogs)
+`, nodeIP, port, healthzPort, certFile, keyFile, caFile, runtimeSock, podLogs, ClusterDomain, ClusterDNSIP)
 }
 
 // kubeProxyConfig runs kube-proxy in iptables mode, the default and what
