@@ -9,6 +9,7 @@ package tsymbiote
 import (
 	"github.com/spf13/cobra"
 	adaptercli "tsymbiote.dhouti.dev/adapter/cli"
+	accesscli "tsymbiote.dhouti.dev/tsymbiote/access"
 	podcli "tsymbiote.dhouti.dev/tsymbiote/pod"
 	webuicli "tsymbiote.dhouti.dev/webui/cli"
 )
@@ -41,5 +42,6 @@ func subcommands(getenv func(string) string) []*cobra.Command {
 		webuicli.NewCommand(getenv),
 		newVersionCommand(),
 		podcli.NewCommand(getenv), podcli.NewNodeCommand(getenv),
+		accesscli.NewCommand(getenv),
 	}
 }
