@@ -54,6 +54,7 @@ type Options struct {
 }
 
 // +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;update;patch
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=validatingwebhookconfigurations,verbs=get;update;patch
 
 // Manager keeps the serving certificate and the caBundle in place.
 type Manager struct {
@@ -246,13 +247,40 @@ func (m *Manager) EnsureCABundle(ctx context.Context) error {
 			changed = true
 		}
 	}
+	if changed {
+		if err := m.c.Patch(ctx, cfg, patch); err != nil {
+			return fmt.Errorf("certs: patching caBundle of %s: %w", m.opts.WebhookConfigName, err)
+		}
+		m.logf("certs: set caBundle of mutatingwebhookconfiguration %s", m.opts.WebhookConfigName)
+	}
+	return m.ensureValidatingCABundle(ctx)
+}
+
+// ensureValidatingCABundle does the same for the ValidatingWebhookConfiguration
+// of the same name (the access request webhook), when the chart installed one.
+func (m *Manager) ensureValidatingCABundle(ctx context.Context) error {
+	cfg := &admissionregistrationv1.ValidatingWebhookConfiguration{}
+	if err := m.c.Get(ctx, types.NamespacedName{Name: m.opts.WebhookConfigName}, cfg); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil
+		}
+		return fmt.Errorf("certs: reading validatingwebhookconfiguration %s: %w", m.opts.WebhookConfigName, err)
+	}
+	patch := client.MergeFromWithOptions(cfg.DeepCopy(), client.MergeFromWithOptimisticLock{})
+	changed := false
+	for i := range cfg.Webhooks {
+		if !bytes.Equal(cfg.Webhooks[i].ClientConfig.CABundle, m.ca) {
+			cfg.Webhooks[i].ClientConfig.CABundle = m.ca
+			changed = true
+		}
+	}
 	if !changed {
 		return nil
 	}
 	if err := m.c.Patch(ctx, cfg, patch); err != nil {
-		return fmt.Errorf("certs: patching caBundle of %s: %w", m.opts.WebhookConfigName, err)
+		return fmt.Errorf("certs: patching caBundle of validatingwebhookconfiguration %s: %w", m.opts.WebhookConfigName, err)
 	}
-	m.logf("certs: set caBundle of mutatingwebhookconfiguration %s", m.opts.WebhookConfigName)
+	m.logf("certs: set caBundle of validatingwebhookconfiguration %s", m.opts.WebhookConfigName)
 	return nil
 }
 
