@@ -133,7 +133,7 @@ func httpBackend(t *testing.T, name string) string {
 
 // runProxy runs a Proxy until the test ends (or stop is called) and waits
 // until it is ready.
-func runProxy(t *testing.T, o Options) (p *Proxy, stop func()) {
+func runProxy(t testing.TB, o Options) (p *Proxy, stop func()) {
 	t.Helper()
 	p, err := New(logfPrefix(t, "proxy: "), o)
 	if err != nil {
@@ -172,7 +172,7 @@ func runProxy(t *testing.T, o Options) (p *Proxy, stop func()) {
 	return p, stop
 }
 
-func logfPrefix(t *testing.T, prefix string) func(string, ...any) {
+func logfPrefix(t testing.TB, prefix string) func(string, ...any) {
 	var mu sync.Mutex
 	done := false
 	t.Cleanup(func() { mu.Lock(); done = true; mu.Unlock() })
@@ -186,7 +186,7 @@ func logfPrefix(t *testing.T, prefix string) func(string, ...any) {
 }
 
 // eventually calls f until it succeeds or the deadline passes.
-func eventually(t *testing.T, what string, d time.Duration, f func() error) time.Duration {
+func eventually(t testing.TB, what string, d time.Duration, f func() error) time.Duration {
 	t.Helper()
 	start := time.Now()
 	var err error
