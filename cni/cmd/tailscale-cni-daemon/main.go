@@ -139,6 +139,10 @@ func configFromEnv(getenv func(string) string, fl flags) (daemon.Config, error) 
 	if cfg.IPv6, err = envBool(getenv, "TS_CNI_IPV6", true); err != nil {
 		return cfg, err
 	}
+	// Undocumented in --help: a measurement knob for the benchmark.
+	if cfg.Netstack, err = envBool(getenv, "TS_CNI_DEBUG_NETSTACK", false); err != nil {
+		return cfg, err
+	}
 	return cfg, nil
 }
 

@@ -274,7 +274,8 @@ func (m *Manager) startBackend(p *pod, authKey string) (PodBackend, error) {
 		Socket:     p.socket,
 		NetMon:     m.netMon,
 		OnAddrs:    func(addrs []netip.Prefix) { m.addrsChanged(id, addrs) },
-		MagicDNS:   m.dns != nil,
+		MagicDNS:   m.dns != nil || m.cfg.Netstack,
+		Netstack:   m.cfg.Netstack,
 	})
 	if err != nil {
 		return nil, cnierr.New(cnierr.Internal, "starting the pod's node", err)

@@ -56,6 +56,10 @@ type Config struct {
 	// IPv6 gives pods their tailnet IPv6 address too (and turns on IPv6
 	// forwarding).
 	IPv6 bool
+	// Netstack gives every pod's node a netstack serving 100.100.100.100
+	// through ts0, as tailscaled does: the alternative to the daemon's own
+	// DNS service, kept to measure its cost (TS_CNI_DEBUG_NETSTACK).
+	Netstack bool
 }
 
 // WithDefaults fills in zero fields.

@@ -33,6 +33,7 @@ import (
 	"tailscale.com/types/preftype"
 	"tailscale.com/util/eventbus"
 	"tailscale.com/wgengine"
+	"tailscale.com/wgengine/netstack"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
 )
 
@@ -61,6 +62,11 @@ type Config struct {
 	// QueryDNS answers tailnet names. The engine's OS configurator is the
 	// no-op one: nothing on the host or in the pod is rewritten.
 	MagicDNS bool
+	// Netstack starts a gVisor netstack beside the kernel TUN, as
+	// tailscaled does in TUN mode, where it serves 100.100.100.100 to the
+	// pod through ts0. Off in the daemon (see the README's MagicDNS
+	// section); the benchmark turns it on to measure what that costs.
+	Netstack bool
 }
 
 // Backend is a running pod node.
@@ -82,6 +88,8 @@ type Backend struct {
 	// ownNetMon is the backend's own monitor when the build cannot share
 	// one; nil otherwise.
 	ownNetMon *netmon.Monitor
+	// ns is the pod's netstack when Config.Netstack; nil otherwise.
+	ns *netstack.Impl
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every notification
@@ -121,8 +129,16 @@ func Start(logf logger.Logf, cfg Config) (_ *Backend, err error) {
 	if err := b.openStore(); err != nil {
 		return nil, err
 	}
+	if err := b.startNetstack(); err != nil {
+		return nil, err
+	}
 	if err := b.newLocalBackend(); err != nil {
 		return nil, err
+	}
+	if b.ns != nil {
+		if err := b.ns.Start(b.lb); err != nil {
+			return nil, fmt.Errorf("starting netstack: %w", err)
+		}
 	}
 	ctx, err := b.watchNotifications()
 	if err != nil {
@@ -212,6 +228,25 @@ func (b *Backend) startEngine(netMon *netmon.Monitor) error {
 	sys.Set(eng)
 	b.onFailure(eng.Close)
 	sys.HealthTracker.Get().SetMetricsRegistry(sys.UserMetricsRegistry())
+	return nil
+}
+
+// startNetstack creates the pod's netstack when Config.Netstack, as
+// tailscaled's newNetstack does: only for 100.100.100.100, not for the
+// node's own addresses or subnets, which the kernel handles.
+func (b *Backend) startNetstack() error {
+	if !b.cfg.Netstack {
+		return nil
+	}
+	sys := b.sys
+	ns, err := netstack.Create(b.logf, sys.Tun.Get(), sys.Engine.Get(), sys.MagicSock.Get(), sys.Dialer.Get(), sys.DNSManager.Get(), sys.ProxyMapper())
+	if err != nil {
+		return fmt.Errorf("creating netstack: %w", err)
+	}
+	sys.Set(ns)
+	ns.ProcessLocalIPs, ns.ProcessSubnets = false, false
+	b.ns = ns
+	b.onFailure(func() { ns.Close() })
 	return nil
 }
 
@@ -454,6 +489,9 @@ func (b *Backend) Close() {
 		}
 		b.cancel()
 		b.lb.Shutdown()
+		if b.ns != nil {
+			b.ns.Close()
+		}
 		b.bus.Close()
 		if b.ownNetMon != nil {
 			b.ownNetMon.Close()
