@@ -605,7 +605,7 @@ func (p *Proxy) serve(addr string, useTLS bool) (*server, error) {
 	if useTLS {
 		h = p.http.tlsHandler()
 	}
-	hs := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, ErrorLog: nil}
+	hs := &http.Server{Handler: h, ReadHeaderTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 	sl := ln
 	if useTLS {
 		sl = tlsListener(ln, p.http.getCertificate)

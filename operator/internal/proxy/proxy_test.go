@@ -565,6 +565,25 @@ func TestProxy(t *testing.T) {
 		t.Logf("route withdrawn from Headscale %v after the config dropped it", took.Round(time.Millisecond))
 	})
 
+	// A new hostname renames the node in place: same node, new FQDN.
+	renamed := cfg
+	renamed.Generation = 5
+	renamed.Hostname = "proxy-renamed"
+	writeConfig(renamed, crt2, key2)
+	took = eventually(t, "renamed", 30*time.Second, func() error {
+		s, err := sc.Get(ctx, "proxy-state", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		a := s.Annotations
+		if a[proxyconfig.AnnotationFQDN] != "proxy-renamed.tsymbiote.test" || a[proxyconfig.AnnotationDeviceID] != id {
+			return fmt.Errorf("fqdn %s node %s", a[proxyconfig.AnnotationFQDN], a[proxyconfig.AnnotationDeviceID])
+		}
+		return nil
+	})
+	t.Logf("node %s renamed to proxy-renamed.tsymbiote.test %v after the config changed", id, took.Round(time.Millisecond))
+	eventually(t, "TCP echo by the new name", 30*time.Second, func() error { return tcpRoundTrip("proxy-renamed.tsymbiote.test:7000", "renamed") })
+
 	// Metrics and probes.
 	hsrv := httptest.NewServer(p.healthHandler())
 	defer hsrv.Close()
