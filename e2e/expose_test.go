@@ -501,7 +501,9 @@ func (r *exposeRun) badInput(ctx context.Context) {
 apiVersion: networking.k8s.io/v1
 kind: Ingress
 metadata: {name: no-rules, namespace: %[1]s}
-spec: {ingressClassName: tailscale}
+# The API server refuses an Ingress with neither rules nor a default
+# backend; a rule with a host and no paths is the closest it lets through.
+spec: {ingressClassName: tailscale, rules: [{host: no-rules.example.com}]}
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
