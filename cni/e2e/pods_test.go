@@ -70,6 +70,27 @@ func (e *env) settledCounts(t testing.TB) counts {
 	return last
 }
 
+// loAddrs lists the IPv4 addresses on p's lo.
+func loAddrs(t testing.TB, p *pod) []string {
+	t.Helper()
+	var out []string
+	err := ns.WithNetNSPath(p.path(), func(ns.NetNS) error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		as, err := netlink.AddrList(lo, netlink.FAMILY_V4)
+		for _, a := range as {
+			out = append(out, a.IP.String())
+		}
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // tailnetIPv6 returns the pod's fd7a: address from its ADD result.
 func (p *pod) tailnetIPv6(t testing.TB) net.IP {
 	t.Helper()
@@ -209,6 +230,20 @@ func TestPodsMagicDNSAndAnnotations(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join("/etc/netns", client.netns, "resolv.conf")); !strings.Contains(string(b), "nameserver "+dns.addr) {
 		t.Fatalf("client's resolv.conf changed:\n%s", b)
+	}
+
+	// A daemon restarted with MagicDNS off takes the DNS addresses off the
+	// pods' lo: nobody would answer there any more.
+	if !slices.Contains(loAddrs(t, client), dns.addr) {
+		t.Fatalf("client's lo lacks %s: %v", dns.addr, loAddrs(t, client))
+	}
+	e.stopDaemon(false)
+	e.extraEnv = apiEnv
+	e.startDaemon()
+	if got := loAddrs(t, client); slices.Contains(got, dns.addr) || slices.Contains(got, "100.100.100.100") {
+		t.Errorf("after a restart with MagicDNS off, client's lo still has %v", got)
+	} else {
+		t.Logf("after a restart with MagicDNS off, client's lo holds %v", got)
 	}
 
 	webDev, clientDev := e.deviceOf(t, web), e.deviceOf(t, client)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -84,6 +85,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	}
 	if err := m.startDNS(p); err != nil {
 		return nil, err
+	}
+	if err := m.save(&p.rec); err != nil {
+		return nil, cnierr.New(cnierr.IOFailure, "saving pod state", err)
 	}
 	m.logUp(p, tl, published)
 	return m.result(p)
@@ -419,7 +423,26 @@ func tagsRefused(p *pod, err error) error {
 }
 
 // startDNS starts the pod's DNS service when the daemon serves MagicDNS.
+// A pod recovered from a daemon that served other addresses (MagicDNS
+// turned off, or another --cluster-dns) first loses those from its lo:
+// with nobody listening there, its DNS would fail for good.
 func (m *Manager) startDNS(p *pod) error {
+	var want []netip.Addr
+	if m.dns != nil {
+		want = m.dns.Addrs()
+	}
+	var stale []netip.Addr
+	for _, a := range p.rec.DNSAddrs {
+		if !slices.Contains(want, a) {
+			stale = append(stale, a)
+		}
+	}
+	if len(stale) > 0 {
+		if err := podnet.RemoveLoopbackAddrs(p.rec.NetNS, stale); err != nil {
+			m.logf("pod %s: removing DNS addresses %v the daemon no longer serves: %v", p.rec.ContainerID, stale, err)
+		}
+	}
+	p.rec.DNSAddrs = nil
 	node, ok := p.backend.(poddns.Node)
 	if m.dns == nil || !ok {
 		return nil
@@ -430,6 +453,7 @@ func (m *Manager) startDNS(p *pod) error {
 	}
 	m.mu.Lock()
 	p.stopDNS = stop
+	p.rec.DNSAddrs = want
 	m.mu.Unlock()
 	return nil
 }

@@ -100,6 +100,8 @@ type PodSource interface {
 
 // PodDNS starts a pod's DNS service: the daemon's is DNSService.
 type PodDNS interface {
+	// Addrs are the addresses Start puts on pods' lo.
+	Addrs() []netip.Addr
 	Start(logf logger.Logf, netnsPath string, node poddns.Node, count poddns.Counter) (stop func(), err error)
 }
 

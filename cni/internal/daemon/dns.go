@@ -24,7 +24,8 @@ func NewDNSService(clusterDNS netip.Addr) *DNSService {
 	return &DNSService{ClusterDNS: clusterDNS, Forwarder: &poddns.Forwarder{Upstream: netip.AddrPortFrom(clusterDNS, 53)}}
 }
 
-func (d *DNSService) addrs() []netip.Addr {
+// Addrs are the addresses it serves in every pod.
+func (d *DNSService) Addrs() []netip.Addr {
 	return []netip.Addr{d.ClusterDNS, poddns.QuadHundred}
 }
 
@@ -32,17 +33,17 @@ func (d *DNSService) addrs() []netip.Addr {
 // pod's lo (when the pod outlives its attachment, its queries must reach
 // the real cluster DNS again).
 func (d *DNSService) Start(logf logger.Logf, netnsPath string, node poddns.Node, count poddns.Counter) (func(), error) {
-	if err := podnet.AddLoopbackAddrs(netnsPath, d.addrs()); err != nil {
+	if err := podnet.AddLoopbackAddrs(netnsPath, d.Addrs()); err != nil {
 		return nil, err
 	}
-	srv, err := poddns.Serve(logf, netnsPath, d.addrs(), node, d.Forwarder, count)
+	srv, err := poddns.Serve(logf, netnsPath, d.Addrs(), node, d.Forwarder, count)
 	if err != nil {
-		_ = podnet.RemoveLoopbackAddrs(netnsPath, d.addrs())
+		_ = podnet.RemoveLoopbackAddrs(netnsPath, d.Addrs())
 		return nil, err
 	}
 	return func() {
 		srv.Close()
-		if err := podnet.RemoveLoopbackAddrs(netnsPath, d.addrs()); err != nil {
+		if err := podnet.RemoveLoopbackAddrs(netnsPath, d.Addrs()); err != nil {
 			logf("dns: %v", err)
 		}
 	}, nil

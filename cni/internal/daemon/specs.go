@@ -224,6 +224,10 @@ type PodRecord struct {
 	// Tags are the pod's own tags (annotation tailscale.com/tags); the
 	// daemon's when empty.
 	Tags []string `json:"tags,omitempty"`
+	// DNSAddrs are the addresses the daemon put on the pod's lo to serve
+	// its DNS (see DNSService), so that a daemon started without them
+	// takes them away.
+	DNSAddrs []netip.Addr `json:"dnsAddrs,omitempty"`
 }
 
 // RecordFile is PodRecord's name in the pod's state dir.
