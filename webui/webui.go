@@ -13,10 +13,13 @@
 //	GET  /api/details?host=&what=   status, prefs, dns, serve, netcheck, derpmap of one host
 //	GET  /api/logs?host=            a host's log lines as server-sent events
 //	GET  /api/me                    who the caller is
+//	GET  /api/access[/...]          access targets and requests (--access)
+//	POST /api/access/requests[/{name}/{approve,deny,revoke}]
 //	GET  /healthz, /metrics         health and Prometheus metrics
 //
 // Every request but /healthz is checked against --allowed-users with WhoIs
-// on the WebUI's own tsnet node.
+// on the WebUI's own tsnet node, and every state-changing one against
+// cross-site forgery (csrfProtect).
 package webui
 
 import (
