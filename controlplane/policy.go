@@ -22,7 +22,8 @@ import (
 // /api/v1/policy/check, GET /api/v1/user. Headscale has no ETag: SetPolicy
 // re-reads the policy and compares it just before the PUT, which leaves a
 // window of one round trip in which another writer's PUT can land and be
-// overwritten; [EditPolicy] narrows it further by reading its write back.
+// overwritten; [EditPolicy] narrows it further by reading its write back,
+// at once and again after EditOptions.Settle, and redoing a lost edit.
 type PolicyEditor interface {
 	GetPolicy(ctx context.Context) (*Policy, error)
 	SetPolicy(ctx context.Context, body, version string) (*Policy, error)
@@ -113,13 +114,25 @@ type EditOptions struct {
 	OnConflict func(attempt int)
 	// Sleep waits between attempts; a short random backoff when nil.
 	Sleep func(ctx context.Context, attempt int) error
+	// Settle is how long after a write EditPolicy reads the policy back a
+	// second time, to catch a concurrent compare-then-set that passed its
+	// compare before our write and landed after it (Headscale has no
+	// atomic CAS). 500ms for Headscale and none for Tailscale when zero;
+	// negative: none.
+	Settle time.Duration
 }
+
+// compareThenSet is implemented by backends whose SetPolicy is not atomic.
+type compareThenSet interface{ compareThenSet() bool }
+
+func (c *headscaleClient) compareThenSet() bool { return true }
 
 // EditResult says what EditPolicy did.
 type EditResult struct {
 	Wrote     bool // a new policy was written
 	Attempts  int  // rounds run, 1 without conflicts
 	Conflicts int  // writes refused because the policy had changed
+	Lost      int  // writes found overwritten when read back, and redone
 }
 
 // EditPolicy applies edit to the current policy and writes the result with
@@ -142,6 +155,11 @@ func EditPolicy(ctx context.Context, pe PolicyEditor, edit func(body string) (st
 	if sleep == nil {
 		sleep = backoff
 	}
+	settle := opts.Settle
+	if cts, ok := pe.(compareThenSet); settle == 0 && ok && cts.compareThenSet() {
+		settle = 500 * time.Millisecond
+	}
+	settled := false
 	for {
 		cur, err := pe.GetPolicy(ctx)
 		if err != nil {
@@ -152,8 +170,25 @@ func EditPolicy(ctx context.Context, pe PolicyEditor, edit func(body string) (st
 			return res, err
 		}
 		if !changed {
-			return res, nil // already there: nothing to write (or verified)
+			if !res.Wrote || settled || settle <= 0 {
+				return res, nil // already there: nothing to write (or verified)
+			}
+			// Verified once; look again after a concurrent write in
+			// flight would have landed.
+			settled = true
+			t := time.NewTimer(settle)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return res, ctx.Err()
+			case <-t.C:
+			}
+			continue
 		}
+		if res.Wrote {
+			res.Lost++
+		}
+		settled = false
 		if res.Attempts >= attempts {
 			break
 		}
