@@ -12,6 +12,7 @@ import (
 
 	"tailscale.com/client/tailscale/apitype"
 	"tailscale.com/ipn/ipnstate"
+	"tailscale.com/tailcfg"
 	adapterv1 "tsymbiote.dhouti.dev/proto/adapter/v1"
 )
 
@@ -122,7 +123,9 @@ func pathOf(st *ipnstate.Status, p *ipnstate.PeerStatus) string {
 // pongLine is one reply as `tailscale ping` prints it: who answered, over
 // which path (an endpoint when direct, DERP(region) when relayed) and how
 // long it took.
-func pongLine(pr *ipnstate.PingResult) string {
+// TSMP and ICMP pongs do not say which path they took; as tailscale ping
+// does, they say which protocol instead.
+func pongLine(pr *ipnstate.PingResult, pt tailcfg.PingType) string {
 	latency := time.Duration(pr.LatencySeconds * float64(time.Second))
 	via := pr.Endpoint
 	switch {
@@ -131,7 +134,7 @@ func pongLine(pr *ipnstate.PingResult) string {
 	case pr.DERPRegionID != 0:
 		via = fmt.Sprintf("DERP(%s)", pr.DERPRegionCode)
 	case via == "":
-		via = "?"
+		via = string(pt)
 	}
 	return fmt.Sprintf("pong from %s (%s) via %s in %s", pr.NodeName, pr.NodeIP, via, roundLatency(latency))
 }

@@ -32,6 +32,7 @@ tailnet nodes keep their identities across it).`,
 	}
 	o.addFlags(cmd)
 	_ = cmd.PersistentFlags().MarkHidden("via")
+	cmd.PersistentPreRun = quietClientGo
 	cmd.AddCommand(o.logsCommand(), o.restartCommand())
 	return cmd
 }

@@ -18,6 +18,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	"tailscale.com/client/local"
 	"tailscale.com/ipn/ipnstate"
 	"tailscale.com/tailcfg"
@@ -155,6 +156,15 @@ func isOnNode(ctx context.Context, cs kubernetes.Interface, node string) bool {
 	return false
 }
 
+// quietClientGo keeps client-go's own log off the output: closing an exec
+// stream, which every command does, makes it log "use of closed network
+// connection" errors that say nothing about the command. Errors that matter
+// come back as errors.
+func quietClientGo(*cobra.Command, []string) {
+	klog.SetOutput(io.Discard)
+	klog.LogToStderr(false)
+}
+
 // NewCommand is `tsymbiote pod`.
 func NewCommand(getenv func(string) string) *cobra.Command {
 	_ = getenv // the kubeconfig loader reads $KUBECONFIG itself
@@ -179,6 +189,7 @@ chart's namespace.`,
 	}
 	o.addFlags(cmd)
 	_ = cmd.PersistentFlags().MarkHidden("via")
+	cmd.PersistentPreRun = quietClientGo
 	cmd.AddCommand(o.statusCommand(), o.pingCommand(), o.netcheckCommand(), o.whoisCommand())
 	return cmd
 }
@@ -334,7 +345,7 @@ func pingLoop(ctx context.Context, c pingClient, out io.Writer, ip netip.Addr, p
 			return fmt.Errorf("ping %s: %s", ip, pr.Err)
 		default:
 			pongs++
-			fmt.Fprintln(out, pongLine(pr))
+			fmt.Fprintln(out, pongLine(pr, pt))
 			if untilDirect && pr.Endpoint != "" {
 				return nil
 			}

@@ -166,6 +166,7 @@ func (f *fakePinger) PingWithOpts(ctx context.Context, ip netip.Addr, _ tailcfg.
 func TestPingLoop(t *testing.T) {
 	derp := &ipnstate.PingResult{NodeName: "b", NodeIP: "100.64.0.2", LatencySeconds: 0.0123456, DERPRegionID: 999, DERPRegionCode: "local"}
 	direct := &ipnstate.PingResult{NodeName: "b", NodeIP: "100.64.0.2", LatencySeconds: 0.000321, Endpoint: "10.0.0.2:41641"}
+	tsmp := &ipnstate.PingResult{NodeName: "b", NodeIP: "100.64.0.2", LatencySeconds: 0.004}
 	ip := netip.MustParseAddr("100.64.0.2")
 	for _, tc := range []struct {
 		name        string
@@ -179,12 +180,17 @@ func TestPingLoop(t *testing.T) {
 			[]string{"pong from b (100.64.0.2) via DERP(local) in 12.35ms", "pong from b (100.64.0.2) via 10.0.0.2:41641 in 321µs"}, ""},
 		{"never direct", []*ipnstate.PingResult{derp, derp}, 2, true, nil, "direct connection not established"},
 		{"count without until-direct", []*ipnstate.PingResult{direct, direct}, 2, false, nil, ""},
+		{"tsmp says its protocol", []*ipnstate.PingResult{tsmp}, 1, false, []string{"pong from b (100.64.0.2) via TSMP in 4ms"}, ""},
 		{"no reply", nil, 2, false, []string{`ping "100.64.0.2" timed out`}, "no reply"},
 		{"error from the node", []*ipnstate.PingResult{{Err: "no matching peer"}}, 1, false, nil, "no matching peer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			err := pingLoop(context.Background(), &fakePinger{res: tc.res}, &out, ip, tailcfg.PingDisco, tc.count, 20*time.Millisecond, tc.untilDirect, time.Millisecond)
+			pt := tailcfg.PingDisco
+			if strings.HasPrefix(tc.name, "tsmp") {
+				pt = tailcfg.PingTSMP
+			}
+			err := pingLoop(context.Background(), &fakePinger{res: tc.res}, &out, ip, pt, tc.count, 20*time.Millisecond, tc.untilDirect, time.Millisecond)
 			if (tc.err == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), tc.err)) {
 				t.Errorf("error %v; want %q", err, tc.err)
 			}
