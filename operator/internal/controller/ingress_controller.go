@@ -194,19 +194,16 @@ func (r *IngressReconciler) reconcile(ctx context.Context, req ctrl.Request) (ct
 		if err := r.removeProxies(ctx, p, ing); err != nil {
 			return ctrl.Result{}, "", err
 		}
-		return ctrl.Result{}, "invalid", r.report(ctx, ing, nil, reason, msg)
+		return ctrl.Result{}, "invalid", r.report(ctx, ing, nil, reason, msg, "")
 	}
 	st, err := p.ensure(ctx, spec)
 	if err != nil {
-		return ctrl.Result{}, "", errors.Join(err, r.report(ctx, ing, nil, ReasonProxyFailed, err.Error()))
-	}
-	if warn != "" && r.Recorder != nil {
-		r.Recorder.Event(ing, corev1.EventTypeWarning, ReasonNoCertificate, warn)
+		return ctrl.Result{}, "", errors.Join(err, r.report(ctx, ing, nil, ReasonProxyFailed, err.Error(), ""))
 	}
 	if !st.Ready() {
-		return ctrl.Result{RequeueAfter: notReadyRecheck}, "waiting", r.report(ctx, ing, st, ReasonProxyPending, st.notReadyMessage())
+		return ctrl.Result{RequeueAfter: notReadyRecheck}, "waiting", r.report(ctx, ing, st, ReasonProxyPending, st.notReadyMessage(), warn)
 	}
-	return ctrl.Result{}, "ready", r.report(ctx, ing, st, ReasonExposed, "served on the tailnet as "+st.FQDN)
+	return ctrl.Result{}, "ready", r.report(ctx, ing, st, ReasonExposed, "served on the tailnet as "+st.FQDN, warn)
 }
 
 func (r *IngressReconciler) removeProxies(ctx context.Context, p *proxies, ing *networkingv1.Ingress) error {
@@ -453,8 +450,9 @@ func (r *IngressReconciler) tlsSecret(ctx context.Context, ns, name string) (*co
 }
 
 // report writes the Ingress's annotations and load balancer status, and an
-// Event when its status changes.
-func (r *IngressReconciler) report(ctx context.Context, ing *networkingv1.Ingress, st *proxyState, reason, msg string) error {
+// Event when its status changes; warn, a problem that does not stop
+// serving, is reported (once) beside it.
+func (r *IngressReconciler) report(ctx context.Context, ing *networkingv1.Ingress, st *proxyState, reason, msg, warn string) error {
 	a := maps.Clone(ing.Annotations)
 	if a == nil {
 		a = map[string]string{}
@@ -462,6 +460,9 @@ func (r *IngressReconciler) report(ctx context.Context, ing *networkingv1.Ingres
 	status := "Ready"
 	if reason != ReasonExposed {
 		status = reason + ": " + msg
+	}
+	if warn != "" {
+		status += "; " + ReasonNoCertificate + ": " + warn
 	}
 	changed := a[contract.AnnotationExposeStatus] != status
 	a[contract.AnnotationExposeStatus] = status
@@ -491,6 +492,9 @@ func (r *IngressReconciler) report(ctx context.Context, ing *networkingv1.Ingres
 	}
 	if changed && r.Recorder != nil {
 		r.Recorder.Event(ing, exposeEventType(reason), reason, msg)
+		if warn != "" {
+			r.Recorder.Event(ing, corev1.EventTypeWarning, ReasonNoCertificate, warn)
+		}
 	}
 	return nil
 }

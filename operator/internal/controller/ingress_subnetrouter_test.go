@@ -116,6 +116,30 @@ func TestIngress(t *testing.T) {
 	}
 }
 
+// TestIngressNoCertificate: without spec.tls on a control plane that
+// issues no certificates, the Ingress is served over HTTP with one
+// Warning, not one per reconcile.
+func TestIngressNoCertificate(t *testing.T) {
+	w, r := ingressWorld(t, backendSvc("web", "10.96.0.20"), backendSvc("api", "10.96.0.21"), tailscaleIngress())
+	rec := func() (ctrl.Result, error) {
+		return r.Reconcile(context.Background(), ctrl.Request{NamespacedName: client.ObjectKey{Namespace: "default", Name: "ing"}})
+	}
+	settle(t, "create", rec)
+	settle(t, "again", rec)
+	if c := w.config(); c == nil || c.HTTP.TailnetCert || len(c.HTTP.TLS) != 0 {
+		t.Errorf("config %+v", c)
+	}
+	n := 0
+	for len(w.events.Events) > 0 {
+		if e := <-w.events.Events; strings.Contains(e, controller.ReasonNoCertificate) {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("%d NoCertificate events, want 1", n)
+	}
+}
+
 func TestIngressBadInput(t *testing.T) {
 	noRules := tailscaleIngress()
 	noRules.Spec.Rules = nil
