@@ -67,6 +67,8 @@ type Proxy struct {
 	applied    atomic.Bool  // a config has been applied
 	generation atomic.Int64 // of the config applied last
 
+	statusMu sync.Mutex // serializes writeStatus
+
 	// mu guards the listeners; only the Run goroutine changes them.
 	mu       sync.Mutex
 	cfg      *proxyconfig.Config

@@ -21,9 +21,29 @@ import (
 	"tsymbiote.dhouti.dev/operator/internal/proxyconfig"
 )
 
+// statusRefresh is how often the status is re-read besides the IPN bus's
+// news: a rename or new address can reach the node in a netmap delta that
+// the bus does not announce as a self change.
+const statusRefresh = 5 * time.Second
+
 // watchStatus follows the node's state: readiness, and the FQDN, addresses
 // and node ID on the state Secret whenever they change.
 func (p *Proxy) watchStatus(ctx context.Context) {
+	tickDone := make(chan struct{})
+	defer func() { <-tickDone }()
+	go func() {
+		defer close(tickDone)
+		t, c := p.o.Clock.NewTicker(statusRefresh)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c:
+				p.writeStatus(ctx)
+			}
+		}
+	}()
 	for ctx.Err() == nil {
 		w, err := p.lc.WatchIPNBus(ctx, ipn.NotifyInitialState)
 		if err != nil {
@@ -84,8 +104,11 @@ func (p *Proxy) statusAnnotations(ctx context.Context) (map[string]string, error
 }
 
 // writeStatus writes the status annotations (and the config error, if any)
-// on the state Secret when they changed since the last write.
+// on the state Secret when they changed since the last write. Calls are
+// serialized, so that an older view never overwrites a newer one.
 func (p *Proxy) writeStatus(ctx context.Context) {
+	p.statusMu.Lock()
+	defer p.statusMu.Unlock()
 	a := map[string]string{}
 	if p.lc != nil {
 		var err error
