@@ -277,3 +277,5 @@ func TestAccessConverges(t *testing.T) {
 	}
 	t.Logf("r2 history: %+v", f.get("r2").Status.History)
 }
+
+func keyOf(name string) types.NamespacedName { return types.NamespacedName{Name: name} }
