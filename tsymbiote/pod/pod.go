@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -161,8 +162,7 @@ func isOnNode(ctx context.Context, cs kubernetes.Interface, node string) bool {
 // connection" errors that say nothing about the command. Errors that matter
 // come back as errors.
 func quietClientGo(*cobra.Command, []string) {
-	klog.SetOutput(io.Discard)
-	klog.LogToStderr(false)
+	klog.SetLogger(logr.Discard())
 }
 
 // NewCommand is `tsymbiote pod`.
