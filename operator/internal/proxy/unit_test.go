@@ -361,3 +361,52 @@ func TestSecretStore(t *testing.T) {
 		t.Fatalf("created Secret %v, %v", s, err)
 	}
 }
+
+func TestTailnetCert(t *testing.T) {
+	crt, key := testCert(t, "proxy.tailnet.ts.net")
+	tailnet, err := tls.X509KeyPair(crt, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownCrt, ownKey := testCert(t, "app.example.com")
+	h := newHTTPProxy(t.Logf, newMetrics(), nil)
+	calls := 0
+	var fail error
+	h.tailnetCert = func(hi *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		calls++
+		if fail != nil {
+			return nil, fail
+		}
+		return &tailnet, nil
+	}
+	h.certDomains = func() []string { return []string{"proxy.tailnet.ts.net"} }
+
+	h.update(&proxyconfig.HTTP{TailnetCert: true}, nil)
+	if !h.hasTLS() {
+		t.Fatal("TailnetCert alone does not open 443")
+	}
+	if c, err := h.getCertificate(&tls.ClientHelloInfo{ServerName: "proxy.tailnet.ts.net"}); err != nil || c != &tailnet || calls != 1 {
+		t.Fatalf("tailnet name: %v, %v, %d calls", c, err, calls)
+	}
+	if _, err := h.getCertificate(&tls.ClientHelloInfo{ServerName: "other.example.com"}); err == nil {
+		t.Fatal("a name that is not the node's got a certificate")
+	}
+	// Headscale issues none: the handshake fails, naming the name.
+	fail = errors.New("no certificates here")
+	if _, err := h.getCertificate(&tls.ClientHelloInfo{ServerName: "proxy.tailnet.ts.net"}); err == nil || !strings.Contains(err.Error(), "proxy.tailnet.ts.net") {
+		t.Fatalf("failing tailnet certificate: %v", err)
+	}
+	// With a certificate of its own as well, that one is the fallback.
+	cs, err := loadCerts([]proxyconfig.TLS{{Hosts: []string{"app.example.com"}, CertKey: "c", KeyKey: "k"}}, map[string][]byte{"c": ownCrt, "k": ownKey})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.update(&proxyconfig.HTTP{TailnetCert: true}, cs)
+	if c, err := h.getCertificate(&tls.ClientHelloInfo{ServerName: "proxy.tailnet.ts.net"}); err != nil || c == &tailnet {
+		t.Fatalf("fallback: %v, %v", c, err)
+	}
+	h.update(&proxyconfig.HTTP{}, nil)
+	if h.hasTLS() {
+		t.Fatal("443 open without certificates")
+	}
+}
