@@ -9,14 +9,35 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"tailscale.com/tsnet"
 
+	"tsymbiote.dhouti.dev/operator/internal/testenv"
 	accessv1 "tsymbiote.dhouti.dev/proto/access/v1alpha1"
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 func isConflict(err error) bool { return apierrors.IsConflict(err) }
+
+// waitTarget waits for a target's Ready condition and active grant count.
+func (x *env) waitTarget(name string, ready metav1.ConditionStatus, active int32) {
+	x.t.Helper()
+	testenv.Eventually(x.t, 30*time.Second, "target "+name, func() error {
+		t := &accessv1.AccessTarget{}
+		if err := x.admin.Get(context.Background(), types.NamespacedName{Name: name}, t); err != nil {
+			return err
+		}
+		c := meta.FindStatusCondition(t.Status.Conditions, accessv1.ConditionReady)
+		if c == nil || c.Status != ready || t.Status.ActiveGrants != active {
+			return fmt.Errorf("status %+v", t.Status)
+		}
+		x.t.Logf("target %s: Ready=%s (%s: %s), activeGrants=%d", name, c.Status, c.Reason, c.Message, t.Status.ActiveGrants)
+		return nil
+	})
+}
 
 const (
 	requester = "requester@example.com"
@@ -116,6 +137,7 @@ func TestAccessEndToEnd(t *testing.T) {
 	}
 	x.waitPhase("req-1", 10*time.Second, accessv1.PhaseActive)
 	t.Logf("FIGURE approval -> first TCP connect to prod: %.2f s (group:prod = %v)", connected.Sub(approved).Seconds(), x.members("group:prod"))
+	x.waitTarget("prod", metav1.ConditionTrue, 1)
 
 	// Wait for the end of the grant, then for the refusal.
 	ar := x.waitPhase("req-1", 90*time.Second, accessv1.PhaseExpired)
@@ -157,6 +179,7 @@ func refusals(t *testing.T, x *env) {
 		t.Fatal(err)
 	}
 	x.waitPhase("req-self", 30*time.Second, accessv1.PhasePending)
+	x.waitTarget("missing-group", metav1.ConditionFalse, 0)
 
 	cases := []struct {
 		name string
