@@ -110,7 +110,7 @@ func TestPodCommand(t *testing.T) {
 	if err := poll(ct.ctx(2*time.Minute), time.Second, func() error {
 		o, err := exec.CommandContext(ctx, tsym, "pod", "status", aRef, "--kubeconfig", c.Kubeconfig).CombinedOutput()
 		if err != nil || !strings.Contains(string(o), bIP) {
-			return fmt.Errorf("status: %v\n%s", err, o)
+			return fmt.Errorf("status (no %s yet): %w\n%s", bIP, err, o)
 		}
 		t.Logf("after the restart:\n%s", o)
 		return nil
