@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/controlplane"
 )
 
 // AccessStore is where access targets and requests live: Kubernetes
@@ -60,6 +61,9 @@ type accessAPI struct {
 	logf  logger.Logf
 	store AccessStore
 	now   func() time.Time
+	// policy reads the tailnet policy (HuJSON), for approver groups; nil
+	// without a control plane.
+	policy func(context.Context) ([]byte, error)
 }
 
 func (a *accessAPI) register(mux *http.ServeMux) {
@@ -101,15 +105,48 @@ func login(c Caller) (string, error) {
 	return c.Login, nil
 }
 
-// isApprover reports whether login is one of t's approvers. Group entries
-// (group:x) are the operator's to resolve against the tailnet policy; the
-// WebUI matches logins only, so a member of an approver group is told
-// "not an approver" here and must be listed by login (or use kubectl).
+// isApprover reports whether login is one of t's approvers: listed by
+// login, or a member of a listed group:x in the tailnet policy (when the
+// WebUI could read it; see targets).
 func isApprover(t AccessTarget, login string) bool {
 	if login == "" {
 		return false
 	}
-	return slices.ContainsFunc(t.Approvers, func(a string) bool { return strings.EqualFold(a, login) })
+	eq := func(a string) bool { return strings.EqualFold(a, login) }
+	return slices.ContainsFunc(t.Approvers, eq) || slices.ContainsFunc(t.groupLogins, eq)
+}
+
+// targets lists the store's targets with the members of their group:x
+// approvers from the tailnet policy, read once per call and only when a
+// target names a group. A policy the WebUI cannot read (no control plane,
+// or a Tailscale key without policy_file:read) is logged and leaves only
+// the approvers listed by login; the operator's webhook decides anyway.
+func (a *accessAPI) targets(ctx context.Context) ([]AccessTarget, error) {
+	ts, err := a.store.Targets(ctx)
+	if err != nil || a.policy == nil {
+		return ts, err
+	}
+	var policy []byte
+	for i := range ts {
+		for _, ap := range ts[i].Approvers {
+			if !strings.HasPrefix(ap, "group:") {
+				continue
+			}
+			if policy == nil {
+				if policy, err = a.policy(ctx); err != nil {
+					a.logf("access: reading the tailnet policy for approver groups: %v", err)
+					return ts, nil
+				}
+			}
+			members, err := controlplane.GroupMembers(policy, ap)
+			if err != nil {
+				a.logf("access: target %s: approver %s: %v", ts[i].Name, ap, err)
+				continue
+			}
+			ts[i].groupLogins = append(ts[i].groupLogins, members...)
+		}
+	}
+	return ts, nil
 }
 
 // mayDecide says why login may not approve or deny req under t, or nil.
@@ -149,7 +186,7 @@ func annotate(reqs []AccessRequest, targets []AccessTarget, c Caller, now time.T
 }
 
 func (a *accessAPI) overview(ctx context.Context, c Caller) (AccessOverview, error) {
-	targets, err := a.store.Targets(ctx)
+	targets, err := a.targets(ctx)
 	if err != nil {
 		return AccessOverview{}, fmt.Errorf("listing access targets: %w", err)
 	}
@@ -254,7 +291,7 @@ func (a *accessAPI) annotated(ctx context.Context, c Caller, name string) (Acces
 	if err != nil {
 		return AccessRequest{}, fmt.Errorf("reading access request %q: %w", name, err)
 	}
-	targets, err := a.store.Targets(ctx)
+	targets, err := a.targets(ctx)
 	if err != nil {
 		return AccessRequest{}, fmt.Errorf("listing access targets: %w", err)
 	}
@@ -264,7 +301,7 @@ func (a *accessAPI) annotated(ctx context.Context, c Caller, name string) (Acces
 }
 
 func (a *accessAPI) target(ctx context.Context, name string) (AccessTarget, error) {
-	targets, err := a.store.Targets(ctx)
+	targets, err := a.targets(ctx)
 	if err != nil {
 		return AccessTarget{}, fmt.Errorf("listing access targets: %w", err)
 	}

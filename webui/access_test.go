@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -19,6 +20,7 @@ import (
 type accessFixture struct {
 	t     *testing.T
 	h     http.Handler
+	api   *accessAPI
 	store *memAccessStore
 	now   time.Time
 }
@@ -48,6 +50,7 @@ func newAccessFixture(t *testing.T, allowed ...string) *accessFixture {
 	)
 	s, _ := newTestServer(t, nil, &gate{whois: who, allowed: allowed})
 	s.enableAccess(f.store, func() time.Time { return f.now })
+	f.api = s.access
 	f.h = s.Handler()
 	return f
 }
@@ -252,5 +255,29 @@ func TestAccessDev(t *testing.T) {
 	res.Body.Close()
 	if res.StatusCode != http.StatusForbidden || !strings.Contains(e.Error, "no tailnet identity in --dev mode") {
 		t.Errorf("dev: %d %s", res.StatusCode, e.Error)
+	}
+}
+
+// TestAccessApproverGroup: a member of an approver group:x in the tailnet
+// policy may decide; without a readable policy only logins count.
+func TestAccessApproverGroup(t *testing.T) {
+	f := newAccessFixture(t)
+	r := f.create("alice", AccessRequestCreate{Target: "lab", Seconds: 60})
+	if code, b := f.do("mal", "POST", "/api/access/requests/"+r.Name+"/approve", nil); code != http.StatusForbidden {
+		t.Fatalf("no policy: %d %s", code, b)
+	}
+	f.api.policy = func(context.Context) ([]byte, error) {
+		return []byte(`{
+  // who is on call
+  "groups": {"group:sre": ["mal@example.com"], "group:prod": []},
+}`), nil
+	}
+	var o AccessOverview
+	_, b := f.do("mal", "GET", "/api/access", nil)
+	if err := json.Unmarshal(b, &o); err != nil || len(o.Requests) != 1 || !o.Requests[0].CanApprove {
+		t.Fatalf("mal in group:sre: %s", b)
+	}
+	if code, b := f.do("mal", "POST", "/api/access/requests/"+r.Name+"/approve", nil); code != http.StatusOK {
+		t.Fatalf("mal in group:sre approving: %d %s", code, b)
 	}
 }

@@ -57,6 +57,16 @@ func (s *Server) enableAccess(store AccessStore, now func() time.Time) {
 		now = time.Now
 	}
 	s.access = &accessAPI{logf: s.logf, store: store, now: now}
+	if s.cp != nil {
+		cp := s.cp
+		s.access.policy = func(ctx context.Context) ([]byte, error) {
+			p, err := cp.GetPolicy(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return []byte(p.Body), nil
+		}
+	}
 }
 
 // Handler returns the routes, behind the --allowed-users gate except for

@@ -255,6 +255,10 @@ type AccessTarget struct {
 	ReasonRequired bool  `json:"reasonRequired,omitempty"`
 	// CanApprove says whether the caller is one of the approvers.
 	CanApprove bool `json:"canApprove"`
+
+	// groupLogins are the members of the group:x approvers in the tailnet
+	// policy, as the WebUI read it; not sent.
+	groupLogins []string
 }
 
 // AccessDecision is an approver's answer to a request.
