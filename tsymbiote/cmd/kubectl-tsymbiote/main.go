@@ -17,8 +17,9 @@ func main() {
 
 func newCommand(getenv func(string) string) *cobra.Command {
 	root := &cobra.Command{
-		// kubectl shows plugins as "kubectl tsymbiote".
-		Use:          "kubectl tsymbiote",
+		Use: "kubectl-tsymbiote",
+		// Usage lines read as the user types it.
+		Annotations:  map[string]string{cobra.CommandDisplayNameAnnotation: "kubectl tsymbiote"},
 		Short:        "Debug tailscale-cni pods' tailnet nodes and the nodes' daemons",
 		SilenceUsage: true,
 	}
