@@ -177,7 +177,8 @@ func annotate(reqs []AccessRequest, targets []AccessTarget, c Caller, now time.T
 		r := &reqs[i]
 		t, known := byName[r.Target]
 		r.Mine = me != "" && strings.EqualFold(r.Requester, me)
-		r.CanApprove = known && r.Phase == AccessPending && me != "" && mayDecide(t, *r, me) == nil
+		// A decision the operator has not acted on yet still reads Pending.
+		r.CanApprove = known && r.Phase == AccessPending && r.Decision == nil && me != "" && mayDecide(t, *r, me) == nil
 		r.CanRevoke = open(r.Phase) && me != "" && (r.Mine || (known && isApprover(t, me)))
 		if r.Phase == AccessActive && !r.ExpiresAt.IsZero() {
 			r.SecondsLeft = max(0, int64(r.ExpiresAt.Sub(now).Round(time.Second)/time.Second))
@@ -415,6 +416,9 @@ func (a *accessAPI) handleAction(w http.ResponseWriter, r *http.Request) {
 		case "approve", "deny":
 			if req.Phase != AccessPending {
 				return accessErrorf(http.StatusConflict, "request %s is %s, not Pending: it can no longer be decided", name, req.Phase)
+			}
+			if d := req.Decision; d != nil {
+				return accessErrorf(http.StatusConflict, "request %s was already decided by %s", name, d.By)
 			}
 			if err := mayDecide(t, req, me); err != nil {
 				return err
