@@ -60,6 +60,7 @@ func TestExpose(t *testing.T) {
 	r.step("service exposed", r.exposeService)
 	r.step("proxy pod restart keeps the node", r.restartProxy)
 	r.step("rename and re-tag", r.renameAndRetag)
+	r.step("shared proxy, load balancer class", r.sharedProxy)
 	r.step("ingress https", r.ingress)
 	r.step("subnet router", r.subnetRouter)
 	r.step("bad input", r.badInput)
@@ -292,6 +293,77 @@ func (r *exposeRun) renameAndRetag(ctx context.Context) {
 	r.waitExposed(ctx, "web", exWebRenamed+"."+exBaseDomain)
 	d, _ := deviceNamed(ctx, r.cp, exWebRenamed)
 	r.t.Logf("re-tagged in %.1fs: node %s tags %v addrs %v", time.Since(start).Seconds(), d.ID, d.Tags, d.Addresses)
+}
+
+// sharedProxy exposes two Services through one proxy group: a
+// tailscale-class LoadBalancer on port 80 (web) and an annotated Service on
+// port 81 (api); one node answers both ports, and the load balancer status
+// names it. Deleting both removes the node.
+func (r *exposeRun) sharedProxy(ctx context.Context) {
+	const group = "e2e-shared"
+	before := len(r.proxyPods(ctx))
+	start := time.Now()
+	r.apply(ctx, fmt.Sprintf(`apiVersion: v1
+kind: Service
+metadata: {name: lb-web, namespace: %[1]s, annotations: {%[2]s: %[3]s}}
+spec:
+  type: LoadBalancer
+  loadBalancerClass: tailscale
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: shared-api, namespace: %[1]s, annotations: {%[2]s: %[3]s, %[4]s: "true"}}
+spec:
+  selector: {app: api}
+  ports: [{name: http, port: 81, targetPort: 8080}]
+`, exAppNamespace, contract.AnnotationProxyGroup, group, contract.AnnotationExpose))
+	fqdn := group + "." + exBaseDomain
+	waitFor(ctx, r.t, "the load balancer status of lb-web", func() error {
+		if got := r.jsonpath(ctx, exAppNamespace, "svc", "lb-web", "{.status.loadBalancer.ingress[0].hostname}"); got != fqdn {
+			return fmt.Errorf("hostname %q", got)
+		}
+		return nil
+	})
+	r.waitExposed(ctx, "shared-api", fqdn)
+	r.t.Logf("proxy group %s ready in %.1fs; lb-web status.loadBalancer.ingress %s", group, time.Since(start).Seconds(),
+		r.jsonpath(ctx, exAppNamespace, "svc", "lb-web", "{.status.loadBalancer.ingress}"))
+	for _, c := range []struct{ port, prefix string }{{"80", "web-"}, {"81", "api-"}} {
+		waitFor(ctx, r.t, "port "+c.port+" of "+fqdn, func() error {
+			code, body, _, err := r.get(ctx, "http://"+fqdn+":"+c.port+"/echo")
+			if err != nil {
+				return err
+			}
+			var e struct{ Hostname string }
+			_ = json.Unmarshal([]byte(body), &e)
+			if code != http.StatusOK || !strings.HasPrefix(e.Hostname, c.prefix) {
+				return fmt.Errorf("status %d from %q", code, e.Hostname)
+			}
+			return nil
+		})
+	}
+	if n := len(r.proxyPods(ctx)); n != before+1 {
+		r.t.Errorf("%d proxy pods after the group, want %d: one shared pod", n, before+1)
+	}
+	r.t.Logf("one proxy pod serves %s:80 (web) and :81 (api)", fqdn)
+	d, err := deviceNamed(ctx, r.cp, group)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	start = time.Now()
+	r.kubectl(ctx, "-n", exAppNamespace, "delete", "svc", "lb-web", "shared-api", "--wait=true", "--timeout=60s")
+	waitFor(ctx, r.t, "the group's node to leave Headscale", func() error {
+		devs, err := r.cp.ListDevices(ctx, controlplane.ListOptions{})
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(devs, func(x controlplane.Device) bool { return x.ID == d.ID }) {
+			return errStill
+		}
+		return nil
+	})
+	r.t.Logf("both Services deleted: group node %s gone after %.1fs", d.ID, time.Since(start).Seconds())
 }
 
 // ingress serves web and api through an Ingress with HTTPS from the
