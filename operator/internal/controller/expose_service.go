@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -550,7 +551,9 @@ func lbIngress(st *proxyState) []corev1.LoadBalancerIngress {
 	}
 	var out []corev1.LoadBalancerIngress
 	for _, ip := range st.IPs {
-		out = append(out, corev1.LoadBalancerIngress{IP: ip.String(), Hostname: st.FQDN})
+		// IPMode as the API server defaults it, so that an unchanged
+		// status compares equal and is not written again.
+		out = append(out, corev1.LoadBalancerIngress{IP: ip.String(), Hostname: st.FQDN, IPMode: ptr.To(corev1.LoadBalancerIPModeVIP)})
 	}
 	if len(out) == 0 {
 		out = append(out, corev1.LoadBalancerIngress{Hostname: st.FQDN})
