@@ -94,7 +94,7 @@ func TestPodCommand(t *testing.T) {
 	ct.kubectlPlugin(aRef, bIP)
 	ct.adapterNetcheck(a)
 
-	// The seed's "when things break" steps: the daemon's log, a restart.
+	// When things break: read the daemon's log, then restart it.
 	out = run("node", "logs", c.NodeName, "--tail", "5")
 	if strings.TrimSpace(out) == "" {
 		t.Error("node logs printed nothing")

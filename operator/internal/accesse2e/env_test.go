@@ -34,8 +34,8 @@ import (
 
 func TestMain(m *testing.M) { os.Exit(headscaletest.Main(m)) }
 
-// jitPolicy is the seed's example policy: group:prod (empty) may reach
-// tag:prod on every port.
+// jitPolicy gives the empty group:prod every port of tag:prod: the usual
+// shape of a just-in-time group.
 const jitPolicy = `{
   // Granted just in time by the operator.
   "groups": {
