@@ -63,6 +63,14 @@ type TSymbioteSpec struct {
 	// +kubebuilder:default=true
 	GenerateAuth *bool `json:"generateAuth,omitempty"`
 
+	// Access turns on the WebUI's Access page and API (just-in-time access
+	// requests). The WebUI then reads and writes AccessTargets and
+	// AccessRequests with its ServiceAccount, which the operator must trust
+	// (the chart's access.webUIServiceAccount) and which needs the chart's
+	// WebUI access RBAC.
+	// +optional
+	Access bool `json:"access,omitempty"`
+
 	// Pod overrides parts of the WebUI pod.
 	// +optional
 	Pod *PodOverrides `json:"pod,omitempty"`

@@ -459,3 +459,18 @@ func TestTSymbioteConverges(t *testing.T) {
 		}
 	}
 }
+
+// TestWebUIAccessFlag: spec.access is what turns on the WebUI's Access page,
+// and only it.
+func TestWebUIAccessFlag(t *testing.T) {
+	for _, access := range []bool{false, true} {
+		ts := &v1alpha1.TSymbiote{}
+		ts.Name, ts.Namespace = "debugger", "tsymbiote"
+		ts.Spec.Image = "tsymbiote/webui:v1"
+		ts.Spec.Access = access
+		args := controller.WebUIStatefulSet(ts, "").Spec.Template.Spec.Containers[0].Args
+		if got := slices.Contains(args, "--access"); got != access {
+			t.Errorf("spec.access %v: args %q", access, args)
+		}
+	}
+}

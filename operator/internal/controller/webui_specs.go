@@ -78,6 +78,9 @@ func WebUIStatefulSet(t *v1alpha1.TSymbiote, authHash string) *appsv1.StatefulSe
 	if len(t.Spec.AllowedUsers) > 0 {
 		args = append(args, "--allowed-users="+strings.Join(t.Spec.AllowedUsers, ","))
 	}
+	if t.Spec.Access {
+		args = append(args, "--access")
+	}
 	// The root filesystem is read-only: tsnet's state, and the temporary
 	// directory the WebUI keeps it in when it logs out on exit, live on
 	// the state volume.
