@@ -26,7 +26,6 @@ import (
 
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/testkit"
-	"tsymbiote.dhouti.dev/testkit/cluster"
 )
 
 // testCA is the Ingress test's own certificate authority.
@@ -214,17 +213,6 @@ func udpEcho(ctx context.Context, ts *tsnet.Server, addr, msg string) (string, e
 		return "", err
 	}
 	return string(buf[:n]), nil
-}
-
-// importImages imports image tarballs into the node's containerd: images
-// the shared node was not started with.
-func importImages(ctx context.Context, t *testing.T, c *cluster.Cluster, names ...string) {
-	t.Helper()
-	for _, p := range cluster.ImageTarballs(t, names...) {
-		if _, err := c.Ctr(ctx, "images", "import", "--snapshotter", "overlayfs", p); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // addTagOwners extends the node's Headscale policy with tags owned by its

@@ -77,7 +77,6 @@ type exposeRun struct {
 }
 
 func (r *exposeRun) install(ctx context.Context) {
-	importImages(ctx, r.t, r.c, "proxy")
 	r.restorePolicy = addTagOwners(ctx, r.t, r.cp, contract.TagK8s, exTagProd)
 	values := filepath.Join(r.t.TempDir(), "values.yaml")
 	v := fmt.Sprintf("controlPlane:\n  secretValues:\n    HEADSCALE_URL: %q\n    HEADSCALE_API_KEY: %q\n"+

@@ -38,7 +38,7 @@ func TestMain(m *testing.M) {
 }
 
 // imageNames are the tarballs `make images` writes that the tests load.
-var imageNames = []string{"pause", "testapp", "tailscale-cni", "operator", "adapter", "webui", "tailscale", "headscale"}
+var imageNames = []string{"pause", "testapp", "tailscale-cni", "operator", "adapter", "webui", "tailscale", "headscale", "proxy"}
 
 // node returns the shared node, starting it on first use. Without root or
 // the built tools and images it skips t, or fails it under CI=true.
