@@ -155,7 +155,7 @@ type AccessRequestStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=areq,categories=tsymbiote
+// +kubebuilder:resource:scope=Cluster,shortName=areq,categories=tsymbiote-access
 // +kubebuilder:printcolumn:name="Target",type=string,JSONPath=`.spec.target`
 // +kubebuilder:printcolumn:name="Requester",type=string,JSONPath=`.spec.requester`
 // +kubebuilder:printcolumn:name="Duration",type=string,JSONPath=`.spec.duration`

@@ -136,7 +136,7 @@ type AccessTargetStatus struct {
 //
 // +kubebuilder:object:root=true
 // +kubebuilder:subresource:status
-// +kubebuilder:resource:scope=Cluster,shortName=atgt,categories=tsymbiote
+// +kubebuilder:resource:scope=Cluster,shortName=atgt,categories=tsymbiote-access
 // +kubebuilder:printcolumn:name="Group",type=string,JSONPath=`.spec.group`
 // +kubebuilder:printcolumn:name="Label",type=string,JSONPath=`.spec.label`
 // +kubebuilder:printcolumn:name="Max",type=string,JSONPath=`.spec.maxDuration`
