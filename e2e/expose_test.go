@@ -231,10 +231,12 @@ func (r *exposeRun) exposeService(ctx context.Context) {
 	}
 }
 
-// proxyPod is the name of the pod of the proxy serving the owner with
-// that UID.
+// proxyPods are the names of the proxy pods that are not terminating.
 func (r *exposeRun) proxyPods(ctx context.Context) []string {
-	out := r.kubectl(ctx, "-n", exNamespace, "get", "pods", "-l", "app.kubernetes.io/name=tsymbiote-proxy", "-o", "name")
+	// A removed proxy's pod takes a few seconds to stop after its
+	// Deployment is gone: count only pods that are not terminating.
+	const live = `go-template={{range .items}}{{if not .metadata.deletionTimestamp}}pod/{{.metadata.name}} {{end}}{{end}}`
+	out := r.kubectl(ctx, "-n", exNamespace, "get", "pods", "-l", "app.kubernetes.io/name=tsymbiote-proxy", "-o", live)
 	return strings.Fields(out)
 }
 
