@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"tailscale.com/envknob"
 	"tailscale.com/tsnet"
 	"tailscale.com/types/logger"
 	"tsymbiote.dhouti.dev/controlplane"
@@ -91,8 +92,17 @@ type Options struct {
 	Tag string
 }
 
-// Join starts a tsnet node and waits until it is up.
+// NoLogUpload turns off tsnet's upload of its logs to Tailscale's log
+// server for the whole process. Outside tests tsnet uploads them unless
+// told not to, and a TSymbiote daemon may serve a Headscale tailnet that
+// must not talk to Tailscale at all; its logs go to its own stderr. Safe to
+// call more than once and from any goroutine.
+func NoLogUpload() { envknob.SetNoLogsNoSupport() }
+
+// Join starts a tsnet node and waits until it is up. It turns off log
+// upload first (NoLogUpload).
 func Join(ctx context.Context, logf logger.Logf, o Options) (*tsnet.Server, error) {
+	NoLogUpload()
 	bl := o.BackendLogf
 	if bl == nil {
 		bl = logger.Discard

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"tailscale.com/envknob"
 )
 
 func TestHostnameFor(t *testing.T) {
@@ -96,4 +98,17 @@ func TestServe(t *testing.T) {
 			t.Errorf("Serve = %v, want serving: boom", err)
 		}
 	})
+}
+
+// TestJoinTurnsOffLogUpload: a daemon that joins never uploads its logs to
+// Tailscale, even when its join fails.
+func TestJoinTurnsOffLogUpload(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Join(ctx, t.Logf, Options{Dir: t.TempDir(), Hostname: "nologs", ControlURL: "http://127.0.0.1:1"}); err == nil {
+		t.Fatal("Join with a cancelled context succeeded")
+	}
+	if !envknob.NoLogsNoSupport() {
+		t.Error("log upload is still on after Join")
+	}
 }

@@ -25,6 +25,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/watch"
 	"tailscale.com/client/local"
+	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/tsnet"
 	"tailscale.com/tstime"
@@ -210,6 +211,9 @@ func parseSecret(s *corev1.Secret) (*proxyconfig.Config, error) {
 
 // startNode joins the tailnet as cfg.Hostname and waits until it is Running.
 func (p *Proxy) startNode(ctx context.Context, store *secretStore, cfg *proxyconfig.Config) error {
+	// Outside tests tsnet uploads its logs to Tailscale unless told not
+	// to; a proxy may serve a Headscale tailnet, and logs to its stderr.
+	envknob.SetNoLogsNoSupport()
 	p.srv = &tsnet.Server{
 		Dir:        p.o.Dir,
 		Store:      store,
