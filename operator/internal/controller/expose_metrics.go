@@ -28,3 +28,15 @@ var (
 func init() {
 	metrics.Registry.MustRegister(exposeReconciles, proxyKeysMinted, proxyNodesDeleted, routesApproved)
 }
+
+// countReconcile counts one reconcile of an exposure controller: its
+// result, or "error" when err is set. A reconcile with neither (nothing to
+// do) is not counted.
+func countReconcile(controller, result string, err error) {
+	if err != nil {
+		result = "error"
+	}
+	if result != "" {
+		exposeReconciles.WithLabelValues(controller, result).Inc()
+	}
+}

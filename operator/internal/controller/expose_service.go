@@ -112,11 +112,7 @@ func (r *ServiceReconciler) ownersOf(ctx context.Context, obj client.Object) []r
 }
 
 func (r *ServiceReconciler) proxies() *proxies {
-	now := r.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &proxies{client: r.Client, cp: r.ControlPlane, opts: r.Proxy, now: now}
+	return newProxies(r.Client, r.ControlPlane, r.Proxy, r.Now)
 }
 
 // WantsExposure reports whether svc asks to be on the tailnet.
@@ -137,12 +133,7 @@ func ptrEq(p *string, s string) bool { return p != nil && *p == s }
 // longer asking), finalizer, validate, proxy, report.
 func (r *ServiceReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	res, result, err := r.reconcile(ctx, req)
-	if err != nil {
-		result = "error"
-	}
-	if result != "" {
-		exposeReconciles.WithLabelValues("service", result).Inc()
-	}
+	countReconcile("service", result, err)
 	return requeueOnConflict(res, err)
 }
 

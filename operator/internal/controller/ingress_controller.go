@@ -147,23 +147,14 @@ func ServedIngress(ing *networkingv1.Ingress) bool {
 }
 
 func (r *IngressReconciler) proxies() *proxies {
-	now := r.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &proxies{client: r.Client, cp: r.ControlPlane, opts: r.Proxy, now: now}
+	return newProxies(r.Client, r.ControlPlane, r.Proxy, r.Now)
 }
 
 // Reconcile implements reconcile.Reconciler: get, withdraw, finalizer,
 // validate (rules, backends, TLS), proxy, report.
 func (r *IngressReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	res, result, err := r.reconcile(ctx, req)
-	if err != nil {
-		result = "error"
-	}
-	if result != "" {
-		exposeReconciles.WithLabelValues("ingress", result).Inc()
-	}
+	countReconcile("ingress", result, err)
 	return requeueOnConflict(res, err)
 }
 

@@ -147,6 +147,15 @@ type proxies struct {
 	now    func() time.Time
 }
 
+// newProxies is the proxy maker every exposure controller uses; now is
+// time.Now when nil (tests inject a clock).
+func newProxies(c client.Client, cp controlplane.Client, opts ProxyOptions, now func() time.Time) *proxies {
+	if now == nil {
+		now = time.Now
+	}
+	return &proxies{client: c, cp: cp, opts: opts, now: now}
+}
+
 // proxyName is the name of the objects made for a proxy: prefix, the
 // owner's namespace and name as far as they fit, and a hash of all of it
 // (so that distinct owners never share a name), at most 52 characters so

@@ -108,11 +108,7 @@ func routerOwner(kind string) handler.MapFunc {
 }
 
 func (r *SubnetRouterReconciler) proxies() *proxies {
-	now := r.Now
-	if now == nil {
-		now = time.Now
-	}
-	return &proxies{client: r.Client, cp: r.ControlPlane, opts: r.Proxy, now: now}
+	return newProxies(r.Client, r.ControlPlane, r.Proxy, r.Now)
 }
 
 // router is one router's input, from either source.
@@ -282,13 +278,6 @@ func (res *routerResult) result() string {
 	return "invalid"
 }
 
-func (r *SubnetRouterReconciler) count(result string, err error) {
-	if err != nil {
-		result = "error"
-	}
-	exposeReconciles.WithLabelValues("subnetrouter", result).Inc()
-}
-
 // reconcileConfigMap runs the router of the ConfigMap.
 func (r *SubnetRouterReconciler) reconcileConfigMap(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	if req.Namespace != r.Proxy.Namespace || req.Name != contract.SubnetRouterConfigMap {
@@ -302,7 +291,7 @@ func (r *SubnetRouterReconciler) reconcileConfigMap(ctx context.Context, req ctr
 	owner := proxyOwner{Kind: kindConfigMap, Namespace: cm.Namespace, Name: cm.Name, UID: cm.UID}
 	if !cm.DeletionTimestamp.IsZero() {
 		err := r.finalize(ctx, p, owner, cm)
-		r.count("removed", err)
+		countReconcile("subnetrouter", "removed", err)
 		return ctrl.Result{}, err
 	}
 	if err := r.addFinalizer(ctx, cm); err != nil {
@@ -313,7 +302,7 @@ func (r *SubnetRouterReconciler) reconcileConfigMap(ctx context.Context, req ctr
 		host = cm.Name
 	}
 	res, err := r.reconcileRouter(ctx, p, &router{owner: owner, hostname: host, tags: cm.Data["tags"], routes: strings.Split(cm.Data[contract.SubnetRouterRoutesKey], ",")})
-	r.count(res.result(), err)
+	countReconcile("subnetrouter", res.result(), err)
 	return requeueOnConflict(res.requeue(), errors.Join(err, r.reportConfigMap(ctx, cm, &res)))
 }
 
@@ -395,7 +384,7 @@ func (r *SubnetRouterReconciler) reconcileResource(ctx context.Context, req ctrl
 	owner := proxyOwner{Kind: kindSubnetRouter, Name: sr.Name, UID: sr.UID}
 	if !sr.DeletionTimestamp.IsZero() {
 		err := r.finalize(ctx, p, owner, sr)
-		r.count("removed", err)
+		countReconcile("subnetrouter", "removed", err)
 		return ctrl.Result{}, err
 	}
 	if err := r.addFinalizer(ctx, sr); err != nil {
@@ -406,7 +395,7 @@ func (r *SubnetRouterReconciler) reconcileResource(ctx context.Context, req ctrl
 		host = sr.Name
 	}
 	res, err := r.reconcileRouter(ctx, p, &router{owner: owner, hostname: host, tags: strings.Join(sr.Spec.Tags, ","), routes: sr.Spec.Routes})
-	r.count(res.result(), err)
+	countReconcile("subnetrouter", res.result(), err)
 	return requeueOnConflict(res.requeue(), errors.Join(err, r.reportResource(ctx, sr, &res)))
 }
 
