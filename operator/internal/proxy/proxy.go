@@ -25,11 +25,11 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/watch"
 	"tailscale.com/client/local"
-	"tailscale.com/envknob"
 	"tailscale.com/ipn"
 	"tailscale.com/tsnet"
 	"tailscale.com/tstime"
 	"tailscale.com/types/logger"
+	"tsymbiote.dhouti.dev/controlplane/tsnode"
 	"tsymbiote.dhouti.dev/operator/internal/proxyconfig"
 )
 
@@ -211,9 +211,7 @@ func parseSecret(s *corev1.Secret) (*proxyconfig.Config, error) {
 
 // startNode joins the tailnet as cfg.Hostname and waits until it is Running.
 func (p *Proxy) startNode(ctx context.Context, store *secretStore, cfg *proxyconfig.Config) error {
-	// Outside tests tsnet uploads its logs to Tailscale unless told not
-	// to; a proxy may serve a Headscale tailnet, and logs to its stderr.
-	envknob.SetNoLogsNoSupport()
+	tsnode.NoLogUpload() // as every TSymbiote daemon on tsnet
 	p.srv = &tsnet.Server{
 		Dir:        p.o.Dir,
 		Store:      store,
