@@ -93,6 +93,10 @@ type Options struct {
 	Binary string
 	// Logf receives Headscale's output; discarded when nil.
 	Logf logger.Logf
+	// DefaultBatching keeps Headscale's own batching of node-store writes
+	// (500 ms) and peer updates (800 ms), what users run, instead of the
+	// shortened one tests use; benchmarks measure against it.
+	DefaultBatching bool
 }
 
 // Server is a running Headscale. Tests reach its API with a control-plane
@@ -198,7 +202,7 @@ func StartIn(ctx context.Context, dir string, opts Options) (_ *Server, err erro
 	if err := os.WriteFile(s.cfgPath, []byte(configYAML(dir, listen,
 		net.JoinHostPort(host, fmt.Sprint(ports[1])),
 		net.JoinHostPort(host, fmt.Sprint(ports[2])),
-		s.STUN, host)), 0o600); err != nil {
+		s.STUN, host, opts.DefaultBatching)), 0o600); err != nil {
 		return nil, err
 	}
 
@@ -376,7 +380,11 @@ func lastLine(s string) string {
 	return strings.TrimSpace(lines[len(lines)-1])
 }
 
-func configYAML(dir, listen, metrics, grpcAddr, stun, host string) string {
+func configYAML(dir, listen, metrics, grpcAddr, stun, host string, defaultBatching bool) string {
+	tuning := shortBatching
+	if defaultBatching {
+		tuning = ""
+	}
 	return fmt.Sprintf(`server_url: http://%[2]s
 listen_addr: %[2]s
 metrics_listen_addr: %[3]s
@@ -431,15 +439,18 @@ logtail:
   enabled: false
 taildrop:
   enabled: false
-# Headscale batches node-store writes (500 ms) and peer updates (800 ms) to
-# spare big tailnets; a test tailnet of a few nodes only waits on them (a
-# node's registration, first map and peers' news of it each took one or two
-# batches). Headscale's own tests shorten the first to 5 ms.
-tuning:
+%[7]s`, dir, listen, metrics, grpcAddr, stun, host, tuning)
+}
+
+// shortBatching is the tuning tests run with. Headscale batches node-store
+// writes (500 ms) and peer updates (800 ms) to spare big tailnets; a test
+// tailnet of a few nodes only waits on them (a node's registration, first
+// map and peers' news of it each took one or two batches). Headscale's own
+// tests shorten the first to 5 ms.
+const shortBatching = `tuning:
   node_store_batch_timeout: 10ms
   batch_change_delay: 50ms
-`, dir, listen, metrics, grpcAddr, stun, host)
-}
+`
 
 func freeUDPPort(host string) (int, error) {
 	c, err := net.ListenPacket("udp", net.JoinHostPort(host, "0"))
