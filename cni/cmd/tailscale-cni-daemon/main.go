@@ -48,6 +48,7 @@ func main() {
 // configuration comes from the environment (see the package comment).
 type flags struct {
 	socket, stateDir, runDir, metricsAddr string
+	debugAddr                             string
 	procSysNet                            string
 	clusterDNS                            string
 	addTimeout, publishWait, sweep        time.Duration
@@ -81,6 +82,7 @@ TS_CNI_EPHEMERAL (default true), TS_CNI_IPV6 (default true).`,
 	f.StringVar(&fl.stateDir, "state-dir", envOr(getenv, "TS_CNI_STATE_DIR", daemon.DefaultStateDir), "pod state (node identities) lives under <dir>/pods (env TS_CNI_STATE_DIR)")
 	f.StringVar(&fl.runDir, "run-dir", envOr(getenv, "TS_CNI_RUN_DIR", daemon.DefaultRunDir), "per-pod LocalAPI sockets live under <dir>/pods (env TS_CNI_RUN_DIR)")
 	f.StringVar(&fl.metricsAddr, "metrics-addr", envOr(getenv, "TS_CNI_METRICS_ADDR", "127.0.0.1:9392"), "loopback address for /metrics and /healthz; empty turns them off (env TS_CNI_METRICS_ADDR)")
+	f.StringVar(&fl.debugAddr, "debug-addr", getenv("TS_CNI_DEBUG_ADDR"), "loopback address to serve Go's profiles (/debug/pprof/) on, for measuring the daemon; empty (the default) turns them off (env TS_CNI_DEBUG_ADDR)")
 	f.StringVar(&fl.procSysNet, "proc-sys-net", envOr(getenv, "TS_CNI_PROC_SYS_NET", "/proc/sys/net"), "the host's net sysctls, for forwarding and rp_filter: a container's own /proc/sys is read-only, so the chart mounts the node's elsewhere (env TS_CNI_PROC_SYS_NET)")
 	f.DurationVar(&fl.addTimeout, "add-timeout", daemon.DefaultAddTimeout, "how long ADD waits for a pod's node to run")
 	f.DurationVar(&fl.publishWait, "publish-wait", daemon.DefaultPublishWait, "how long ADD waits, once the pod's node has its addresses, for the control plane to hold its endpoints, so that peers reach it at once (negative: do not wait)")
@@ -232,6 +234,14 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 		hs := &http.Server{Handler: metrics.Handler(func() error { _, e := m.Status(); return e }), ReadHeaderTimeout: 10 * time.Second}
 		go func() { _ = hs.Serve(mln) }()
 		defer hs.Close()
+	}
+
+	if fl.debugAddr != "" {
+		stopDebug, err := serveDebug(logf, fl.debugAddr)
+		if err != nil {
+			return err
+		}
+		defer stopDebug()
 	}
 
 	go verifyLoop(ctx, logf, cp, m)
