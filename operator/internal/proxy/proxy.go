@@ -450,18 +450,22 @@ func (p *Proxy) apply(ctx context.Context, cfg *proxyconfig.Config, data map[str
 	return errors.Join(errs...)
 }
 
+// renameSettle bounds how long applyPrefs waits for the control plane to
+// hand the node its new name before it changes the routes too.
+const renameSettle = 10 * time.Second
+
 // applyPrefs edits the node's hostname and advertised routes when they
 // differ from cfg's, and says when its tags differ.
+//
+// A rename is sent on its own and the routes only once the new name is back
+// in the node's own map: Headscale answers a Hostinfo change that also moves
+// a primary route with a policy-only update that leaves out the node itself,
+// so a rename sent together with routes reached the node (and its status
+// Secret) only at the next full map, minutes later.
 func (p *Proxy) applyPrefs(ctx context.Context, cfg *proxyconfig.Config) error {
 	cur, err := p.lc.GetPrefs(ctx)
 	if err != nil {
 		return fmt.Errorf("reading the node's prefs: %w", err)
-	}
-	mp := &ipn.MaskedPrefs{}
-	var changed []string
-	if cur.Hostname != cfg.Hostname {
-		mp.HostnameSet, mp.Hostname = true, cfg.Hostname
-		changed = append(changed, fmt.Sprintf("hostname %s", cfg.Hostname))
 	}
 	if st, err := p.lc.StatusWithoutPeers(ctx); err == nil && st.Self != nil {
 		var have []string
@@ -474,21 +478,56 @@ func (p *Proxy) applyPrefs(ctx context.Context, cfg *proxyconfig.Config) error {
 			p.logf("node tags %v differ from the config's %v: the control plane sets them", have, cfg.Tags)
 		}
 	}
-	if !slices.Equal(sortedPrefixes(cur.AdvertiseRoutes), sortedPrefixes(cfg.AdvertiseRoutes)) {
-		mp.AdvertiseRoutesSet, mp.AdvertiseRoutes = true, slices.Clone(cfg.AdvertiseRoutes)
-		if mp.AdvertiseRoutes == nil {
-			mp.AdvertiseRoutes = []netip.Prefix{}
+	routesChange := !slices.Equal(sortedPrefixes(cur.AdvertiseRoutes), sortedPrefixes(cfg.AdvertiseRoutes))
+	if cur.Hostname != cfg.Hostname {
+		oldName := p.selfName(ctx)
+		mp := &ipn.MaskedPrefs{HostnameSet: true, Prefs: ipn.Prefs{Hostname: cfg.Hostname}}
+		if _, err := p.lc.EditPrefs(ctx, mp); err != nil {
+			return fmt.Errorf("setting hostname %s: %w", cfg.Hostname, err)
 		}
-		changed = append(changed, fmt.Sprintf("routes %v", cfg.AdvertiseRoutes))
+		p.logf("node prefs: hostname %s", cfg.Hostname)
+		if routesChange {
+			p.waitRenamed(ctx, oldName)
+		}
 	}
-	if len(changed) == 0 {
+	if !routesChange {
 		return nil
 	}
-	if _, err := p.lc.EditPrefs(ctx, mp); err != nil {
-		return fmt.Errorf("setting %s: %w", strings.Join(changed, ", "), err)
+	routes := slices.Clone(cfg.AdvertiseRoutes)
+	if routes == nil {
+		routes = []netip.Prefix{}
 	}
-	p.logf("node prefs: %s", strings.Join(changed, ", "))
+	mp := &ipn.MaskedPrefs{AdvertiseRoutesSet: true, Prefs: ipn.Prefs{AdvertiseRoutes: routes}}
+	if _, err := p.lc.EditPrefs(ctx, mp); err != nil {
+		return fmt.Errorf("setting routes %v: %w", cfg.AdvertiseRoutes, err)
+	}
+	p.logf("node prefs: routes %v", cfg.AdvertiseRoutes)
 	return nil
+}
+
+// selfName is the node's MagicDNS name as the control plane last sent it.
+func (p *Proxy) selfName(ctx context.Context) string {
+	st, err := p.lc.StatusWithoutPeers(ctx)
+	if err != nil || st.Self == nil {
+		return ""
+	}
+	return st.Self.DNSName
+}
+
+// waitRenamed waits until the node's name differs from old, for at most
+// renameSettle; a node that is not connected just goes on.
+func (p *Proxy) waitRenamed(ctx context.Context, old string) {
+	if old == "" {
+		return
+	}
+	deadline := p.o.Clock.Now().Add(renameSettle)
+	for p.selfName(ctx) == old {
+		if ctx.Err() != nil || p.o.Clock.Now().After(deadline) {
+			p.logf("node still named %s %v after the rename; changing routes anyway", old, renameSettle)
+			return
+		}
+		sleepCtx(ctx, p.o.Clock, 100*time.Millisecond)
+	}
 }
 
 func sortedStrings(s []string) []string {
