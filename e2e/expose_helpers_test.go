@@ -2,16 +2,10 @@ package e2e
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"net/netip"
@@ -26,58 +20,8 @@ import (
 
 	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/testca"
 )
-
-// testCA is the Ingress test's own certificate authority.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "tsymbiote e2e expose CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// issue returns PEM certificate and key for host with serial.
-func (ca *testCA) issue(t *testing.T, host string, serial int64) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: host}, DNSNames: []string{host},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
-}
 
 // tlsSecretYAML is a kubernetes.io/tls Secret.
 func tlsSecretYAML(ns, name string, certPEM, keyPEM []byte) string {
@@ -276,14 +220,14 @@ func exposeArtifacts(t *testing.T) string {
 }
 
 // poolOrNil is the CA's pool; nil (the system's) before there is a CA.
-func (ca *testCA) poolOrNil() *x509.CertPool {
+func poolOrNil(ca *testca.CA) *x509.CertPool {
 	if ca == nil {
 		return nil
 	}
-	return ca.pool
+	return ca.Pool
 }
 
 // tlsClient is a TLS client on c for name, trusting only ca.
-func tlsClient(c net.Conn, name string, ca *testCA) *tls.Conn {
-	return tls.Client(c, &tls.Config{ServerName: name, RootCAs: ca.pool})
+func tlsClient(c net.Conn, name string, ca *testca.CA) *tls.Conn {
+	return tls.Client(c, &tls.Config{ServerName: name, RootCAs: ca.Pool})
 }

@@ -22,6 +22,7 @@ import (
 	"tsymbiote.dhouti.dev/proto/contract"
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/testca"
 )
 
 // Names TestExpose gives what it makes; all removed at the end, pass or
@@ -72,7 +73,7 @@ type exposeRun struct {
 	logs          string
 	restorePolicy func()
 	client        *tsnet.Server
-	ca            *testCA
+	ca            *testca.CA
 	webIP         string // the web Service's cluster IP
 }
 
@@ -166,7 +167,7 @@ func (r *exposeRun) get(ctx context.Context, url string) (int, string, http.Head
 	if err != nil {
 		return 0, "", nil, err
 	}
-	var pool = r.ca.poolOrNil()
+	var pool = poolOrNil(r.ca)
 	res, err := tailnetHTTP(r.client, pool).Do(req)
 	if err != nil {
 		return 0, "", nil, err
@@ -371,8 +372,8 @@ spec:
 // test's CA, rotates its Secret, and turns on the redirect.
 func (r *exposeRun) ingress(ctx context.Context) {
 	fqdn := exIngHost + "." + exBaseDomain
-	r.ca = newTestCA(r.t)
-	crt, key := r.ca.issue(r.t, fqdn, 100)
+	r.ca = testca.New(r.t, "tsymbiote e2e expose CA")
+	crt, key := r.ca.Issue(r.t, 100, fqdn)
 	r.apply(ctx, tlsSecretYAML(exAppNamespace, "ing-tls", crt, key)+fmt.Sprintf(`---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
@@ -422,7 +423,7 @@ spec:
 	r.t.Logf("HTTPS verified against the test CA (serial %s); /echo answered by api, / by web", serial)
 	pods := r.proxyPods(ctx)
 
-	crt2, key2 := r.ca.issue(r.t, fqdn, 200)
+	crt2, key2 := r.ca.Issue(r.t, 200, fqdn)
 	start = time.Now()
 	r.apply(ctx, tlsSecretYAML(exAppNamespace, "ing-tls", crt2, key2))
 	waitFor(ctx, r.t, "the rotated certificate", func() error {

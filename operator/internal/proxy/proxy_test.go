@@ -3,17 +3,10 @@ package proxy
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -36,66 +29,10 @@ import (
 	"tsymbiote.dhouti.dev/operator/internal/testenv"
 	"tsymbiote.dhouti.dev/testkit"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
+	"tsymbiote.dhouti.dev/testkit/testca"
 )
 
 func TestMain(m *testing.M) { os.Exit(headscaletest.Main(m)) }
-
-// testCA is a CA of the test's own that signs the Ingress certificates.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newTestCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "tsymbiote proxy test CA"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-// issue returns a leaf for names with the given serial, as PEM.
-func (ca *testCA) issue(t *testing.T, serial int64, names ...string) (certPEM, keyPEM []byte) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, _ := x509.MarshalECPrivateKey(key)
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
-}
 
 // tcpEcho serves an echo on addr until the test ends: it answers what it
 // read once the client half-closes.
@@ -257,9 +194,9 @@ func TestProxy(t *testing.T) {
 	subnet := netip.MustParsePrefix("198.18.77.0/24")
 	subnetAddr := netip.MustParseAddr("198.18.77.1")
 
-	ca := newTestCA(t)
+	ca := testca.New(t, "tsymbiote proxy test CA")
 	const webHost = "web.example.test"
-	crt1, key1 := ca.issue(t, 1001, webHost)
+	crt1, key1 := ca.Issue(t, 1001, webHost)
 	cfg := proxyconfig.Config{
 		Generation: 1,
 		Hostname:   "proxy-test",
@@ -412,7 +349,7 @@ func TestProxy(t *testing.T) {
 				_, port, _ := net.SplitHostPort(addr)
 				return client.Dial(ctx, network, net.JoinHostPort(ip4, port))
 			},
-			TLSClientConfig: &tls.Config{RootCAs: ca.pool, VerifyConnection: func(cs tls.ConnectionState) error {
+			TLSClientConfig: &tls.Config{RootCAs: ca.Pool, VerifyConnection: func(cs tls.ConnectionState) error {
 				serialMu.Lock()
 				servedSerial = cs.PeerCertificates[0].SerialNumber.Int64()
 				serialMu.Unlock()
@@ -454,7 +391,7 @@ func TestProxy(t *testing.T) {
 
 	// Rotation: a new certificate in the Secret, and port 80 routing
 	// instead of redirecting, without a restart.
-	crt2, key2 := ca.issue(t, 1002, webHost)
+	crt2, key2 := ca.Issue(t, 1002, webHost)
 	cfg.Generation = 2
 	cfg.HTTP.RedirectHTTP = false
 	writeConfig(cfg, crt2, key2)
