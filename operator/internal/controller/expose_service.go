@@ -189,29 +189,16 @@ func (r *ServiceReconciler) reportState(ctx context.Context, svc *corev1.Service
 // invalid reports bad input and removes whatever was made for svc before,
 // so that nothing half-made stays behind.
 func (r *ServiceReconciler) invalid(ctx context.Context, p *proxies, svc *corev1.Service, reason, msg string) (ctrl.Result, string, error) {
-	if err := r.removeProxies(ctx, p, svc); err != nil {
+	if err := p.removeAllOf(ctx, kindService, svc.UID); err != nil {
 		return ctrl.Result{}, "", err
 	}
 	return ctrl.Result{}, "invalid", r.report(ctx, svc, nil, reason, msg)
 }
 
-func (r *ServiceReconciler) removeProxies(ctx context.Context, p *proxies, svc *corev1.Service) error {
-	names, err := p.proxiesOf(ctx, kindService, svc.UID)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if err := p.remove(ctx, n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // withdraw removes svc's node and proxy (or its place in its group's),
 // what the operator reported on it, and then its finalizer.
 func (r *ServiceReconciler) withdraw(ctx context.Context, p *proxies, svc *corev1.Service) error {
-	if err := r.removeProxies(ctx, p, svc); err != nil {
+	if err := p.removeAllOf(ctx, kindService, svc.UID); err != nil {
 		return err
 	}
 	if err := r.sweepGroups(ctx, p, svc.Namespace); err != nil {
@@ -344,7 +331,7 @@ func (r *ServiceReconciler) groupMembers(ctx context.Context, ns, group string) 
 // reconcileGroup exposes svc through the proxy its group shares.
 func (r *ServiceReconciler) reconcileGroup(ctx context.Context, p *proxies, svc *corev1.Service, group string) (ctrl.Result, string, error) {
 	// A Service that joined a group leaves its own proxy.
-	if err := r.removeProxies(ctx, p, svc); err != nil {
+	if err := p.removeAllOf(ctx, kindService, svc.UID); err != nil {
 		return ctrl.Result{}, "", err
 	}
 	if err := r.sweepGroups(ctx, p, svc.Namespace); err != nil {

@@ -419,10 +419,7 @@ func ptrTo[T any](v T) *T { return &v }
 // before or after it takes effect, and checks that the next reconciles
 // reach the state of a run without faults at the end of every phase.
 func TestServiceConverges(t *testing.T) {
-	phases := []struct {
-		name   string
-		before func(w *exWorld)
-	}{
+	phases := []convergencePhase[*exWorld]{
 		{"create", func(w *exWorld) {}},
 		{"ready", func(w *exWorld) { w.proxyJoins("node-1", "default-web.tsymbiote.test") }},
 		{"rename", func(w *exWorld) {
@@ -437,45 +434,16 @@ func TestServiceConverges(t *testing.T) {
 			}
 		}},
 	}
-	run := func(t *testing.T, w *exWorld) []string {
-		var out []string
-		for _, ph := range phases {
-			ph.before(w)
-			settle(t, ph.name, w.reconcile)
-			out = append(out, w.state())
-		}
-		return out
-	}
 	start := func(t *testing.T) *exWorld {
 		w := newExWorld(t, exposedService("web", nil))
 		w.cp.faults = w.faults
 		return w
 	}
-	clean := start(t)
-	want := run(t, clean)
-	steps := clean.faults.log()
-	t.Logf("clean run: %d calls; states:\n%s", len(steps), strings.Join(want, "\n"))
-	for i, c := range steps {
-		// Each subtest replays the whole life (94 calls, about 0.7s):
-		// every control plane call is faulted, and every third API call
-		// (every tenth with -short), which still covers each phase.
-		if every := map[bool]int{true: 10, false: 3}[testing.Short()]; i%every != 0 && c.verb != "cp" {
-			continue
-		}
-		for _, mode := range []faultMode{failBefore, failAfter, conflictBefore} {
-			if c.verb == "cp" && mode == conflictBefore {
-				continue
-			}
-			t.Run(fmt.Sprintf("%02d %s: %s", i, c, mode), func(t *testing.T) {
-				w := start(t)
-				w.faults.nth(i, mode)
-				got := run(t, w)
-				for p := range want {
-					if got[p] != want[p] {
-						t.Errorf("after phase %s:\n got %s\nwant %s", phases[p].name, got[p], want[p])
-					}
-				}
-			})
-		}
-	}
+	// Each subtest replays the whole life (94 calls, about 0.7s): every
+	// control plane call is faulted, and every third API call (every tenth
+	// with -short), which still covers each phase.
+	every := map[bool]int{true: 10, false: 3}[testing.Short()]
+	checkConverges(t, phases, start, func(i int, c call) bool { return i%every != 0 && c.verb != "cp" })
 }
+
+func (w *exWorld) injectedFaults() *faults { return w.faults }

@@ -393,3 +393,63 @@ func settle(t *testing.T, phase string, reconcile func() (ctrl.Result, error)) {
 
 // conflictRetry is the controller's quick retry after a conflict.
 const conflictRetry = 200 * time.Millisecond
+
+// convergencePhase is one step of an object's life in a convergence test:
+// what happens before the reconciles of the step.
+type convergencePhase[W any] struct {
+	name   string
+	before func(W)
+}
+
+// faultedWorld is a fake world whose API and control plane calls go
+// through one faults.
+type faultedWorld[S comparable] interface {
+	reconcile() (ctrl.Result, error)
+	state() S
+	injectedFaults() *faults
+}
+
+// checkConverges plays phases in a world from start without faults, then,
+// for each call the clean run made and each fault mode, once more with that
+// call faulted, as if the controller died there; the state at the end of
+// every phase must be the clean run's. skip leaves calls out (by index and
+// call) to keep long lives fast.
+func checkConverges[W faultedWorld[S], S comparable](t *testing.T, phases []convergencePhase[W], start func(*testing.T) W, skip func(i int, c call) bool) {
+	t.Helper()
+	run := func(t *testing.T, w W) []S {
+		var out []S
+		for _, ph := range phases {
+			ph.before(w)
+			settle(t, ph.name, w.reconcile)
+			out = append(out, w.state())
+		}
+		return out
+	}
+	clean := start(t)
+	want := run(t, clean)
+	steps := clean.injectedFaults().log()
+	t.Logf("clean run: %d calls, end state %+v", len(steps), want[len(want)-1])
+	for i, c := range steps {
+		if skip != nil && skip(i, c) {
+			continue
+		}
+		for _, mode := range []faultMode{failBefore, failAfter, conflictBefore} {
+			if c.verb == "cp" && mode == conflictBefore {
+				continue // the control plane has no optimistic locks
+			}
+			t.Run(fmt.Sprintf("%02d %s: %s", i, c, mode), func(t *testing.T) {
+				w := start(t)
+				w.injectedFaults().nth(i, mode)
+				got := run(t, w)
+				for p := range want {
+					if got[p] != want[p] {
+						t.Errorf("after phase %s:\n got %+v\nwant %+v", phases[p].name, got[p], want[p])
+					}
+				}
+				if !w.injectedFaults().fired {
+					t.Error("the fault never fired")
+				}
+			})
+		}
+	}
+}

@@ -182,7 +182,7 @@ func (r *IngressReconciler) reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, "", err
 	}
 	if reason != "" {
-		if err := r.removeProxies(ctx, p, ing); err != nil {
+		if err := p.removeAllOf(ctx, kindIngress, ing.UID); err != nil {
 			return ctrl.Result{}, "", err
 		}
 		return ctrl.Result{}, "invalid", r.report(ctx, ing, nil, reason, msg, "")
@@ -197,23 +197,10 @@ func (r *IngressReconciler) reconcile(ctx context.Context, req ctrl.Request) (ct
 	return ctrl.Result{}, "ready", r.report(ctx, ing, st, ReasonExposed, "served on the tailnet as "+st.FQDN, warn)
 }
 
-func (r *IngressReconciler) removeProxies(ctx context.Context, p *proxies, ing *networkingv1.Ingress) error {
-	names, err := p.proxiesOf(ctx, kindIngress, ing.UID)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if err := p.remove(ctx, n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // withdraw removes ing's node and proxy, the TLS labels only it needed,
 // what was reported on it, and its finalizer.
 func (r *IngressReconciler) withdraw(ctx context.Context, p *proxies, ing *networkingv1.Ingress) error {
-	if err := r.removeProxies(ctx, p, ing); err != nil {
+	if err := p.removeAllOf(ctx, kindIngress, ing.UID); err != nil {
 		return err
 	}
 	if err := r.unlabelTLSSecrets(ctx, ing); err != nil {

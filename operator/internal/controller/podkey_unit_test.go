@@ -3,7 +3,6 @@ package controller_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -521,57 +520,20 @@ func (w *podKeyWorld) state() podKeyState {
 // there, and checks that the next reconciles reach the same state as a
 // run without faults, at the end of every phase.
 func TestPodKeyConverges(t *testing.T) {
-	type phase struct {
-		name   string
-		before func(w *podKeyWorld)
-	}
-	phases := []phase{
+	phases := []convergencePhase[*podKeyWorld]{
 		{"mint", func(w *podKeyWorld) {}},
 		{"renew", func(w *podKeyWorld) { w.clock.Advance(unitExpiry) }},
 		{"register", func(w *podKeyWorld) { w.cp.register("node-1", unitAdapter, contract.TagAdapter) }},
 		{"delete", func(w *podKeyWorld) { w.deletePod() }},
 	}
-	start := func() []client.Object {
+	start := func(t *testing.T) *podKeyWorld {
 		p := injectedPod()
 		p.Finalizers = nil // so that adding it is a step too
-		return []client.Object{p}
+		w := newPodKeyWorld(t, p)
+		w.cp.faults = w.faults
+		return w
 	}
-	// run plays the phases, reconciling each until it settles, and
-	// returns the state at the end of each.
-	run := func(t *testing.T, w *podKeyWorld) []podKeyState {
-		var out []podKeyState
-		for _, ph := range phases {
-			ph.before(w)
-			settle(t, ph.name, w.reconcile)
-			out = append(out, w.state())
-		}
-		return out
-	}
-	clean := newPodKeyWorld(t, start()...)
-	clean.cp.faults = clean.faults
-	want := run(t, clean)
-	steps := clean.faults.log()
-	t.Logf("clean run: %d calls, end state %+v", len(steps), want[len(want)-1])
-
-	for i, c := range steps {
-		for _, mode := range []faultMode{failBefore, failAfter, conflictBefore} {
-			if c.verb == "cp" && mode == conflictBefore {
-				continue // the control plane has no optimistic locks
-			}
-			t.Run(fmt.Sprintf("%02d %s: %s", i, c, mode), func(t *testing.T) {
-				w := newPodKeyWorld(t, start()...)
-				w.cp.faults = w.faults
-				w.faults.nth(i, mode)
-				got := run(t, w)
-				for p := range want {
-					if got[p] != want[p] {
-						t.Errorf("after phase %s: %+v, want %+v", phases[p].name, got[p], want[p])
-					}
-				}
-				if !w.faults.fired {
-					t.Error("the fault never fired")
-				}
-			})
-		}
-	}
+	checkConverges(t, phases, start, nil)
 }
+
+func (w *podKeyWorld) injectedFaults() *faults { return w.faults }

@@ -597,6 +597,21 @@ func (p *proxies) remove(ctx context.Context, proxy string) error {
 	return nil
 }
 
+// removeAllOf removes every proxy made for the owner of kind with uid,
+// with its node.
+func (p *proxies) removeAllOf(ctx context.Context, kind string, uid types.UID) error {
+	names, err := p.proxiesOf(ctx, kind, uid)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		if err := p.remove(ctx, n); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // proxiesOf lists the names of the proxies made for owners of kind,
 // optionally only for one owner UID.
 func (p *proxies) proxiesOf(ctx context.Context, kind string, uid types.UID) ([]string, error) {

@@ -162,14 +162,14 @@ func ParseRoutes(routes []string) ([]netip.Prefix, error) {
 func (r *SubnetRouterReconciler) reconcileRouter(ctx context.Context, p *proxies, rt *router) (routerResult, error) {
 	routes, err := ParseRoutes(rt.routes)
 	if err != nil {
-		return routerResult{reason: ReasonInvalidRoutes, msg: "routes: " + err.Error()}, r.removeRouter(ctx, p, rt.owner)
+		return routerResult{reason: ReasonInvalidRoutes, msg: "routes: " + err.Error()}, p.removeAllOf(ctx, rt.owner.Kind, rt.owner.UID)
 	}
 	if err := proxyconfig.ValidHostname(rt.hostname); err != nil {
-		return routerResult{reason: ReasonInvalidHostname, msg: "hostname: " + err.Error()}, r.removeRouter(ctx, p, rt.owner)
+		return routerResult{reason: ReasonInvalidHostname, msg: "hostname: " + err.Error()}, p.removeAllOf(ctx, rt.owner.Kind, rt.owner.UID)
 	}
 	tags, reason, msg := checkTags(ctx, r.ControlPlane, rt.tags, r.Proxy.DefaultTags)
 	if reason != "" {
-		return routerResult{reason: reason, msg: msg}, r.removeRouter(ctx, p, rt.owner)
+		return routerResult{reason: reason, msg: msg}, p.removeAllOf(ctx, rt.owner.Kind, rt.owner.UID)
 	}
 	st, err := p.ensure(ctx, &proxySpec{
 		Name:   proxyName("ts-router", rt.owner.Namespace, rt.owner.Name),
@@ -243,19 +243,6 @@ func (r *SubnetRouterReconciler) withdrawRemoved(ctx context.Context, ra control
 	return nil
 }
 
-func (r *SubnetRouterReconciler) removeRouter(ctx context.Context, p *proxies, owner proxyOwner) error {
-	names, err := p.proxiesOf(ctx, owner.Kind, owner.UID)
-	if err != nil {
-		return err
-	}
-	for _, n := range names {
-		if err := p.remove(ctx, n); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 func (res *routerResult) requeue() ctrl.Result {
 	switch res.reason {
 	case ReasonProxyPending, ReasonRoutesPending:
@@ -322,7 +309,7 @@ func (r *SubnetRouterReconciler) finalize(ctx context.Context, p *proxies, owner
 	if !controllerutil.ContainsFinalizer(obj, SubnetRouterFinalizer) {
 		return nil
 	}
-	if err := r.removeRouter(ctx, p, owner); err != nil {
+	if err := p.removeAllOf(ctx, owner.Kind, owner.UID); err != nil {
 		return err
 	}
 	patch := client.MergeFromWithOptions(obj.DeepCopyObject().(client.Object), client.MergeFromWithOptimisticLock{})

@@ -404,10 +404,7 @@ func (w *tsWorld) state() string {
 // before or after it takes effect, and checks that the next reconciles
 // reach the same state as a run without faults at the end of every phase.
 func TestTSymbioteConverges(t *testing.T) {
-	phases := []struct {
-		name   string
-		before func(w *tsWorld)
-	}{
+	phases := []convergencePhase[*tsWorld]{
 		{"create", func(w *tsWorld) {}},
 		{"ready", func(w *tsWorld) { w.markReady() }},
 		{"spec change", func(w *tsWorld) {
@@ -420,45 +417,15 @@ func TestTSymbioteConverges(t *testing.T) {
 			}
 		}},
 	}
-	run := func(t *testing.T, w *tsWorld) []string {
-		var out []string
-		for _, ph := range phases {
-			ph.before(w)
-			settle(t, ph.name, w.reconcile)
-			out = append(out, w.state())
-		}
-		return out
-	}
 	start := func(t *testing.T) *tsWorld {
 		w := newTSWorld(t, unitTSymbiote(), authSecret(oauthData))
 		w.cp.faults = w.faults
 		return w
 	}
-	clean := start(t)
-	want := run(t, clean)
-	steps := clean.faults.log()
-	t.Logf("clean run: %d calls; states:\n%s", len(steps), strings.Join(want, "\n"))
-	for i, c := range steps {
-		for _, mode := range []faultMode{failBefore, failAfter, conflictBefore} {
-			if c.verb == "cp" && mode == conflictBefore {
-				continue
-			}
-			t.Run(fmt.Sprintf("%02d %s: %s", i, c, mode), func(t *testing.T) {
-				w := start(t)
-				w.faults.nth(i, mode)
-				got := run(t, w)
-				for p := range want {
-					if got[p] != want[p] {
-						t.Errorf("after phase %s:\n got %s\nwant %s", phases[p].name, got[p], want[p])
-					}
-				}
-				if !w.faults.fired {
-					t.Error("the fault never fired")
-				}
-			})
-		}
-	}
+	checkConverges(t, phases, start, nil)
 }
+
+func (w *tsWorld) injectedFaults() *faults { return w.faults }
 
 // TestWebUIAccessFlag: spec.access is what turns on the WebUI's Access page,
 // and only it.
