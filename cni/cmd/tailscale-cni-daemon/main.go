@@ -52,6 +52,7 @@ type flags struct {
 	procSysNet                            string
 	clusterDNS                            string
 	addTimeout, publishWait, sweep        time.Duration
+	poolSize                              int
 	waitRunning, verbose                  bool
 }
 
@@ -93,6 +94,11 @@ TS_CNI_EPHEMERAL (default true), TS_CNI_IPV6 (default true).`,
 		sweep = d
 	}
 	f.DurationVar(&fl.sweep, "sweep-interval", sweep, "how often to remove pods whose netns is gone without a DEL, for runtimes that never call GC; 0 turns it off (env TS_CNI_SWEEP_INTERVAL)")
+	poolSize := daemon.DefaultPoolSize
+	if n, err := strconv.Atoi(getenv("TS_CNI_POOL_SIZE")); err == nil {
+		poolSize = n
+	}
+	f.IntVar(&fl.poolSize, "pool-size", poolSize, "how many nodes to keep registered and running ahead of pods with the default tags (TS_TAGS), so that their ADD only wires one in; each idle one costs a node's memory and a place in every peer's netmap; 0 turns the pool off (env TS_CNI_POOL_SIZE)")
 	f.BoolVar(&fl.verbose, "verbose", false, "log every line of the pods' tailscale backends, not only the ones that matter")
 	return cmd
 }
@@ -125,6 +131,15 @@ func configFromEnv(getenv func(string) string, fl flags) (daemon.Config, error) 
 		AddTimeout:         fl.addTimeout,
 		AddWaitsForRunning: fl.waitRunning,
 		PublishWait:        fl.publishWait,
+		PoolSize:           fl.poolSize,
+	}
+	if v := getenv("TS_CNI_POOL_SIZE"); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			return cfg, fmt.Errorf("TS_CNI_POOL_SIZE=%q is not a count of nodes (0 or more)", v)
+		}
+	}
+	if fl.poolSize < 0 {
+		return cfg, fmt.Errorf("--pool-size %d: want 0 or more", fl.poolSize)
 	}
 	var err error
 	if cfg.Tags, err = daemon.ParseTags(envOr(getenv, "TS_TAGS", contract.TagPod)); err != nil {
@@ -252,8 +267,9 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 	}
 	rec, removed := m.Recover(ctx)
 	logf("tailscale-cni-daemon: serving %s; recovered %d pods, removed %d leftovers", fl.socket, rec, removed)
+	m.StartPool(ctx)
 	<-ctx.Done()
-	logf("tailscale-cni-daemon: shutting down; pods keep their state for the next start")
+	logf("tailscale-cni-daemon: shutting down; pods keep their state for the next start, pool nodes are deleted")
 	return nil
 }
 

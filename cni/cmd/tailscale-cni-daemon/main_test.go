@@ -24,28 +24,28 @@ func TestFlags(t *testing.T) {
 			want: flags{
 				socket: daemon.DefaultSocket, stateDir: daemon.DefaultStateDir, runDir: daemon.DefaultRunDir,
 				metricsAddr: "127.0.0.1:9392", addTimeout: daemon.DefaultAddTimeout, publishWait: daemon.DefaultPublishWait,
-				procSysNet: "/proc/sys/net",
+				procSysNet: "/proc/sys/net", poolSize: daemon.DefaultPoolSize,
 			},
 		},
 		{
 			name: "environment",
-			env:  map[string]string{"TS_CNI_SOCKET": "/s.sock", "TS_CNI_STATE_DIR": "/st", "TS_CNI_RUN_DIR": "/r", "TS_CNI_METRICS_ADDR": "127.0.0.1:1", "TS_CNI_PROC_SYS_NET": "/p"},
+			env:  map[string]string{"TS_CNI_SOCKET": "/s.sock", "TS_CNI_STATE_DIR": "/st", "TS_CNI_RUN_DIR": "/r", "TS_CNI_METRICS_ADDR": "127.0.0.1:1", "TS_CNI_PROC_SYS_NET": "/p", "TS_CNI_POOL_SIZE": "5"},
 			want: flags{
 				socket: "/s.sock", stateDir: "/st", runDir: "/r",
 				metricsAddr: "127.0.0.1:1", addTimeout: daemon.DefaultAddTimeout, publishWait: daemon.DefaultPublishWait,
-				procSysNet: "/p",
+				procSysNet: "/p", poolSize: 5,
 			},
 		},
 		{
 			name: "chart",
 			args: []string{
 				"--socket=/var/run/tailscale-cni/daemon.sock", "--state-dir=/var/lib/tailscale-cni",
-				"--run-dir=/var/run/tailscale-cni", "--metrics-addr=127.0.0.1:9392", "--proc-sys-net=/host/proc/sys/net", "--add-timeout=60s", "--verbose",
+				"--run-dir=/var/run/tailscale-cni", "--metrics-addr=127.0.0.1:9392", "--proc-sys-net=/host/proc/sys/net", "--add-timeout=60s", "--verbose", "--pool-size=0",
 			},
 			want: flags{
 				socket: "/var/run/tailscale-cni/daemon.sock", stateDir: "/var/lib/tailscale-cni", runDir: "/var/run/tailscale-cni",
 				metricsAddr: "127.0.0.1:9392", addTimeout: time.Minute, publishWait: daemon.DefaultPublishWait, verbose: true,
-				procSysNet: "/host/proc/sys/net",
+				procSysNet: "/host/proc/sys/net", poolSize: 0,
 			},
 		},
 		{
@@ -54,7 +54,7 @@ func TestFlags(t *testing.T) {
 			want: flags{
 				socket: "/x.sock", stateDir: daemon.DefaultStateDir, runDir: daemon.DefaultRunDir,
 				metricsAddr: "127.0.0.1:9392", addTimeout: daemon.DefaultAddTimeout, publishWait: -time.Second, waitRunning: true,
-				procSysNet: "/proc/sys/net",
+				procSysNet: "/proc/sys/net", poolSize: daemon.DefaultPoolSize,
 			},
 		},
 	} {
@@ -74,6 +74,7 @@ func TestFlags(t *testing.T) {
 			got.publishWait, _ = f.GetDuration("publish-wait")
 			got.waitRunning, _ = f.GetBool("add-waits-for-running")
 			got.verbose, _ = f.GetBool("verbose")
+			got.poolSize, _ = f.GetInt("pool-size")
 			if got != tc.want {
 				t.Errorf("flags = %+v\nwant    %+v", got, tc.want)
 			}
@@ -90,7 +91,7 @@ func TestConfigFromEnv(t *testing.T) {
 	if cfg.ClusterName != "prod" || cfg.AuthKeyTTL != 10*time.Minute || cfg.Ephemeral || !cfg.IPv6 || !slices.Equal(cfg.Tags, []string{contract.TagPod}) {
 		t.Errorf("config = %+v", cfg)
 	}
-	for _, bad := range []map[string]string{{"AUTH_KEY_TTL": "-1m"}, {"TS_CNI_IPV6": "maybe"}, {"TS_TAGS": "k8s"}} {
+	for _, bad := range []map[string]string{{"AUTH_KEY_TTL": "-1m"}, {"TS_CNI_IPV6": "maybe"}, {"TS_TAGS": "k8s"}, {"TS_CNI_POOL_SIZE": "-1"}, {"TS_CNI_POOL_SIZE": "two"}} {
 		if _, err := configFromEnv(func(k string) string { return bad[k] }, flags{}); err == nil {
 			t.Errorf("configFromEnv(%v) accepted it", bad)
 		}

@@ -43,6 +43,9 @@ func (m *Manager) Add(ctx context.Context, a Attachment) (_ *Result, err error) 
 	if opts.OptOut {
 		return m.optOut(a)
 	}
+	if p := m.takeFromPool(a, opts); p != nil {
+		return m.addFromPool(ctx, p, tl)
+	}
 	p, err := m.reserve(a, opts)
 	if err != nil {
 		return nil, err
@@ -129,16 +132,7 @@ func (m *Manager) replace(ctx context.Context, p *pod) {
 // reserve records the new pod and claims its routing table, under mu so
 // that concurrent ADDs never pick the same table.
 func (m *Manager) reserve(a Attachment, opts podmeta.Options) (*pod, error) {
-	rec := PodRecord{
-		ContainerID: a.ContainerID, NetNS: a.NetNS, IfName: a.IfName, Network: a.Network,
-		Namespace: a.Namespace, Pod: a.Pod, PodUID: a.PodUID,
-		Hostname: Hostname(m.cfg.ClusterName, a.Namespace, a.Pod, a.ContainerID),
-		Created:  m.clock.Now().UTC(),
-		Tags:     opts.Tags,
-	}
-	if opts.Hostname != "" {
-		rec.Hostname = opts.Hostname
-	}
+	rec := m.newRecord(a, opts)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	t, err := podnet.PickTable(a.ContainerID, m.tableInUseLocked)
@@ -149,6 +143,21 @@ func (m *Manager) reserve(a Attachment, opts podmeta.Options) (*pod, error) {
 	p := &pod{rec: rec, socket: SocketPath(m.cfg.RunDir, a.Namespace, a.Pod, a.ContainerID)}
 	m.pods[a.ContainerID] = p
 	return p, nil
+}
+
+// newRecord is the record of a new pod, before it has a table or node.
+func (m *Manager) newRecord(a Attachment, opts podmeta.Options) PodRecord {
+	rec := PodRecord{
+		ContainerID: a.ContainerID, NetNS: a.NetNS, IfName: a.IfName, Network: a.Network,
+		Namespace: a.Namespace, Pod: a.Pod, PodUID: a.PodUID,
+		Hostname: Hostname(m.cfg.ClusterName, a.Namespace, a.Pod, a.ContainerID),
+		Created:  m.clock.Now().UTC(),
+		Tags:     opts.Tags,
+	}
+	if opts.Hostname != "" {
+		rec.Hostname = opts.Hostname
+	}
+	return rec
 }
 
 // undoAdd deletes what a failed ADD made; the runtime's DEL would too, but
@@ -253,6 +262,11 @@ func (m *Manager) tableInUseLocked(t int) bool {
 			return true
 		}
 	}
+	for _, e := range m.pool.entries {
+		if e.rec.Table == t {
+			return true
+		}
+	}
 	return false
 }
 
@@ -274,7 +288,7 @@ func (m *Manager) startBackend(p *pod, authKey string) (PodBackend, error) {
 		Hostname:   p.rec.Hostname,
 		ControlURL: m.cp.ControlURL(),
 		AuthKey:    authKey,
-		StateDir:   PodDir(m.cfg.StateDir, id),
+		StateDir:   p.rec.nodeDir(m.cfg.StateDir),
 		Socket:     p.socket,
 		NetMon:     m.netMon,
 		OnAddrs:    func(addrs []netip.Prefix) { m.addrsChanged(id, addrs) },

@@ -115,6 +115,12 @@ func (m *Manager) removeFiles(p *pod) error {
 	if err := os.RemoveAll(PodDir(m.cfg.StateDir, p.rec.ContainerID)); err != nil {
 		errs = append(errs, err)
 	}
+	if p.rec.NodeDir != "" {
+		// A node from the pool: its identity lives in the pool's dir.
+		if err := os.RemoveAll(p.rec.NodeDir); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	m.removeSocket(p)
 	return errors.Join(errs...)
 }

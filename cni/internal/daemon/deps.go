@@ -26,6 +26,12 @@ type ControlPlane interface {
 	DeleteDevice(ctx context.Context, id string) error
 }
 
+// deviceLister is the part of controlplane.Client that finds a pool node
+// the daemon died before learning the ID of (see recoverPool).
+type deviceLister interface {
+	ListDevices(ctx context.Context, opts controlplane.ListOptions) ([]controlplane.Device, error)
+}
+
 var _ ControlPlane = controlplane.Client(nil)
 
 // PodNetwork is the kernel work of a pod's attachment: host rules and
@@ -51,6 +57,13 @@ type PodBackend interface {
 	WaitPublished(ctx context.Context, limit time.Duration) bool
 	State() ipn.State
 	Relay(netmon.ChangeDelta)
+	// ServeSocket serves the node's LocalAPI at a pod's socket: a pool
+	// node, started without one, gets it when a pod takes it.
+	ServeSocket(path string) error
+	// SetHostname renames the node (a pool node, to its pod's name).
+	SetHostname(name string) error
+	// ControlName is the node's name as the control plane last sent it.
+	ControlName() string
 	Close()
 }
 

@@ -259,11 +259,10 @@ func (f *fakeBackends) start(_ logger.Logf, cfg podbackend.Config) (PodBackend, 
 		}
 		b.nodeID = string(id)
 	}
-	if err := os.MkdirAll(filepath.Dir(cfg.Socket), 0o700); err != nil {
-		return nil, err
-	}
-	if err := os.WriteFile(cfg.Socket, nil, 0o600); err != nil {
-		return nil, err
+	if cfg.Socket != "" {
+		if err := b.ServeSocket(cfg.Socket); err != nil {
+			return nil, err
+		}
 	}
 	f.net.create("tun", cfg.Pod.TUN)
 	f.mu.Lock()
@@ -292,10 +291,12 @@ type fakeBackend struct {
 	f   *fakeBackends
 	cfg podbackend.Config
 
-	mu      sync.Mutex
-	nodeID  string
-	relayed int
-	closed  bool
+	mu       sync.Mutex
+	nodeID   string
+	relayed  int
+	closed   bool
+	socket   string // served LocalAPI socket, "" for none
+	hostname string // as the control plane names the node
 }
 
 // addrsFor gives a node addresses derived from its ID, so that a node that
@@ -377,7 +378,12 @@ func (b *fakeBackend) Close() {
 	if closed {
 		return
 	}
-	os.Remove(b.cfg.Socket)
+	b.mu.Lock()
+	sock := b.socket
+	b.mu.Unlock()
+	if sock != "" {
+		os.Remove(sock)
+	}
 	b.f.net.mu.Lock()
 	delete(b.f.net.live, "tun:"+b.cfg.Pod.TUN)
 	b.f.net.mu.Unlock()

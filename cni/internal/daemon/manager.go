@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 
 	"tailscale.com/ipn"
@@ -70,6 +71,10 @@ type Manager struct {
 	stopAll    context.CancelFunc
 	recovering sync.WaitGroup
 
+	// pool holds the nodes registered ahead of pods (pool.go); its
+	// entries are guarded by mu.
+	pool pool
+
 	mu    sync.Mutex
 	pods  map[string]*pod        // by container ID
 	locks map[string]*sync.Mutex // per container ID, held by ADD/DEL/CHECK
@@ -93,7 +98,8 @@ func NewManager(logf logger.Logf, cfg Config, deps Deps) (*Manager, error) {
 	}
 	m.closing, m.stopAll = context.WithCancel(context.Background())
 	m.metrics.podsFunc = m.podStates
-	for _, d := range []string{filepath.Join(cfg.StateDir, "pods"), filepath.Join(cfg.RunDir, "pods")} {
+	m.initPool()
+	for _, d := range []string{filepath.Join(cfg.StateDir, "pods"), filepath.Join(cfg.StateDir, poolDirName), filepath.Join(cfg.RunDir, "pods")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			m.bus.Close()
 			return nil, fmt.Errorf("creating %s: %w", d, err)
@@ -139,6 +145,11 @@ func (m *Manager) relayChange(cd netmon.ChangeDelta) {
 			bs = append(bs, p.backend)
 		}
 	}
+	for _, e := range m.pool.entries {
+		if e.backend != nil {
+			bs = append(bs, e.backend)
+		}
+	}
 	m.mu.Unlock()
 	for _, b := range bs {
 		b.Relay(cd)
@@ -146,10 +157,12 @@ func (m *Manager) relayChange(cd netmon.ChangeDelta) {
 }
 
 // Close shuts down every backend without deleting pods: their state stays
-// for the next daemon to recover.
+// for the next daemon to recover. The pool's nodes are deleted from the
+// control plane (see closePool).
 func (m *Manager) Close() {
 	m.stopAll()
 	m.recovering.Wait() // so that no recovery starts a backend after this
+	m.closePool()
 	m.mu.Lock()
 	pods := m.pods
 	m.pods = map[string]*pod{}
@@ -273,8 +286,12 @@ func (m *Manager) checkPod(p *pod) error {
 	return nil
 }
 
-// kernel names the pod's kernel objects.
+// kernel names the pod's kernel objects: the names its record holds (a
+// node from the pool), or the container ID's.
 func (p *pod) kernel() podnet.Pod {
+	if p.rec.HostVeth != "" && p.rec.TUN != "" {
+		return podnet.Pod{Names: podnet.Names{HostVeth: p.rec.HostVeth, TUN: p.rec.TUN}, Table: p.rec.Table, NetNS: p.rec.NetNS}
+	}
 	return podnet.PodFor(p.rec.ContainerID, p.rec.NetNS, p.rec.Table)
 }
 
@@ -305,6 +322,10 @@ func (m *Manager) load(id string) (*PodRecord, error) {
 	}
 	if rec.ContainerID != id {
 		return nil, fmt.Errorf("%s names container %q, not %q", RecordFile, rec.ContainerID, id)
+	}
+	// The daemon removes NodeDir with the pod: it must be a pool dir.
+	if rec.NodeDir != "" && (filepath.Dir(rec.NodeDir) != filepath.Join(m.cfg.StateDir, poolDirName) || !strings.HasPrefix(filepath.Base(rec.NodeDir), "pool-")) {
+		return nil, fmt.Errorf("%s names node dir %q, which is not in the pool's dir", RecordFile, rec.NodeDir)
 	}
 	return &rec, nil
 }

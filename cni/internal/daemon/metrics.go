@@ -19,6 +19,11 @@ type Metrics struct {
 	removed  *prometheus.CounterVec
 	dns      *prometheus.CounterVec
 	podsFunc func() map[string]int
+
+	poolTakes        *prometheus.CounterVec
+	poolRefillErrors prometheus.Counter
+	poolRenameErrors prometheus.Counter
+	poolFunc         func() PoolStatus
 }
 
 // NewMetrics registers the daemon's metrics in a registry of their own.
@@ -42,6 +47,34 @@ func NewMetrics() *Metrics {
 		Help: "Pods' DNS queries: answered from the tailnet (tailnet), forwarded to the cluster DNS (forwarded), or failed.",
 	}, []string{"answer"})
 	m.reg.MustRegister(m.removed, m.dns)
+	m.poolTakes = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailscale_cni_pool_takes_total",
+		Help: "ADDs by what the node pool did for them: hit (the pod took a pool node), miss_empty (no pool node was ready), miss_tags (the pod's tags are not the daemon's).",
+	}, []string{"result"})
+	m.poolRefillErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailscale_cni_pool_refill_errors_total",
+		Help: "Pool nodes that failed to start (control plane unreachable, registration timed out, ...); the pool retries with backoff.",
+	})
+	m.poolRenameErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailscale_cni_pool_rename_errors_total",
+		Help: "Failed attempts to rename a pod's pool node to the pod's hostname; retried with backoff.",
+	})
+	poolNodes := prometheus.NewDesc("tailscale_cni_pool_nodes", "Pool nodes not yet taken by a pod, by state (ready, starting).", []string{"state"}, nil)
+	poolSize := prometheus.NewDesc("tailscale_cni_pool_size", "The pool's configured size (--pool-size).", nil, nil)
+	m.reg.MustRegister(m.poolTakes, m.poolRefillErrors, m.poolRenameErrors,
+		collectorFunc{desc: poolNodes, collect: func(ch chan<- prometheus.Metric) {
+			if m.poolFunc == nil {
+				return
+			}
+			st := m.poolFunc()
+			ch <- prometheus.MustNewConstMetric(poolNodes, prometheus.GaugeValue, float64(st.Ready), "ready")
+			ch <- prometheus.MustNewConstMetric(poolNodes, prometheus.GaugeValue, float64(st.Starting), "starting")
+		}},
+		collectorFunc{desc: poolSize, collect: func(ch chan<- prometheus.Metric) {
+			if m.poolFunc != nil {
+				ch <- prometheus.MustNewConstMetric(poolSize, prometheus.GaugeValue, float64(m.poolFunc().Size))
+			}
+		}})
 	pods := prometheus.NewDesc("tailscale_cni_pods", "Pods by the state of their tailnet node.", []string{"state"}, nil)
 	m.reg.MustRegister(m.latency, m.errors, collectorFunc{desc: pods, collect: func(ch chan<- prometheus.Metric) {
 		if m.podsFunc == nil {
@@ -107,6 +140,9 @@ func (m *Metrics) Handler(ready func() error) http.Handler {
 			return
 		}
 		_, _ = w.Write([]byte("ok\n"))
+		if m.poolFunc != nil {
+			_, _ = w.Write([]byte(m.poolFunc().String() + "\n"))
+		}
 	})
 	return mux
 }

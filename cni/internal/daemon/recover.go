@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
-
-	"tsymbiote.dhouti.dev/cni/internal/podnet"
 )
 
 // Recover brings back, after a restart (clean or kill -9), every pod whose
@@ -57,6 +55,7 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 		}
 	}
 
+	removed += m.recoverPool(ctx)
 	n, err := m.net.Sweep(m.logf, m.ownsLink, m.ownsTable)
 	if err != nil {
 		m.logf("recover: sweep: %v", err)
@@ -148,13 +147,13 @@ func (m *Manager) recoverPod(ctx context.Context, p *pod) bool {
 func (m *Manager) ownsLink(name string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for id := range m.pods {
-		n := podnet.NamesFor(id)
+	for _, p := range m.pods {
+		n := p.kernel().Names
 		if n.HostVeth == name || n.TUN == name {
 			return true
 		}
 	}
-	return false
+	return m.poolOwnsLinkLocked(name)
 }
 
 func (m *Manager) ownsTable(t int) bool {

@@ -112,6 +112,8 @@ func (s *Server) Status(ctx context.Context, req *cniv1.StatusRequest) (*cniv1.S
 	out := &cniv1.StatusResponse{Ready: rerr == nil, Pods: int32(n)}
 	if rerr != nil {
 		out.Message = rerr.Error()
+	} else {
+		out.Message = s.m.PoolStatus().String()
 	}
 	return out, nil
 }

@@ -28,6 +28,7 @@ const (
 	DefaultSocket      = DefaultRunDir + "/daemon.sock"
 	DefaultAddTimeout  = 60 * time.Second
 	DefaultPublishWait = 2 * time.Second
+	DefaultPoolSize    = 2
 )
 
 // Config is the daemon's configuration.
@@ -56,6 +57,10 @@ type Config struct {
 	// IPv6 gives pods their tailnet IPv6 address too (and turns on IPv6
 	// forwarding).
 	IPv6 bool
+	// PoolSize is how many nodes the daemon keeps registered and running
+	// ahead of pods with its default tags, so that their ADD only wires
+	// them (see pool.go); 0 turns the pool off.
+	PoolSize int
 	// Netstack gives every pod's node a netstack serving 100.100.100.100
 	// through ts0, as tailscaled does: the alternative to the daemon's own
 	// DNS service, kept to measure its cost (TS_CNI_DEBUG_NETSTACK).
@@ -228,6 +233,23 @@ type PodRecord struct {
 	// its DNS (see DNSService), so that a daemon started without them
 	// takes them away.
 	DNSAddrs []netip.Addr `json:"dnsAddrs,omitempty"`
+	// PoolID, NodeDir, HostVeth and TUN are set for a pod whose node came
+	// from the daemon's pool: its node's state dir and link names derive
+	// from the pool entry's ID, not from the container ID. Records
+	// without them (every pod of older daemons, and pods of the slow
+	// path) derive both from the container ID.
+	PoolID   string `json:"poolID,omitempty"`
+	NodeDir  string `json:"nodeDir,omitempty"`
+	HostVeth string `json:"hostVeth,omitempty"`
+	TUN      string `json:"tun,omitempty"`
+}
+
+// nodeDir is the state dir of the pod's node (its FileStore).
+func (r *PodRecord) nodeDir(stateDir string) string {
+	if r.NodeDir != "" {
+		return r.NodeDir
+	}
+	return PodDir(stateDir, r.ContainerID)
 }
 
 // RecordFile is PodRecord's name in the pod's state dir.

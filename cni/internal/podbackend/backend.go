@@ -50,7 +50,8 @@ type Config struct {
 	AuthKey string
 	// StateDir holds the FileStore and the backend's var root.
 	StateDir string
-	// Socket is the path of the pod's LocalAPI socket.
+	// Socket is the path of the pod's LocalAPI socket. Empty serves none
+	// until ServeSocket: a pool node has no pod yet (see daemon's pool).
 	Socket string
 	// NetMon is the daemon's one view of the host network, shared by every
 	// backend (see Shared).
@@ -80,9 +81,11 @@ type Backend struct {
 	relay  *eventbus.Publisher[netmon.ChangeDelta]
 	srv    *http.Server
 	ln     net.Listener
-	// sockInfo identifies the socket file this backend made: a newer
-	// sandbox of the same pod may replace it, and Close must not remove
-	// that one.
+	// sock is the socket being served ("" for none) and sockInfo
+	// identifies the file this backend made: a newer sandbox of the same
+	// pod may replace it, and Close must not remove that one. Both are
+	// guarded by mu.
+	sock     string
 	sockInfo os.FileInfo
 	cancel   context.CancelFunc
 	// ownNetMon is the backend's own monitor when the build cannot share
@@ -147,8 +150,10 @@ func Start(logf logger.Logf, cfg Config) (_ *Backend, err error) {
 	if err := b.login(ctx); err != nil {
 		return nil, err
 	}
-	if err := b.serveLocalAPI(); err != nil {
-		return nil, err
+	if b.cfg.Socket != "" {
+		if err := b.ServeSocket(b.cfg.Socket); err != nil {
+			return nil, err
+		}
 	}
 	return b, nil
 }
@@ -338,10 +343,16 @@ func (b *Backend) onNotify(n *ipn.Notify) bool {
 	return true
 }
 
-// serveLocalAPI serves the pod's LocalAPI on its own socket, last: once
-// the socket is there, the stock CLI and an adapter can use the node.
-func (b *Backend) serveLocalAPI() error {
-	sock := b.cfg.Socket
+// ServeSocket serves the node's LocalAPI on the unix socket sock, last in
+// Start (once the socket is there, the stock CLI and an adapter can use
+// the node), or later for a node started without a pod (the daemon's
+// pool hands it to one). It serves one socket: a second call fails.
+func (b *Backend) ServeSocket(sock string) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.srv != nil {
+		return fmt.Errorf("already serving %s", b.sock)
+	}
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		return fmt.Errorf("creating socket dir: %w", err)
 	}
@@ -363,10 +374,35 @@ func (b *Backend) serveLocalAPI() error {
 	})
 	h.PermitRead, h.PermitWrite = true, true
 	b.ln = ln
+	b.sock = sock
 	b.sockInfo, _ = os.Stat(sock)
-	b.srv = &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = b.srv.Serve(ln) }()
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	b.srv = srv
+	go func() { _ = srv.Serve(ln) }()
 	return nil
+}
+
+// SetHostname changes the node's hostname, as `tailscale set --hostname`
+// does: the client sends it to the control plane with its next map
+// request, and a control plane that derived the node's name from its old
+// hostname (Headscale, Tailscale unless an admin renamed it) renames it.
+func (b *Backend) SetHostname(name string) error {
+	_, err := b.lb.EditPrefs(&ipn.MaskedPrefs{Prefs: ipn.Prefs{Hostname: name}, HostnameSet: true})
+	if err != nil {
+		return fmt.Errorf("setting hostname %q: %w", name, err)
+	}
+	return nil
+}
+
+// ControlName is the node's name as the control plane last sent it (its
+// self node's MagicDNS name, with a trailing dot), or "" before the first
+// netmap.
+func (b *Backend) ControlName() string {
+	nm := b.lb.NetMapNoPeers()
+	if nm == nil || !nm.SelfNode.Valid() {
+		return ""
+	}
+	return nm.SelfNode.Name()
 }
 
 // Running is what WaitRunning reports about a node that came up.
@@ -481,11 +517,14 @@ func (b *Backend) Relay(cd netmon.ChangeDelta) { b.relay.Publish(cd) }
 // socket is removed. The node stays registered; the caller deletes it.
 func (b *Backend) Close() {
 	b.closeOnce.Do(func() {
-		if b.srv != nil {
-			b.srv.Close()
+		b.mu.Lock()
+		srv, sock, info := b.srv, b.sock, b.sockInfo
+		b.mu.Unlock()
+		if srv != nil {
+			srv.Close()
 		}
-		if st, err := os.Stat(b.cfg.Socket); err == nil && b.sockInfo != nil && os.SameFile(st, b.sockInfo) {
-			os.Remove(b.cfg.Socket)
+		if st, err := os.Stat(sock); err == nil && info != nil && os.SameFile(st, info) {
+			os.Remove(sock)
 		}
 		b.cancel()
 		b.lb.Shutdown()
