@@ -225,12 +225,14 @@ func (b *Backend) startEngine(netMon *netmon.Monitor) error {
 		SetSubsystem:  sys.Set,
 		ControlKnobs:  sys.ControlKnobs(),
 		EventBus:      sys.Bus.Get(),
+		ListenPort:    loadListenPort(b.cfg.StateDir),
 	})
 	if err != nil {
 		dev.Close()
 		return fmt.Errorf("starting engine: %w", err)
 	}
 	sys.Set(eng)
+	saveListenPort(logf, b.cfg.StateDir, sys.MagicSock.Get().LocalPort())
 	b.onFailure(eng.Close)
 	sys.HealthTracker.Get().SetMetricsRegistry(sys.UserMetricsRegistry())
 	return nil
