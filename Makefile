@@ -179,7 +179,7 @@ bench: tools frontend ## Run the benchmarks and print their figures (the CNI's a
 
 .PHONY: bench-cni
 bench-cni: tools ## The CNI benchmark (root): ADD latency, readiness, RSS per pod, idle logs, iperf3 against baselines.
-	cd cni && go test -run='^$$' -bench=BenchmarkCNI -benchtime=1x -timeout 60m -v ./e2e
+	cd cni && go test -run='^$$' -bench='BenchmarkCNI|BenchmarkThroughput' -benchtime=1x -timeout 60m -v ./e2e
 
 .PHONY: demo
 demo: tools deps binaries ## Start the demo: local Headscale, 4 tailscaled nodes with adapters, WebUI on http://127.0.0.1:3621.
