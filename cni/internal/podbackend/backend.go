@@ -93,6 +93,8 @@ type Backend struct {
 	ownNetMon *netmon.Monitor
 	// ns is the pod's netstack when Config.Netstack; nil otherwise.
 	ns *netstack.Impl
+	// direct is the pod's TUN as the engine sees it (see datapath.go).
+	direct *directTUN
 
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every notification
@@ -214,9 +216,9 @@ func (b *Backend) startEngine(netMon *netmon.Monitor) error {
 		dev.Close()
 		return fmt.Errorf("TUN came up as %s, want %s", devName, b.cfg.Pod.TUN)
 	}
-	b.router = &podRouter{logf: logf, pod: b.cfg.Pod, onAddrs: b.cfg.OnAddrs}
+	b.router = &podRouter{logf: logf, pod: b.cfg.Pod, onAddrs: b.directAddrs(b.cfg.OnAddrs)}
 	eng, err := wgengine.NewUserspaceEngine(logf, wgengine.Config{
-		Tun:           dev,
+		Tun:           b.useDirect(dev),
 		Router:        b.router,
 		NetMon:        netMon,
 		HealthTracker: sys.HealthTracker.Get(),
@@ -277,6 +279,7 @@ func (b *Backend) newLocalBackend() error {
 		return fmt.Errorf("creating backend: %w", err)
 	}
 	b.lb = lb
+	b.direct.attach(lbNode{lb: lb, w: b.sys.Tun.Get()})
 	b.onFailure(lb.Shutdown)
 	lb.SetVarRoot(b.cfg.StateDir)
 	return nil
