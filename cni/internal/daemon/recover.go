@@ -4,9 +4,16 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 )
+
+// recoverStarts bounds how many recovered nodes start at once. Starting
+// one (its TUN, engine and backend, and its first map request) is CPU
+// work: 110 at once on a 2-core node starve each other, the shim's socket
+// and the GC. Waiting for a started node to come up takes no slot.
+const recoverStarts = 8
 
 // Recover brings back, after a restart (clean or kill -9), every pod whose
 // netns still exists, with the node identity in its FileStore (so the same
@@ -15,6 +22,7 @@ import (
 // ADD timeout for recovered nodes to run; slower ones keep coming up in the
 // background.
 func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
+	start := m.clock.Now()
 	entries, _ := os.ReadDir(filepath.Join(m.cfg.StateDir, "pods"))
 	var live []*pod
 	for _, e := range entries {
@@ -66,16 +74,21 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 	// Recoveries may outlive Recover, but not ctx nor the Manager.
 	rctx, cancel := context.WithCancel(ctx)
 	stop := context.AfterFunc(m.closing, cancel)
+	swept := m.clock.Now()
 	var wg sync.WaitGroup
 	var mu sync.Mutex
+	var times []recoverTimes
+	slots := make(chan struct{}, recoverStarts)
 	for _, p := range live {
 		wg.Add(1)
 		m.recovering.Go(func() {
 			defer wg.Done()
-			if m.recoverPod(rctx, p) {
-				mu.Lock()
+			t, ok := m.recoverPod(rctx, p, slots)
+			mu.Lock()
+			defer mu.Unlock()
+			if ok {
 				recovered++
-				mu.Unlock()
+				times = append(times, t)
 			}
 		})
 	}
@@ -95,43 +108,94 @@ func (m *Manager) Recover(ctx context.Context) (recovered, removed int) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	m.logRecovered(times, swept.Sub(start), m.clock.Since(start))
 	return recovered, removed
+}
+
+// recoverTimes is where one pod's recovery spent its time.
+type recoverTimes struct {
+	queued  time.Duration // waiting for a start slot
+	started time.Duration // host rules, TUN, engine, backend
+	up      time.Duration // until the node has its addresses (or runs)
+	wired   time.Duration // ts0 and DNS
+}
+
+// logRecovered logs, in one line, where recovery spent its time: the
+// scan and sweep, then each phase's median and slowest over the pods.
+func (m *Manager) logRecovered(ts []recoverTimes, sweep, total time.Duration) {
+	if len(ts) == 0 {
+		return
+	}
+	stat := func(f func(recoverTimes) time.Duration) string {
+		ds := make([]time.Duration, len(ts))
+		for i, t := range ts {
+			ds[i] = f(t)
+		}
+		slices.Sort(ds)
+		r := func(d time.Duration) time.Duration { return d.Round(time.Millisecond) }
+		return r(ds[len(ds)/2]).String() + "/" + r(ds[len(ds)-1]).String()
+	}
+	m.logf("recover: %d pods back in %v (median/slowest: scan and sweep %v, queued %s, start %s, up %s, wire %s)",
+		len(ts), total.Round(time.Millisecond), sweep.Round(time.Millisecond),
+		stat(func(t recoverTimes) time.Duration { return t.queued }),
+		stat(func(t recoverTimes) time.Duration { return t.started }),
+		stat(func(t recoverTimes) time.Duration { return t.up }),
+		stat(func(t recoverTimes) time.Duration { return t.wired }))
 }
 
 func (m *Manager) netnsExists(path string) bool {
 	return path != "" && m.net.CheckNetNS(path) == nil
 }
 
-// recoverPod restarts one pod's node from its stored identity and rewires it.
-func (m *Manager) recoverPod(ctx context.Context, p *pod) bool {
+// recoverPod restarts one pod's node from its stored identity and rewires
+// it, starting the node once it holds one of slots.
+func (m *Manager) recoverPod(ctx context.Context, p *pod, slots chan struct{}) (t recoverTimes, ok bool) {
 	id := p.rec.ContainerID
 	unlock := m.lock(id)
 	defer unlock()
 	// Ready is cleared while rewiring so that addrsChanged leaves it alone.
 	p.rec.Ready = false
-	if err := m.net.PrepareHost(p.kernel()); err != nil {
-		m.logf("recover: pod %s: %v", id, err)
-		return false
+	mark := m.clock.Now()
+	lap := func() time.Duration {
+		now := m.clock.Now()
+		d := now.Sub(mark)
+		mark = now
+		return d
 	}
-	b, err := m.startBackend(p, "")
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return t, false
+	}
+	t.queued = lap()
+	b, err := m.restartNode(p)
+	<-slots
 	if err != nil {
 		m.logf("recover: pod %s: %v", id, err)
-		return false
+		return t, false
 	}
-	// No timeout beyond the daemon's life: a node that cannot reach the
-	// control plane now will when it comes back.
-	run, err := b.WaitRunning(ctx)
+	t.started = lap()
+	// As ADD does, wire the pod once its node has its addresses (or, with
+	// AddWaitsForRunning, runs). No timeout beyond the daemon's life: a
+	// node that cannot reach the control plane now will when it comes
+	// back.
+	wait := b.WaitAddresses
+	if m.cfg.AddWaitsForRunning {
+		wait = b.WaitRunning
+	}
+	run, err := wait(ctx)
 	if err != nil {
 		m.logf("recover: pod %s: %v", id, err)
-		return false
+		return t, false
 	}
+	t.up = lap()
 	if run.NodeID != p.rec.NodeID {
 		m.logf("recover: pod %s came back as node %s, was %s", id, run.NodeID, p.rec.NodeID)
 		p.rec.NodeID = run.NodeID
 	}
 	if err := m.attach(p, run.Addrs); err != nil {
 		m.logf("recover: pod %s: %v", id, err)
-		return false
+		return t, false
 	}
 	if err := m.startDNS(p); err != nil {
 		m.logf("recover: pod %s: %v", id, err)
@@ -140,8 +204,18 @@ func (m *Manager) recoverPod(ctx context.Context, p *pod) bool {
 	if err := m.save(&p.rec); err != nil {
 		m.logf("recover: pod %s: saving state: %v", id, err)
 	}
+	t.wired = lap()
 	m.logf("recover: pod %s/%s back as %s (%v)", p.rec.Namespace, p.rec.Pod, p.rec.Hostname, p.rec.Addrs)
-	return true
+	return t, true
+}
+
+// restartNode installs the pod's host rules and starts its node from the
+// identity in its state dir.
+func (m *Manager) restartNode(p *pod) (PodBackend, error) {
+	if err := m.net.PrepareHost(p.kernel()); err != nil {
+		return nil, err
+	}
+	return m.startBackend(p, "")
 }
 
 func (m *Manager) ownsLink(name string) bool {
