@@ -28,7 +28,9 @@ const (
 	DefaultSocket      = DefaultRunDir + "/daemon.sock"
 	DefaultAddTimeout  = 60 * time.Second
 	DefaultPublishWait = 2 * time.Second
-	DefaultPoolSize    = 2
+	// DefaultPoolSize is off: a bare daemon (the tests, the demo) makes
+	// no node before a pod asks. The chart sets its own (pool.size).
+	DefaultPoolSize = 0
 )
 
 // Config is the daemon's configuration.
