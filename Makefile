@@ -177,9 +177,18 @@ bench: tools frontend ## Run the benchmarks and print their figures (the CNI's a
 	@for m in $(filter-out cni,$(MODULES)); do (cd $$m && go test -run='^$$' -bench=. -benchmem ./...); done
 	cd cni && go test -run='^$$' -bench=. -benchmem $$(go list ./... | grep -v /e2e)
 
+# bench-cni's knobs (or their TSYMBIOTE_BENCH_* environment variables):
+# BENCH_BATCHING=short runs Headscale with the shortened batching tests use
+# instead of its own (default), BENCH_PODS the pods on the node (default 110),
+# BENCH_POOL the daemon's node pool (default 2; 0 turns it off).
+BENCH_BATCHING ?= $(TSYMBIOTE_BENCH_BATCHING)
+BENCH_PODS ?= $(TSYMBIOTE_BENCH_PODS)
+BENCH_POOL ?= $(TSYMBIOTE_BENCH_POOL)
+
 .PHONY: bench-cni
 bench-cni: tools ## The CNI benchmark (root): ADD latency, readiness, RSS per pod, idle logs, iperf3 against baselines.
-	cd cni && go test -run='^$$' -bench='BenchmarkCNI|BenchmarkThroughput' -benchtime=1x -timeout 60m -v ./e2e
+	cd cni && TSYMBIOTE_BENCH_BATCHING=$(BENCH_BATCHING) TSYMBIOTE_BENCH_PODS=$(BENCH_PODS) TSYMBIOTE_BENCH_POOL=$(BENCH_POOL) \
+		go test -run='^$$' -bench='BenchmarkCNI|BenchmarkThroughput' -benchtime=1x -timeout 60m -v ./e2e
 
 .PHONY: demo
 demo: tools deps binaries ## Start the demo: local Headscale, 4 tailscaled nodes with adapters, WebUI on http://127.0.0.1:3621.

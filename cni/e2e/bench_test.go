@@ -130,6 +130,12 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 		"--statedir="+dir, "--tun=tsbench"+strconv.Itoa(n), "--port=0", "--verbose=1")
 	cmd.Env = append(os.Environ(), "TS_DEBUG_USE_DERP_HTTP=1", "TS_NO_LOGS_NO_SUPPORT=true")
 	proc := testkit.Start(b, cmd)
+	e.mu.Lock()
+	if e.stock == nil {
+		e.stock = map[int]*testkit.Process{}
+	}
+	e.stock[n] = proc
+	e.mu.Unlock()
 	key, err := e.hs.AuthKey(context.Background(), headscaletest.KeyOptions{Tags: []string{headscaletest.TagTest}})
 	if err != nil {
 		b.Fatal(err)
@@ -153,116 +159,21 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 	return strings.TrimSpace(string(out)), err
 }
 
-// BenchmarkCNI measures, in one run: ADD latency and ADD-to-reachable from a
-// peer pod over 20 pods, daemon RSS per extra pod at 1, 10 and 30 pods, idle
-// log lines per pod per minute at 20 pods, and iperf3 pod to pod over the
-// tailnet beside the plain bridge path and two stock tailscaled.
-// Run it with -benchtime 1x; it is slow (minutes).
+// BenchmarkCNI measures one node at scale, in one run (see nodeBench for
+// its phases and knobs): ADD latency and ADD-to-reachable from a peer pod,
+// the daemon's RSS per extra pod at 1, 10, 30 and 110 pods and its
+// anonymous memory per pod at 110, the idle daemon's CPU and log lines at
+// 110 pods, the time a SIGKILLed daemon takes to bring every pod back, and
+// pod-to-pod throughput against a pair of stock tailscaled. It prints
+// figures and asserts no timing. Run it with -benchtime 1x; it takes about
+// a quarter of an hour at 110 pods.
 func BenchmarkCNI(b *testing.B) {
-	e := newEnv(b)
-	ensureTool(b, "iperf3", "iperf3")
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
-	defer cancel()
-	pid := e.daemon.PID()
-	rss0 := settledRSS(b, pid)
-
-	anchor := e.newPod("anchor")
-	if _, err := e.add(ctx, anchor); err != nil {
-		b.Fatal(err)
-	}
-	firstReply(b, anchor, anchor.tailnetIPv4(b).String())
-	pods := []*pod{anchor}
-	rssAt := map[int]rss{}
-	var addLat, readyLat []time.Duration
-	var idlePerPodMin float64
-	for i := 1; len(pods) < 30; i++ {
-		if len(pods) == 1 || len(pods) == 10 {
-			rssAt[len(pods)] = settledRSS(b, pid)
-		}
-		p := e.newPod(fmt.Sprintf("p%02d", i))
-		start := time.Now()
-		if _, err := e.add(ctx, p); err != nil {
-			b.Fatalf("ADD %s: %v", p.name, err)
-		}
-		added := time.Since(start)
-		reached := firstReply(b, anchor, p.tailnetIPv4(b).String())
-		pods = append(pods, p)
-		if len(addLat) < 20 {
-			addLat = append(addLat, added)
-			readyLat = append(readyLat, reached.Sub(start))
-		}
-		if len(pods) == 20 {
-			time.Sleep(20 * time.Second) // let start-up chatter pass
-			n0 := strings.Count(e.daemonLog.String(), "\n")
-			time.Sleep(60 * time.Second)
-			n1 := strings.Count(e.daemonLog.String(), "\n")
-			idlePerPodMin = float64(n1-n0) / 20
-			b.Logf("idle log lines in 60 s at 20 pods: %d", n1-n0)
-		}
-	}
-	rssAt[30] = settledRSS(b, pid)
-
-	// Throughput: two pods over the tailnet, then over the bridge.
-	a, c := pods[1], pods[2]
-	tailnet := iperf(b, a, c, c.tailnetIPv4(b).String(), 5)
-	plain := iperf(b, a, c, c.result.IPs[0].Address.IP.String(), 5)
-	// Two stock tailscaled, each in a bridge-only netns of its own.
-	plainConf := e.confList("")
-	s1, s2 := e.newPod("stock1"), e.newPod("stock2")
-	for _, p := range []*pod{s1, s2} {
-		if _, err := e.cni.AddNetworkList(ctx, plainConf, e.rt(p)); err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { _ = e.cni.DelNetworkList(context.Background(), plainConf, e.rt(p)) })
-	}
-	stock := 0.0
-	_, err1 := e.stockTailscaled(b, s1, 1)
-	ip2, err2 := e.stockTailscaled(b, s2, 2)
-	switch {
-	case err1 != nil || err2 != nil:
-		b.Errorf("stock tailscaled pair: %v %v", err1, err2)
-	default:
-		// Until s1 has s2 in its netmap, ping fails at once with "network
-		// is unreachable"; retry for a while.
-		var out []byte
-		var err error
-		for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			if out, err = exec.Command("ip", "netns", "exec", s1.netns, "ping", "-c", "1", "-w", "5", ip2).CombinedOutput(); err == nil {
-				break
-			}
-		}
-		if err != nil {
-			b.Errorf("stock tailscaled pair cannot ping: %v\n%s", err, out)
-		} else {
-			stock = iperf(b, s1, s2, ip2, 5)
-		}
-	}
-
-	b.ReportMetric(percentile(addLat, 0.5).Seconds(), "add-p50-s")
-	b.ReportMetric(percentile(addLat, 0.95).Seconds(), "add-p95-s")
-	b.ReportMetric(percentile(readyLat, 0.5).Seconds(), "ready-p50-s")
-	b.ReportMetric(percentile(readyLat, 0.95).Seconds(), "ready-p95-s")
-	for _, n := range []int{1, 10, 30} {
-		b.ReportMetric(float64(rssAt[n].total-rss0.total)/1024/float64(n), fmt.Sprintf("MiB/pod@%d", n))
-		b.ReportMetric(float64(rssAt[n].anon-rss0.anon)/1024/float64(n), fmt.Sprintf("anon-MiB/pod@%d", n))
-	}
-	b.ReportMetric(idlePerPodMin, "idle-log-lines/pod/min")
-	b.ReportMetric(tailnet, "tailnet-Gbit/s")
-	b.ReportMetric(plain, "bridge-veth-Gbit/s")
-	b.ReportMetric(stock, "stock-tailscaled-Gbit/s")
-	if stock > 0 {
-		b.ReportMetric(tailnet/stock, "tailnet/stock")
-	}
-	b.Logf("ADD p50 %v p95 %v; ADD-to-reachable p50 %v p95 %v (20 pods)",
-		percentile(addLat, 0.5).Round(time.Millisecond), percentile(addLat, 0.95).Round(time.Millisecond),
-		percentile(readyLat, 0.5).Round(time.Millisecond), percentile(readyLat, 0.95).Round(time.Millisecond))
-	b.Logf("daemon RSS %d MiB with no pods; %d/%d/%d MiB at 1/10/30 pods", rss0.total/1024, rssAt[1].total/1024, rssAt[10].total/1024, rssAt[30].total/1024)
-	b.Logf("of which anonymous (not the binary's shared pages) %d MiB with no pods; %d/%d/%d MiB at 1/10/30 pods", rss0.anon/1024, rssAt[1].anon/1024, rssAt[10].anon/1024, rssAt[30].anon/1024)
-	b.Logf("iperf3 5 s: tailnet pod->pod %.2f Gbit/s, bridge veth %.2f Gbit/s, stock tailscaled pair %.2f Gbit/s", tailnet, plain, stock)
-
-	for _, p := range pods {
-		if err := e.del(ctx, p); err != nil {
-			b.Errorf("DEL %s: %v", p.name, err)
-		}
-	}
+	nb := newNodeBench(b)
+	nb.latency()
+	nb.fill()
+	nb.idle()
+	nb.restart()
+	nb.throughput()
+	nb.report()
+	nb.deleteAll()
 }

@@ -94,6 +94,8 @@ type env struct {
 	netnses    []string
 	containers []string
 	extraEnv   []string
+	// stock are the stock tailscaleds the benchmark runs, by number.
+	stock map[int]*testkit.Process
 }
 
 // hostVeth makes a veth pair whose host end holds addr/30, so that Headscale
@@ -179,6 +181,20 @@ func ensureTool(t testing.TB, cmd, pkg string) {
 // daemon's environment.
 func newEnv(t testing.TB, extraEnv ...string) *env {
 	t.Helper()
+	return newEnvWith(t, envOptions{}, extraEnv...)
+}
+
+// envOptions are what some tests and benchmarks change in newEnv's world.
+type envOptions struct {
+	// defaultBatching starts Headscale with its own batching of node-store
+	// writes and peer updates (what users run; the benchmark's default)
+	// instead of the shortened one that keeps tests fast.
+	defaultBatching bool
+}
+
+// newEnvWith is newEnv with opts.
+func newEnvWith(t testing.TB, opts envOptions, extraEnv ...string) *env {
+	t.Helper()
 	testkit.Root(t)
 	ensureTool(t, "ping", "iputils-ping")
 	restoreSysctls(t, "/proc/sys/net/ipv4/ip_forward", "/proc/sys/net/ipv6/conf/all/forwarding")
@@ -194,7 +210,7 @@ func newEnv(t testing.TB, extraEnv ...string) *env {
 	// Pods route only this /30 (Headscale's) through the bridge, for the
 	// stock tailscaled the benchmark runs in pod namespaces; nothing else.
 	e.hsNet = fmt.Sprintf("10.250.%d.0/30", b)
-	e.hs = headscaletest.Start(t, headscaletest.Options{ListenAddr: hsAddr})
+	e.hs = headscaletest.Start(t, headscaletest.Options{ListenAddr: hsAddr, DefaultBatching: opts.defaultBatching})
 	cp, err := controlplane.New(logger.Discard, controlplane.Config{HeadscaleURL: e.hs.URL, HeadscaleAPIKey: controlplane.Secret(e.hs.APIKey)})
 	if err != nil {
 		t.Fatal(err)
