@@ -69,8 +69,14 @@ func pidWithArgs(b testing.TB, args ...string) int {
 	return found[0]
 }
 
-// otherDaemons lists the tailscale-cni-daemon processes running now.
+// otherDaemons lists the tailscale-cni-daemon processes running now in
+// this process's network namespace: the ones whose sweep sees its links.
+// (Run the whole test under `ip netns exec` to keep clear of the others.)
 func otherDaemons() []int {
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return nil
+	}
 	ents, _ := os.ReadDir("/proc")
 	var pids []int
 	for _, e := range ents {
@@ -78,7 +84,11 @@ func otherDaemons() []int {
 		if err != nil {
 			continue
 		}
-		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && filepath.Base(exe) == "tailscale-cni-daemon" {
+		exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe"))
+		if err != nil || filepath.Base(exe) != "tailscale-cni-daemon" {
+			continue
+		}
+		if ns, err := os.Readlink(filepath.Join("/proc", e.Name(), "ns/net")); err == nil && ns == self {
 			pids = append(pids, pid)
 		}
 	}
