@@ -92,10 +92,15 @@ func lookupLocal(a netip.Addr) *directTUN {
 	return (*m)[a]
 }
 
-// setLocal makes addrs the addresses of d in localNodes (none removes it).
+// setLocal makes addrs the addresses of d in localNodes (none, or d
+// closed, removes it). Checking closed under the lock keeps a router call
+// racing with Close from putting a closed TUN back.
 func setLocal(d *directTUN, addrs []netip.Addr) {
 	localNodes.mu.Lock()
 	defer localNodes.mu.Unlock()
+	if d.closed.Load() {
+		addrs = nil
+	}
 	m := map[netip.Addr]*directTUN{}
 	if old := localNodes.byAddr.Load(); old != nil {
 		for a, o := range *old {
@@ -169,9 +174,6 @@ func (d *directTUN) attach(n node) { d.n.Store(&n) }
 // setAddrs records the node's tailnet addresses and publishes them to the
 // other pods' TUNs.
 func (d *directTUN) setAddrs(ps []netip.Prefix) {
-	if d.closed.Load() {
-		return
-	}
 	addrs := make([]netip.Addr, 0, len(ps))
 	for _, p := range ps {
 		addrs = append(addrs, p.Addr())

@@ -283,3 +283,41 @@ func TestDirectPathForgotten(t *testing.T) {
 		t.Errorf("closed pod's TUN got %d packets", len(bTUN.written))
 	}
 }
+
+// TestDirectPathBothWays runs two pods' Reads at once, each delivering to
+// the other (as a TCP flow and its ACKs do), for the race detector.
+func TestDirectPathBothWays(t *testing.T) {
+	a := netip.MustParseAddr("100.64.2.1")
+	b := netip.MustParseAddr("100.64.2.2")
+	const batches = 200
+	aTUN, bTUN := &fakeTUN{}, &fakeTUN{}
+	for range batches {
+		aTUN.reads = append(aTUN.reads, [][]byte{ip4(protoTCP, a, b, 40000, 80, flagACK), ip4(protoTCP, a, b, 40000, 80, flagACK)})
+		bTUN.reads = append(bTUN.reads, [][]byte{ip4(protoTCP, b, a, 80, 40000, flagACK)})
+	}
+	da, db := newDirectTUN(t.Logf, aTUN), newDirectTUN(t.Logf, bTUN)
+	defer da.Close()
+	defer db.Close()
+	da.attach(&fakeNode{filt: policy(t, a, b)})
+	db.attach(&fakeNode{filt: policy(t, b, a)})
+	da.setAddrs([]netip.Prefix{netip.PrefixFrom(a, 32)})
+	db.setAddrs([]netip.Prefix{netip.PrefixFrom(b, 32)})
+
+	var wg sync.WaitGroup
+	for _, d := range []*directTUN{da, db} {
+		wg.Go(func() {
+			bufs := [][]byte{make([]byte, tstun.PacketStartOffset+200), make([]byte, tstun.PacketStartOffset+200)}
+			sizes := make([]int, 2)
+			if n, err := d.Read(bufs, sizes, tstun.PacketStartOffset); n != 0 || !errors.Is(err, io.EOF) {
+				t.Errorf("Read = %d, %v; want everything delivered, then EOF", n, err)
+			}
+		})
+	}
+	wg.Wait()
+	if got := len(bTUN.written); got != 2*batches {
+		t.Errorf("b got %d packets, want %d", got, 2*batches)
+	}
+	if got := len(aTUN.written); got != batches {
+		t.Errorf("a got %d packets, want %d", got, batches)
+	}
+}
