@@ -265,14 +265,21 @@ func (e *sse) send(event string, v any) error {
 
 func (e *sse) flush() { e.f.Flush() }
 
+// maxBatch bounds the results in one "results" event: a browser parses
+// an event in one go, and 1,000 results are about 400 kB of JSON.
+const maxBatch = 1000
+
 // handleFanoutEvents streams "start", then every "result" (from the first,
 // so a late reader misses nothing), then "done". Results that arrive
-// together go out in one write.
+// together go out in one write. With ?batch=1 they go out as "results"
+// events, each a JSON array of up to maxBatch results: the page then
+// parses one event where it would parse hundreds.
 func (s *Server) handleFanoutEvents(w http.ResponseWriter, r *http.Request) {
 	f := s.fanout(w, r)
 	if f == nil {
 		return
 	}
+	batch := r.URL.Query().Get("batch") == "1"
 	ev, err := newSSE(w)
 	if err != nil {
 		writeError(w, http.StatusInternalServerError, err)
@@ -285,8 +292,13 @@ func (s *Server) handleFanoutEvents(w http.ResponseWriter, r *http.Request) {
 	next := 0
 	for {
 		rs, done, changed := f.since(next)
+		for i := 0; batch && i < len(rs); i += maxBatch {
+			if ev.send("results", rs[i:min(i+maxBatch, len(rs))]) != nil {
+				return
+			}
+		}
 		for _, res := range rs {
-			if ev.send("result", res) != nil {
+			if !batch && ev.send("result", res) != nil {
 				return
 			}
 		}

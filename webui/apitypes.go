@@ -173,9 +173,9 @@ type FanoutRequest struct {
 	DNSType DNSType `json:"dnsType,omitempty" tskind:"dns"` // A when empty
 	// TimeoutMS is the deadline of each call; 5000 when zero.
 	TimeoutMS int `json:"timeoutMs,omitempty"`
-	// Concurrency bounds calls in flight in total; 64 when zero.
+	// Concurrency bounds calls in flight in total; 4096 when zero.
 	Concurrency int `json:"concurrency,omitempty"`
-	// PerHost bounds calls in flight per host; 8 when zero.
+	// PerHost bounds calls in flight per host; 16 when zero.
 	PerHost int `json:"perHost,omitempty"`
 }
 

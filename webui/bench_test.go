@@ -13,7 +13,7 @@ import (
 // fan-out is N*(N+1) disco pings (every peer: the other daemons, the
 // adapter and the WebUI). Each size is set up once (in the parent, since
 // the framework runs a sub-benchmark body more than once) and measured at
-// the default concurrency (64 calls in flight, 8 per host) and at 256.
+// the default concurrency (4096 calls in flight, 16 per host) and at 256.
 // Run with -benchtime=3x; it needs about 2 GB of RAM at 50 nodes.
 func BenchmarkPingAll(b *testing.B) {
 	for _, n := range []int{20, 50} {

@@ -29,6 +29,10 @@ type fakeAdapter struct {
 	peers []*adapterv1.Node
 	delay time.Duration // per ping
 	block bool          // pings wait for their deadline
+	// rtt, when set, decides each ping instead of delay: how long it
+	// takes (the round trip it reports) and, when fail is set, that the
+	// peer did not answer. The browser benchmark spreads it per pair.
+	rtt func(peer string) (d time.Duration, fail bool)
 
 	mu    sync.Mutex
 	pings int
@@ -50,12 +54,24 @@ func (f *fakeAdapter) Ping(ctx context.Context, req *adapterv1.PingRequest) (*ad
 		<-ctx.Done()
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+	wait, fail := f.delay, false
+	if f.rtt != nil {
+		wait, fail = f.rtt(req.Peer)
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
 	select {
-	case <-time.After(f.delay):
+	case <-t.C:
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
+	if fail {
+		return &adapterv1.PingResponse{Ip: req.Peer, Results: []*adapterv1.PingResult{{Seq: 1, Error: "no UDP or DERP addr"}}}, nil
+	}
 	lat := durationpb.New(3 * time.Millisecond)
+	if f.rtt != nil {
+		lat = durationpb.New(wait)
+	}
 	return &adapterv1.PingResponse{
 		Ip: req.Peer, Succeeded: 1, AvgLatency: lat, MinLatency: lat, MaxLatency: lat,
 		Results: []*adapterv1.PingResult{{Seq: 1, Latency: lat, Path: adapterv1.PathKind_PATH_KIND_DIRECT, Endpoint: "127.0.0.1:41641"}},
@@ -216,6 +232,18 @@ func readEvents(t testing.TB, url string, stop func(n int) bool) ([]Result, *Fan
 				if stop != nil && stop(len(results)) {
 					return results, nil
 				}
+			case "results":
+				var rs []Result
+				if err := json.Unmarshal([]byte(data), &rs); err != nil {
+					t.Fatal(err)
+				}
+				if len(rs) == 0 || len(rs) > maxBatch {
+					t.Fatalf("results event with %d results, want 1 to %d", len(rs), maxBatch)
+				}
+				results = append(results, rs...)
+				if stop != nil && stop(len(results)) {
+					return results, nil
+				}
 			case "done":
 				var st FanoutState
 				if err := json.Unmarshal([]byte(data), &st); err != nil {
@@ -262,10 +290,14 @@ func TestFakeGraphAndPingAll(t *testing.T) {
 	if len(pairs) != 12 {
 		t.Errorf("%d distinct pairs, want 12", len(pairs))
 	}
-	// A late reader gets everything again.
+	// A late reader gets everything again, one by one or in batches.
 	again, _ := readEvents(t, hs.URL+"/api/fanouts/"+st.ID+"/events", nil)
 	if len(again) != 12 {
 		t.Errorf("replay: %d results", len(again))
+	}
+	batched, _ := readEvents(t, hs.URL+"/api/fanouts/"+st.ID+"/events?batch=1", nil)
+	if len(batched) != 12 || batched[0].Seq != 1 || batched[11].Seq != 12 {
+		t.Errorf("batched replay: %d results", len(batched))
 	}
 }
 

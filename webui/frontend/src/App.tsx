@@ -3,8 +3,8 @@
 // next to what failed; an error boundary keeps one broken panel from
 // blanking the page.
 import type { ReactNode } from "react";
-import { useCallback, useDeferredValue, useMemo, useState } from "react";
-import type { FanoutRequest, FanoutState } from "./api";
+import { useCallback, useDeferredValue, useEffect, useMemo, useState } from "react";
+import type { FanoutRequest, FanoutState, Result } from "./api";
 import { Boundary } from "./Boundary";
 import { FanoutBar } from "./FanoutBar";
 import { FilterBar } from "./FilterBar";
@@ -21,11 +21,16 @@ import { NO_FILTERS, buildElements, filterOptions } from "./graph";
 import { buildMatrix } from "./matrix";
 import { useFanout } from "./useFanout";
 import { useGraph } from "./useGraph";
+import { useLive } from "./useLive";
 import { useThrottled } from "./useThrottled";
 
 // Beyond this many calls the graph and the matrix follow the results once
 // a second, so that the progress bar and the controls stay live.
 const BIG_FANOUT = 2000;
+// Beyond this many edges the graph draws only failed edges and the
+// selected node's; the legend and the matrix still count every one.
+const DRAWN_EDGES = 20000;
+const NO_RESULTS: Result[] = [];
 
 // App is the graph page; nav links to the other pages.
 export function App({ nav }: { nav?: ReactNode }) {
@@ -42,13 +47,29 @@ export function App({ nav }: { nav?: ReactNode }) {
   const fanout = useFanout(onDone);
 
   const running = fanout.phase === "running";
-  const deferredResults = useThrottled(fanout.results, running && (fanout.state?.total ?? 0) > BIG_FANOUT ? 1000 : 0);
   const pingKind = fanout.state?.request.kind === "ping";
-  const elements = useMemo(
-    () => (graph ? buildElements(graph, pingKind ? deferredResults : [], deferredFilters) : null),
-    [graph, deferredResults, pingKind, deferredFilters],
-  );
-  const matrix = useMemo(() => buildMatrix(pingKind ? deferredResults : []), [deferredResults, pingKind]);
+  const bigFanout = (fanout.state?.total ?? 0) > BIG_FANOUT;
+  // The live views take each batch as it comes: the matrix of a big
+  // fan-out, and the graph when it has too many edges to draw them all.
+  const live = useLive(graph, deferredFilters, pingKind ? fanout.results : NO_RESULTS, DRAWN_EDGES);
+  const deferredResults = useThrottled(fanout.results, running && bigFanout ? 1000 : 0);
+  // A live graph also redraws once a second while results stream in:
+  // cytoscape repaints the whole canvas for any change.
+  const liveGraphResults = useThrottled(live.results, running && live.graph ? 1000 : 0);
+  const elements = useMemo(() => {
+    if (!graph) return null;
+    if (live.graph) return live.graph.elements(selected, liveGraphResults);
+    return buildElements(graph, pingKind ? deferredResults : NO_RESULTS, deferredFilters);
+  }, [graph, live.graph, liveGraphResults, deferredResults, pingKind, deferredFilters, selected]);
+  const matrix = useMemo(() => buildMatrix(pingKind && !bigFanout ? deferredResults : NO_RESULTS), [deferredResults, pingKind, bigFanout]);
+  // Benchmarks read how many results of the last fan-out are on screen:
+  // effects run after the graph and the matrix drew them.
+  useEffect(() => {
+    const graphDrawn = live.graph ? liveGraphResults : deferredResults.length;
+    const matrixDrawn = bigFanout ? live.results : deferredResults.length;
+    const n = pingKind ? Math.min(graphDrawn, matrixDrawn) : fanout.results.length;
+    (window as unknown as { __tsymbioteDrawn?: () => number }).__tsymbioteDrawn = () => n;
+  }, [live, liveGraphResults, deferredResults, pingKind, bigFanout, fanout.results]);
   const options = useMemo(() => (graph ? filterOptions(graph) : { tags: [], oses: [] }), [graph]);
   const selectedNode = graph?.nodes.find((n) => n.id === selected) ?? null;
 
@@ -92,7 +113,7 @@ export function App({ nav }: { nav?: ReactNode }) {
           </Boundary>
           {elements && <Legend counts={elements.counts} />}
         </div>
-        <SidePanel tab={tab} onTab={setTab} matrix={matrix} results={fanout.results} selected={selectedNode} onClose={() => setSelected(null)} />
+        <SidePanel tab={tab} onTab={setTab} matrix={matrix} live={bigFanout ? live : null} results={fanout.results} selected={selectedNode} onClose={() => setSelected(null)} />
       </main>
     </div>
   );

@@ -370,16 +370,24 @@ export function GraphView({ elements, selected, onSelect }: Props) {
     };
   }, []);
 
+  // The node and edge lists last put into cytoscape: a live graph hands
+  // the same lists back while only its counts changed.
+  const applied = useRef<{ nodes: unknown; edges: unknown } | null>(null);
   useEffect(() => {
     const c = cy.current;
     if (!c) return;
+    if (applied.current?.nodes === elements.nodes && applied.current.edges === elements.edges) return;
+    applied.current = { nodes: elements.nodes, edges: elements.edges };
     latest.current = new EdgeIndex(elements);
     const want = toDefs(elements);
     const wantIds = new Set(want.map((d) => d.data.id as string));
     const before = new Set(c.nodes().map((n) => n.id()));
     let added = 0;
     let relabelled = false;
-    const isCheap = elements.edges.length > CHEAP_EDGES;
+    // A graph that leaves edges out (live.ts) is big however few it
+    // draws: fitting the labels of its failed edges on every batch of
+    // results is what kept it from painting.
+    const isCheap = elements.edges.length > CHEAP_EDGES || elements.hidden > 0;
     c.batch(() => {
       c.elements().forEach((e) => {
         if (!wantIds.has(e.id())) e.remove();
@@ -439,12 +447,18 @@ export function GraphView({ elements, selected, onSelect }: Props) {
 
   return (
     <div className="graph-wrap">
-      <div className="graph" ref={box} data-testid="graph" data-folded-edges={elements.folded} />
+      <div className="graph" ref={box} data-testid="graph" data-folded-edges={elements.folded} data-hidden-edges={elements.hidden} />
       <div className="graph-key" data-testid="graph-key">
         <span><i className="key-host"><img src={BADGE} alt="" /></i> host, with its adapter</span>
         <span><i className="key-node" /> peer</span>
         <span><i className="key-infra" /> WebUI or adapter</span>
-        <span className="muted">hover a node for its edges&apos; latencies</span>
+        {elements.hidden > 0 ? (
+          <span className="muted" data-testid="hidden-edges">
+            {elements.hidden.toLocaleString()} edges not drawn: select a node to draw its edges (failed ones are always drawn)
+          </span>
+        ) : (
+          <span className="muted">hover a node for its edges&apos; latencies</span>
+        )}
       </div>
       {tip && (
         <div

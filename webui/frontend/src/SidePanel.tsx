@@ -3,7 +3,8 @@
 import type { GraphNode, Result } from "./api";
 import { Boundary } from "./Boundary";
 import { Details } from "./Details";
-import { MatrixView } from "./Matrix";
+import type { Live } from "./useLive";
+import { LiveCanvasMatrix, MatrixView } from "./Matrix";
 import type { Matrix } from "./matrix";
 import { ResultsTable } from "./ResultsTable";
 
@@ -13,12 +14,14 @@ interface Props {
   tab: Tab;
   onTab: (t: Tab) => void;
   matrix: Matrix;
+  // live, for a big fan-out, is drawn instead of matrix.
+  live: Live | null;
   results: Result[];
   selected: GraphNode | null;
   onClose: () => void;
 }
 
-export function SidePanel({ tab, onTab, matrix, results, selected, onClose }: Props) {
+export function SidePanel({ tab, onTab, matrix, live, results, selected, onClose }: Props) {
   return (
     <div className="right">
       <div className="tabs" role="tablist">
@@ -27,7 +30,7 @@ export function SidePanel({ tab, onTab, matrix, results, selected, onClose }: Pr
         <button role="tab" className={tab === "details" ? "active" : ""} onClick={() => onTab("details")}>Details</button>
       </div>
       <Boundary name={tab}>
-        {tab === "matrix" && <MatrixView m={matrix} />}
+        {tab === "matrix" && (live ? <LiveCanvasMatrix live={live.matrix} version={live.results} /> : <MatrixView m={matrix} />)}
         {tab === "results" && <ResultsTable results={results} />}
         {tab === "details" &&
           (selected ? <Details node={selected} results={results} onClose={onClose} /> : <p className="muted">Click a node for its details.</p>)}

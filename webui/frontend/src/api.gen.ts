@@ -54,9 +54,9 @@ export interface FanoutRequestBase {
   hosts?: string[];
   // TimeoutMS is the deadline of each call; 5000 when zero.
   timeoutMs?: number;
-  // Concurrency bounds calls in flight in total; 64 when zero.
+  // Concurrency bounds calls in flight in total; 4096 when zero.
   concurrency?: number;
-  // PerHost bounds calls in flight per host; 8 when zero.
+  // PerHost bounds calls in flight per host; 16 when zero.
   perHost?: number;
 }
 

@@ -73,7 +73,9 @@ export function followFanout(
     error: (msg: string) => void;
   },
 ): () => void {
-  const es = new EventSource(`/api/fanouts/${encodeURIComponent(id)}/events`);
+  // Batched events: one JSON array per write of the server, not one
+  // event (and one parse) per result.
+  const es = new EventSource(`/api/fanouts/${encodeURIComponent(id)}/events?batch=1`);
   let batch: Result[] = [];
   let timer: ReturnType<typeof setTimeout> | null = null;
   const flush = () => {
@@ -87,14 +89,16 @@ export function followFanout(
   // A reconnecting EventSource gets the stream again from the first
   // result: skip what was already handed over.
   let lastSeq = 0;
-  es.addEventListener("result", (ev) => {
-    const r: Result = JSON.parse((ev as MessageEvent).data);
-    if (r.seq <= lastSeq) return;
-    lastSeq = r.seq;
-    batch.push(r);
+  es.addEventListener("results", (ev) => {
+    const rs: Result[] = JSON.parse((ev as MessageEvent).data);
+    for (const r of rs) {
+      if (r.seq <= lastSeq) continue;
+      lastSeq = r.seq;
+      batch.push(r);
+    }
     // Big fan-outs update less often: re-colouring 10,000 edges costs
     // more than a quarter-second delay.
-    if (timer === null) timer = setTimeout(flush, total > 2000 ? 300 : 50);
+    if (timer === null && batch.length > 0) timer = setTimeout(flush, total > 2000 ? 300 : 50);
   });
   es.addEventListener("done", (ev) => {
     if (timer !== null) clearTimeout(timer);

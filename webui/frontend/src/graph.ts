@@ -137,6 +137,9 @@ export interface Elements {
   // folded counts the edges to and from adapters drawn on their hosts:
   // they are in the graph (and pinged) but not drawn.
   folded: number;
+  // hidden counts the edges of a graph too big to draw them all that are
+  // left out (see live.ts's LiveGraph); the counts include them.
+  hidden: number;
 }
 
 // hostIDSep joins an adapter's ID and its target into a host ID (as the
@@ -245,7 +248,7 @@ export function buildElements(g: Graph, results: Result[], f: Filters): Elements
       classes: `cat-${category}${r ? " pinged" : ""}`,
     });
   }
-  return { nodes, edges, counts, folded: foldedEdges };
+  return { nodes, edges, counts, folded: foldedEdges, hidden: 0 };
 }
 
 // filterOptions lists the tags and OSes the filters offer.

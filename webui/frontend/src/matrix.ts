@@ -24,11 +24,16 @@ export function cellKey(row: string, col: string): string {
 // logarithmic scale: loopback-fast and internet-slow both stay readable.
 export function heatColor(ms: number, min: number, max: number): string {
   if (!(max > min)) return "hsl(120, 60%, 45%)";
+  return `hsl(${heatHue(ms, min, max)}, 65%, 45%)`;
+}
+
+// heatHue is heatColor's hue, an integer from 120 (green) to 35 (orange):
+// red is kept for failures.
+export function heatHue(ms: number, min: number, max: number): number {
   const lo = Math.log(Math.max(min, 0.01));
   const hi = Math.log(Math.max(max, 0.02));
   const t = Math.min(1, Math.max(0, (Math.log(Math.max(ms, 0.01)) - lo) / (hi - lo)));
-  // Green to orange: red is kept for failures.
-  return `hsl(${Math.round(120 - 85 * t)}, 65%, 45%)`;
+  return Math.round(120 - 85 * t);
 }
 
 export const FAILED_COLOR = "#d93636";
