@@ -173,8 +173,8 @@ e2e: tools deps frontend images ## Only the integration tests: every package who
 	@hack/leftovers.sh check $(BIN)/.before-tests
 
 .PHONY: bench
-bench: tools frontend ## Run the benchmarks and print their figures (the CNI's are in bench-cni).
-	@for m in $(filter-out cni,$(MODULES)); do (cd $$m && go test -run='^$$' -bench=. -benchmem ./...); done
+bench: tools deps frontend ## Run the benchmarks and print their figures (the CNI's are in bench-cni).
+	@for m in $(filter-out cni,$(MODULES)); do (cd $$m && go test -run='^$$' -bench=. -benchmem -timeout 60m ./...); done
 	cd cni && go test -run='^$$' -bench=. -benchmem $$(go list ./... | grep -v /e2e)
 
 # bench-cni's knobs (or their TSYMBIOTE_BENCH_* environment variables):
