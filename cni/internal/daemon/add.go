@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -282,7 +281,7 @@ func (m *Manager) startBackend(p *pod, authKey string) (PodBackend, error) {
 	// garbage of earlier ADDs, Go zeroes them and every page becomes
 	// resident for good. So collect and release first: a few milliseconds
 	// per ADD for megabytes per pod.
-	debug.FreeOSMemory()
+	memRelease.release()
 	b, err := m.start(m.podLogf(&p.rec), podbackend.Config{
 		Pod:        p.kernel(),
 		Hostname:   p.rec.Hostname,

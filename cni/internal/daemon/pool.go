@@ -10,7 +10,6 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -223,7 +222,7 @@ func (m *Manager) fillOne(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("minting an auth key: %w", err)
 	}
-	debug.FreeOSMemory() // see startBackend
+	memRelease.release() // see startBackend
 	b, err := m.start(m.poolLogf(id), podbackend.Config{
 		Pod:        e.kernel(),
 		Hostname:   e.rec.Hostname,
