@@ -116,6 +116,9 @@ try {
     await cdp.send("Profiler.start");
   }
   await page.evaluate(watch);
+  // TRACE=1 records a Chromium trace and prints what filled each task
+  // over 100 ms (the events directly inside it, by name).
+  if (process.env.TRACE) await browser.startTracing(page, { categories: ["devtools.timeline", "disabled-by-default-devtools.timeline", "v8"] });
   await page.getByTestId("ping-all").click();
   await page.waitForFunction(() => window.__bench.end > 0, null, { timeout: 180000, polling: 250 }).catch(async () => {
     const st = await page.evaluate(() => ({
@@ -125,6 +128,22 @@ try {
     throw new Error(`the page never showed every result: ${JSON.stringify(st)}`);
   });
   const f = await page.evaluate(figures);
+  if (process.env.TRACE) {
+    const { traceEvents } = JSON.parse((await browser.stopTracing()).toString());
+    const main = traceEvents.find((e) => e.name === "thread_name" && e.args?.name === "CrRendererMain");
+    const onMain = traceEvents.filter((e) => e.ph === "X" && main && e.pid === main.pid && e.tid === main.tid);
+    const tasks = onMain.filter((e) => e.name === "RunTask" && e.dur > 100000).sort((a, b) => b.dur - a.dur).slice(0, 8);
+    for (const t of tasks) {
+      const inside = new Map();
+      for (const e of onMain) {
+        if (e === t || e.ts < t.ts || e.ts + (e.dur ?? 0) > t.ts + t.dur || e.name === "RunTask") continue;
+        const k = e.name + (e.args?.data?.type ? `:${e.args.data.type}` : "") + (e.args?.data?.functionName ? `:${e.args.data.functionName}` : "");
+        inside.set(k, (inside.get(k) ?? 0) + (e.dur ?? 0));
+      }
+      const top = [...inside].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([k, us]) => `${k} ${(us / 1000).toFixed(0)}`).join(", ");
+      log(`task ${(t.dur / 1000).toFixed(0)} ms: ${top}`);
+    }
+  }
   f.throttle = throttle;
   f.edges = edges;
   if (process.env.PROFILE) {

@@ -27,8 +27,9 @@ import { useThrottled } from "./useThrottled";
 // Beyond this many calls the graph and the matrix follow the results once
 // a second, so that the progress bar and the controls stay live.
 const BIG_FANOUT = 2000;
-// Beyond this many edges the graph draws only failed edges and the
-// selected node's; the legend and the matrix still count every one.
+// Beyond this many edges the graph draws only the selected node's edges
+// and rings nodes with failed ones (live.ts); the legend and the matrix
+// still count every one.
 const DRAWN_EDGES = 20000;
 const NO_RESULTS: Result[] = [];
 

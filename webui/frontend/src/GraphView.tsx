@@ -88,6 +88,8 @@ function style(cheap: boolean): cytoscape.StylesheetJson {
       style: { "background-image": BADGE, "background-width": 14, "background-height": 14, "background-fit": "none" },
     },
     { selector: "node.offline", style: { "background-color": "#bdbdbd", "border-color": "#999", color: "#888" } },
+    // A node with a failed edge, in a graph too big to draw its edges.
+    { selector: "node.failing", style: { "border-width": 3, "border-color": "#d93636" } },
     { selector: "node.match", style: { "border-width": 5, "border-color": "#f5b700" } },
     { selector: "node:selected", style: { "border-width": 5, "border-color": "#111" } },
     { selector: "node.focus", style: { "border-width": 5, "border-color": "#111", "z-index": 20 } },
@@ -454,7 +456,7 @@ export function GraphView({ elements, selected, onSelect }: Props) {
         <span><i className="key-infra" /> WebUI or adapter</span>
         {elements.hidden > 0 ? (
           <span className="muted" data-testid="hidden-edges">
-            {elements.hidden.toLocaleString()} edges not drawn: select a node to draw its edges (failed ones are always drawn)
+            {elements.hidden.toLocaleString()} edges not drawn: select a node to draw its edges (a red ring: some of its pings failed)
           </span>
         ) : (
           <span className="muted">hover a node for its edges&apos; latencies</span>

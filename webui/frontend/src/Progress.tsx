@@ -3,7 +3,16 @@ import type { FanoutState } from "./api";
 import { progressPercent } from "./fanout";
 
 export function Progress({ state, error }: { state: FanoutState | null; error: string | null }) {
-  if (!state && !error) return null;
+  // The row is there before the first fan-out too: its appearing moved
+  // the graph's canvas, and a big graph's layout then cost a 200 ms
+  // frame right after "Ping all".
+  if (!state && !error) {
+    return (
+      <section className="progress-row">
+        <span className="muted">No fan-out yet.</span>
+      </section>
+    );
+  }
   const pct = progressPercent(state);
   return (
     <section className="progress-row">

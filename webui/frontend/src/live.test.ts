@@ -8,13 +8,26 @@ describe("Feed", () => {
   it("hands out only what was appended, and starts over on a new list", () => {
     const f = new Feed();
     const a = [ping("1", "2"), ping("2", "1")];
-    expect(f.next(a)).toEqual({ fresh: a, reset: false });
+    expect(f.next(a)).toEqual({ fresh: a, reset: false, left: 0 });
     const b = [...a, ping("1", "3")];
-    expect(f.next(b)).toEqual({ fresh: [b[2]], reset: false });
-    expect(f.next(b)).toEqual({ fresh: [], reset: false });
+    expect(f.next(b)).toEqual({ fresh: [b[2]], reset: false, left: 0 });
+    expect(f.next(b)).toEqual({ fresh: [], reset: false, left: 0 });
     const c = [ping("3", "1")];
-    expect(f.next(c)).toEqual({ fresh: c, reset: true });
-    expect(f.next([])).toEqual({ fresh: [], reset: true });
+    expect(f.next(c)).toEqual({ fresh: c, reset: true, left: 0 });
+    expect(f.next([])).toEqual({ fresh: [], reset: true, left: 0 });
+  });
+
+  it("hands out at most max at a time", () => {
+    const f = new Feed();
+    const a = [ping("1", "2"), ping("2", "1"), ping("1", "3"), ping("3", "1"), ping("2", "3")];
+    expect(f.next(a, 2)).toEqual({ fresh: a.slice(0, 2), reset: false, left: 3 });
+    expect(f.next(a, 2)).toEqual({ fresh: a.slice(2, 4), reset: false, left: 1 });
+    expect(f.taken).toBe(4);
+    const b = [...a, ping("3", "2")];
+    expect(f.next(b, 2)).toEqual({ fresh: b.slice(4, 6), reset: false, left: 0 });
+    const c = [ping("3", "1"), ping("1", "3"), ping("2", "1")];
+    expect(f.next(c, 2)).toEqual({ fresh: c.slice(0, 2), reset: true, left: 1 });
+    expect(f.next(c, 2)).toEqual({ fresh: c.slice(2), reset: false, left: 0 });
   });
 });
 
@@ -73,26 +86,28 @@ describe("LiveMatrix", () => {
 });
 
 describe("LiveGraph", () => {
-  it("draws the failed edges and the focus node's, counting every edge", () => {
+  it("marks nodes with failed edges and draws the focus node's, counting every edge", () => {
     const g = mesh(30); // 870 edges
     const lg = new LiveGraph(g, NO_FILTERS);
     expect(lg.edges).toBe(870);
-    const rs = g.edges.map((e, i) => ping(e.source, e.target, i % 10 === 0 ? { ok: false, error: "no answer", latencyMs: undefined } : { path: "derp" }));
+    // Every pair from node 1 fails; the rest go over DERP.
+    const rs = g.edges.map((e) => ping(e.source, e.target, e.source === "1" ? { ok: false, error: "no answer", latencyMs: undefined } : { path: "derp" }));
     lg.add(rs.slice(0, 400));
     lg.add(rs.slice(400));
     const el = lg.elements(null);
     const full = buildElements(g, rs, NO_FILTERS);
     expect(el.counts).toEqual(full.counts);
-    expect(el.edges).toHaveLength(87);
-    expect(el.edges.every((e) => e.data.category === "failed" && e.classes === "cat-failed pinged")).toBe(true);
-    expect(el.hidden).toBe(870 - 87);
+    expect(el.edges).toHaveLength(0);
+    expect(el.hidden).toBe(870);
     expect(el.nodes).toHaveLength(30);
-    // Node 5's 58 edges, 6 of them failed and drawn anyway.
+    expect(el.nodes.filter((n) => n.classes.includes("failing"))).toHaveLength(30); // node 1 and each peer it failed to reach
+    expect(lg.failed("1")).toBe(29);
+    expect(lg.failed("2")).toBe(1);
     const focused = lg.elements("5");
-    const ids = new Set(focused.edges.map((e) => e.data.id));
-    expect(ids.size).toBe(focused.edges.length);
-    expect(focused.edges.filter((e) => e.data.source === "5" || e.data.target === "5")).toHaveLength(58);
-    expect(focused.edges.find((e) => e.data.source === "5" && e.data.category === "derp")?.data.label).toBe("1.5 ms");
+    expect(focused.edges).toHaveLength(58);
+    expect(focused.hidden).toBe(870 - 58);
+    expect(focused.edges.find((e) => e.data.source === "1")?.data.category).toBe("failed");
+    expect(focused.edges.find((e) => e.data.source === "5" && e.data.target === "2")?.data.label).toBe("1.5 ms");
   });
 
   it("moves an edge between counts when a later result replaces one, and forgets on reset", () => {
@@ -100,27 +115,31 @@ describe("LiveGraph", () => {
     const lg = new LiveGraph(g, NO_FILTERS);
     expect(lg.elements(null).counts.idle).toBe(6);
     lg.add([ping("1", "2", { ok: false, error: "x", latencyMs: undefined })]);
-    expect(lg.elements(null).counts).toMatchObject({ idle: 5, failed: 1 });
+    let el = lg.elements(null);
+    expect(el.counts).toMatchObject({ idle: 5, failed: 1 });
+    expect(el.nodes.filter((n) => n.classes.includes("failing")).map((n) => n.data.id)).toEqual(["1", "2"]);
     lg.add([ping("1", "2")]);
-    const el = lg.elements(null);
+    el = lg.elements(null);
     expect(el.counts).toMatchObject({ idle: 5, failed: 0, direct: 1 });
-    expect(el.edges).toHaveLength(0);
+    expect(el.nodes.some((n) => n.classes.includes("failing"))).toBe(false);
     lg.reset();
     expect(lg.elements(null).counts.idle).toBe(6);
   });
 
-  it("hands back the same edges until what it draws changes", () => {
+  it("hands back the same nodes and edges until what it draws changes", () => {
     const g = mesh(4);
     const lg = new LiveGraph(g, NO_FILTERS);
-    const a = lg.elements(null).edges;
-    lg.add([ping("1", "2")]); // idle to direct: not drawn without focus, but counted
-    expect(lg.elements(null).edges).not.toBe(a); // the category moved
-    const b = lg.elements(null).edges;
-    lg.add([ping("1", "2", { latencyMs: 3 })]); // direct again
-    expect(lg.elements(null).edges).toBe(b);
+    const a = lg.elements(null);
+    lg.add([ping("1", "2"), ping("2", "3", { latencyMs: 3 })]); // counted, nothing drawn changes
+    const b = lg.elements(null);
+    expect(b.nodes).toBe(a.nodes);
+    expect(b.edges).toBe(a.edges);
+    expect(b.counts).not.toEqual(a.counts);
+    lg.add([ping("2", "3", { ok: false, error: "x", latencyMs: undefined })]); // 2 and 3 get a ring
+    expect(lg.elements(null).nodes).not.toBe(a.nodes);
     const f = lg.elements("1").edges;
     expect(f).toHaveLength(6);
-    lg.add([ping("1", "3", { path: "direct" }), ping("1", "3", { latencyMs: 9 })]);
+    lg.add([ping("1", "3", { latencyMs: 9 })]);
     const f2 = lg.elements("1").edges;
     expect(f2).not.toBe(f);
     expect(f2.find((e) => e.data.target === "3")?.data.label).toBe("9.0 ms");

@@ -1,4 +1,4 @@
-import { useMemo, useRef } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import type { Graph, Result } from "./api";
 import type { Filters } from "./graph";
 import { Feed, LiveGraph, LiveMatrix } from "./live";
@@ -10,6 +10,8 @@ export interface Live {
   matrix: LiveMatrix;
   // results counts the results taken in; it changes with every batch.
   results: number;
+  // left counts the results not taken in yet (a render takes PER_FRAME).
+  left: number;
 }
 
 // useLive feeds each new batch of results to the live matrix, and to a
@@ -22,20 +24,33 @@ export function useLive(graph: Graph | null, filters: Filters, results: Result[]
     const l = new LiveGraph(graph, filters);
     return l.edges > maxEdges ? l : null;
   }, [graph, filters, maxEdges]);
-  return useMemo(() => {
+  // A render takes at most PER_FRAME results; the rest wait for the
+  // next frame, which tick asks for, so that a burst (results pile up
+  // while the page is busy) never holds one frame for long.
+  const [tick, setTick] = useState(0);
+  const live = useMemo(() => {
+    void tick;
     const s = st.current;
-    const { fresh, reset } = s.feed.next(results);
+    const { fresh, reset, left } = s.feed.next(results, PER_FRAME);
     if (reset) s.matrix = new LiveMatrix();
     s.matrix.add(fresh);
-    if (lg !== s.graph) {
+    if (lg !== s.graph || reset) {
+      // A new graph (or fan-out) takes everything taken so far, once.
       s.graph = lg;
-      lg?.add(results);
-    } else if (reset) {
       lg?.reset();
-      lg?.add(results);
+      lg?.add(results.slice(0, s.feed.taken));
     } else {
       lg?.add(fresh);
     }
-    return { graph: lg, matrix: s.matrix, results: results.length };
-  }, [results, lg]);
+    return { graph: lg, matrix: s.matrix, results: s.feed.taken, left };
+  }, [results, lg, tick]);
+  useEffect(() => {
+    if (live.left === 0) return;
+    const f = requestAnimationFrame(() => setTick((t) => t + 1));
+    return () => cancelAnimationFrame(f);
+  }, [live]);
+  return live;
 }
+
+// PER_FRAME bounds the results one render takes in.
+const PER_FRAME = 1000;
