@@ -177,7 +177,9 @@ func median(rs []run, f func(run) float64) float64 {
 // bridge: five iperf3 runs of each, interleaved so that the host's load
 // drifts over both alike. It reports the medians, CPU seconds per Gbit
 // (the daemon against the two tailscaled together, each side carrying
-// both ends), and their ratio. TSCNI_BENCH_IPERF_SECS sets the length of
+// both ends), and their ratio. TSYMBIOTE_BENCH_BATCHING and
+// TSYMBIOTE_BENCH_POOL pick Headscale's batching and the node pool as for
+// BenchmarkCNI. TSCNI_BENCH_IPERF_SECS sets the length of
 // a run (10 s); TSCNI_BENCH_DAEMON_ENV adds space-separated VAR=value
 // settings to the daemon's environment (TS_CNI_SAME_NODE_DIRECT=false
 // measures the WireGuard path between local pods). Run with -benchtime 1x.
@@ -200,7 +202,26 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 	}
 	alone(0)
-	e := newEnv(b, strings.Fields(os.Getenv("TSCNI_BENCH_DAEMON_ENV"))...)
+	// Batching only moves how soon the pods come up, not the steady
+	// state measured here; it follows bench-cni's knob all the same.
+	var opts envOptions
+	switch v := os.Getenv(envBatching); v {
+	case "", "default":
+		opts.defaultBatching = true
+	case "short":
+	default:
+		b.Fatalf("%s=%q: want default or short", envBatching, v)
+	}
+	// The daemon's node pool as bench-cni sets it (TSYMBIOTE_BENCH_POOL).
+	pool := strconv.Itoa(benchPool)
+	if v := os.Getenv(envPool); v != "" {
+		if n, err := strconv.Atoi(v); err != nil || n < 0 {
+			b.Fatalf("%s=%q: want a pool size, 0 or more", envPool, v)
+		}
+		pool = v
+	}
+	daemonEnv := append([]string{"TS_CNI_POOL_SIZE=" + pool}, strings.Fields(os.Getenv("TSCNI_BENCH_DAEMON_ENV"))...)
+	e := newEnvWith(b, opts, daemonEnv...)
 	ensureTool(b, "iperf3", "iperf3")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -272,8 +293,8 @@ func BenchmarkThroughput(b *testing.B) {
 	b.ReportMetric(oc, "daemon-CPU-s/Gbit")
 	b.ReportMetric(sc, "stock-CPU-s/Gbit")
 	b.ReportMetric(plain, "bridge-veth-Gbit/s")
-	b.Logf("iperf3 %d s x %d interleaved, medians: daemon pod->pod %.2f Gbit/s at %.3f CPU-s/Gbit; stock tailscaled pair %.2f Gbit/s at %.3f CPU-s/Gbit; ratio %.2fx; bridge veth %.2f Gbit/s",
-		secs, rounds, og, oc, sg, sc, og/sg, plain)
+	b.Logf("Headscale batching %s; iperf3 %d s x %d interleaved, medians: daemon pod->pod %.2f Gbit/s at %.3f CPU-s/Gbit; stock tailscaled pair %.2f Gbit/s at %.3f CPU-s/Gbit; ratio %.2fx; bridge veth %.2f Gbit/s",
+		map[bool]string{true: "default", false: "short"}[opts.defaultBatching], secs, rounds, og, oc, sg, sc, og/sg, plain)
 
 	for _, p := range []*pod{a, c} {
 		if err := e.del(ctx, p); err != nil {
