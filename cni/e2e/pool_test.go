@@ -88,7 +88,8 @@ func (e *env) podRecordOf(t testing.TB, p *pod) map[string]any {
 // time to reachable from a peer pod), the nodes get the pods' names in
 // Headscale, the pool refills, a pod with its own tags takes the slow
 // path, and a daemon killed with SIGKILL leaves no pool node behind once
-// restarted, with a pool and without.
+// restarted, with a pool and without. It makes 4 pool ADDs (a refill
+// takes about 5 s); TSCNI_POOL_ADDS=20 makes more, for the figures.
 func TestPool(t *testing.T) {
 	api, apiEnv := startFakeAPIServer(t)
 	e := newEnvWith(t, envOptions{defaultBatching: true}, append(apiEnv, "TS_CNI_POOL_SIZE=2")...)
@@ -103,7 +104,7 @@ func TestPool(t *testing.T) {
 		t.Fatalf("ADD peer: %v", err)
 	}
 	pods := []*pod{peer}
-	adds := 6
+	adds := 4
 	if n, err := strconv.Atoi(os.Getenv("TSCNI_POOL_ADDS")); err == nil && n > 0 {
 		adds = n
 	}
