@@ -178,6 +178,7 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 
 	// Offline-clean: no log upload, no support telemetry.
 	envknob.SetNoLogsNoSupport()
+	netmon.RegisterInterfaceGetter(hostInterfaces)
 	if u, err := url.Parse(cpCfg.EffectiveControlURL()); err == nil && u.Scheme == "http" && getenv("TS_DEBUG_USE_DERP_HTTP") == "" {
 		// A control server on plain HTTP (a Headscale in a lab or test)
 		// serves its embedded DERP on plain HTTP too.
