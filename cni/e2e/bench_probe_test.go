@@ -257,14 +257,17 @@ func explainUnreached(b testing.TB, e *env, anchor *pod, pods []*pod, names []st
 			break
 		}
 		ip := byName[n].tailnetIPv4(b).String()
-		st, _ := exec.Command(cli, "--socket", sock, "status").CombinedOutput()
+		// A node too busy to answer its LocalAPI would hold the benchmark.
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		st, _ := exec.CommandContext(ctx, cli, "--socket", sock, "status").CombinedOutput()
 		var line string
 		for _, l := range strings.Split(string(st), "\n") {
 			if strings.HasPrefix(l, ip+" ") {
 				line = l
 			}
 		}
-		ping, _ := exec.Command(cli, "--socket", sock, "ping", "-c", "2", "--timeout", "3s", ip).CombinedOutput()
+		ping, _ := exec.CommandContext(ctx, cli, "--socket", sock, "ping", "-c", "2", "--timeout", "3s", ip).CombinedOutput()
+		cancel()
 		b.Logf("%s (%s) as the anchor sees it: status %q; disco ping: %s", n, ip, line, strings.TrimSpace(string(ping)))
 	}
 }
