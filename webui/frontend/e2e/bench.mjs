@@ -9,7 +9,8 @@
 // THROTTLE is Chromium's CPU slowdown (1: off). It prints one line
 // "bench: {json}" with the figures and exits 0, or prints "bench: FAIL:"
 // and exits 1 when the page never showed every result. PROFILE=1 adds the
-// functions the page spent its CPU in.
+// functions the page spent its CPU in, TRACE=1 what filled each task over
+// 100 ms (from a Chromium trace).
 import { chromium } from "playwright-core";
 
 const url = process.env.WEBUI_URL ?? "http://127.0.0.1:3621";
