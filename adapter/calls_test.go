@@ -2,6 +2,8 @@ package adapter_test
 
 import (
 	"context"
+	"errors"
+	"io"
 	"strings"
 
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -53,6 +55,30 @@ func everyCall(peer, addr string) []call {
 		add("Ping/"+string(rune('a'+i)), func(ctx context.Context, c adapterv1.AdapterServiceClient) error {
 			_, err := c.Ping(ctx, p)
 			return err
+		})
+	}
+	for i, pp := range []*adapterv1.PingPeersRequest{
+		{Peers: []string{addr, "100.64.0.250"}, Type: adapterv1.PingType_PING_TYPE_DISCO, Timeout: durationpb.New(1e9)},
+		{Peers: []string{addr}, Type: adapterv1.PingType_PING_TYPE_TSMP, Count: 2},
+		{Type: adapterv1.PingType_PING_TYPE_DISCO},                                  // no peers
+		{Peers: []string{addr, "node-b"}, Type: adapterv1.PingType_PING_TYPE_DISCO}, // not an IP
+		{Peers: []string{addr}}, // no type
+		{Peers: []string{long}, Type: adapterv1.PingType_PING_TYPE_DISCO},
+		{Peers: make([]string, 5000), Type: adapterv1.PingType_PING_TYPE_DISCO}, // too many
+	} {
+		add("PingPeers/"+string(rune('a'+i)), func(ctx context.Context, c adapterv1.AdapterServiceClient) error {
+			s, err := c.PingPeers(ctx, pp)
+			if err != nil {
+				return err
+			}
+			for {
+				if _, err := s.Recv(); err != nil {
+					if errors.Is(err, io.EOF) {
+						return nil
+					}
+					return err
+				}
+			}
 		})
 	}
 	for _, q := range []*adapterv1.QueryDNSRequest{

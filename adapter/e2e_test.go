@@ -125,6 +125,42 @@ func TestEndToEnd(t *testing.T) {
 		t.Logf("%d concurrent calls (Status and Pings of every type) in %v", n, time.Since(t0))
 	})
 
+	// What the WebUI's ping-all sends: one stream for all of a host's
+	// peers, here node-b and an address no node has.
+	t.Run("PingPeers", func(t *testing.T) {
+		for _, pt := range []adapterv1.PingType{adapterv1.PingType_PING_TYPE_DISCO, adapterv1.PingType_PING_TYPE_TSMP} {
+			peers := []string{w.bIP.String(), "100.64.0.250"}
+			s, err := c.PingPeers(ctx, &adapterv1.PingPeersRequest{Peers: peers, Type: pt, Count: 2, Timeout: durationpb.New(2 * time.Second)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[int32]*adapterv1.PingPeersResponse{}
+			for {
+				m, err := s.Recv()
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					t.Fatalf("%v: %v", pt, err)
+				}
+				t.Logf("%v #%d %s: %d/2 in %v, avg %v, results %v", pt, m.Index, m.Peer, m.Ping.GetSucceeded(), m.Took.AsDuration(), m.Ping.GetAvgLatency().AsDuration(), m.Ping.GetResults())
+				if got[m.Index] != nil || m.Peer != peers[m.Index] {
+					t.Errorf("%v: repeated or misnamed message %v", pt, m)
+				}
+				got[m.Index] = m
+			}
+			if len(got) != 2 {
+				t.Fatalf("%v: %d messages, want 2", pt, len(got))
+			}
+			if b := got[0].Ping; b.GetSucceeded() == 0 || b.GetIp() != w.bIP.String() || b.GetResults()[len(b.GetResults())-1].GetPath() == adapterv1.PathKind_PATH_KIND_UNSPECIFIED {
+				t.Errorf("%v: node-b: %v", pt, b)
+			}
+			if n := got[1].Ping; n.GetSucceeded() != 0 || n.GetResults()[0].GetError() == "" {
+				t.Errorf("%v: nobody answered at 100.64.0.250, yet: %v", pt, n)
+			}
+		}
+	})
+
 	t.Run("QueryDNS", func(t *testing.T) {
 		st, err := c.Status(ctx, &adapterv1.StatusRequest{})
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 	"tailscale.com/client/local"
 	"tailscale.com/client/tailscale/apitype"
@@ -197,26 +198,9 @@ func (s *Service) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapte
 	if req.GetPeer() == "" {
 		return nil, invalidArg("peer is required: a tailnet IP, hostname, MagicDNS name or node ID")
 	}
-	pt, ok := pingTypes[req.GetType()]
-	if !ok {
-		return nil, invalidArg("type %v is not a ping type; use one of PING_TYPE_DISCO, PING_TYPE_TSMP, PING_TYPE_ICMP, PING_TYPE_PEERAPI", req.GetType())
-	}
-	count := int(req.GetCount())
-	if count == 0 {
-		count = 1
-	}
-	if count < 0 || count > maxPingCount {
-		return nil, invalidArg("count is %d; it must be between 1 and %d", count, maxPingCount)
-	}
-	wait := defaultPingWait
-	if t := req.GetTimeout(); t != nil {
-		if err := t.CheckValid(); err != nil {
-			return nil, invalidArg("timeout: %v", err)
-		}
-		wait = t.AsDuration()
-		if wait <= 0 || wait > maxPingWait {
-			return nil, invalidArg("timeout is %v; it must be positive and at most %v", wait, maxPingWait)
-		}
+	pt, count, wait, err := pingParams(req.GetType(), req.GetCount(), req.GetTimeout())
+	if err != nil {
+		return nil, err
 	}
 
 	// An IP needs no lookup, which keeps a disco ping to one LocalAPI call.
@@ -230,6 +214,40 @@ func (s *Service) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapte
 			return nil, err
 		}
 	}
+	return s.ping(ctx, tg, d, ip, pt, count, wait)
+}
+
+// pingParams checks a ping request's type, count and timeout, filling the
+// defaults; Ping and PingPeers share them.
+func pingParams(typ adapterv1.PingType, n int32, timeout *durationpb.Duration) (pt tailcfg.PingType, count int, wait time.Duration, err error) {
+	pt, ok := pingTypes[typ]
+	if !ok {
+		return "", 0, 0, invalidArg("type %v is not a ping type; use one of PING_TYPE_DISCO, PING_TYPE_TSMP, PING_TYPE_ICMP, PING_TYPE_PEERAPI", typ)
+	}
+	count = int(n)
+	if count == 0 {
+		count = 1
+	}
+	if count < 0 || count > maxPingCount {
+		return "", 0, 0, invalidArg("count is %d; it must be between 1 and %d", count, maxPingCount)
+	}
+	wait = defaultPingWait
+	if timeout != nil {
+		if err := timeout.CheckValid(); err != nil {
+			return "", 0, 0, invalidArg("timeout: %v", err)
+		}
+		wait = timeout.AsDuration()
+		if wait <= 0 || wait > maxPingWait {
+			return "", 0, 0, invalidArg("timeout is %v; it must be positive and at most %v", wait, maxPingWait)
+		}
+	}
+	return pt, count, wait, nil
+}
+
+// ping pings ip count times, one after another, each under wait. Only a
+// cancelled ctx or a daemon that cannot be reached fails the whole call;
+// a ping without an answer is a result with its error.
+func (s *Service) ping(ctx context.Context, tg Target, d daemon, ip netip.Addr, pt tailcfg.PingType, count int, wait time.Duration) (*adapterv1.PingResponse, error) {
 	resp := &adapterv1.PingResponse{Target: tg.Name, Ip: ip.String()}
 	var sum, lo, hi time.Duration
 	for i := 1; i <= count; i++ {

@@ -229,6 +229,7 @@ func FuzzRequestDecoding(f *testing.F) {
 		&adapterv1.StatusRequest{Target: "x"},
 		&adapterv1.PingRequest{Peer: "peer-b", Type: adapterv1.PingType_PING_TYPE_ICMP, Count: 3, Timeout: durationpb.New(time.Second)},
 		&adapterv1.PingRequest{Peer: "100.64.0.2", Type: 99, Count: -4},
+		&adapterv1.PingPeersRequest{Peers: []string{"100.64.0.2", "100.64.0.3"}, Type: adapterv1.PingType_PING_TYPE_TSMP, Count: 2},
 		&adapterv1.QueryDNSRequest{Name: "peer-b.example.ts.net", Type: "SRV"},
 		&adapterv1.WhoIsRequest{Address: "100.64.0.2:443"},
 		&adapterv1.StreamLogsRequest{Target: "\x00"},
@@ -258,6 +259,13 @@ func FuzzRequestDecoding(f *testing.F) {
 			}
 			_, err := s.Ping(ctx, m)
 			check("Ping", err)
+		}
+		if m := new(adapterv1.PingPeersRequest); decode(m) {
+			if m.Timeout != nil && m.Timeout.AsDuration() > 50*time.Millisecond {
+				m.Timeout = durationpb.New(50 * time.Millisecond)
+			}
+			err := s.PingPeers(m, &fakeStream[adapterv1.PingPeersResponse]{ctx: ctx})
+			check("PingPeers", err)
 		}
 		if m := new(adapterv1.QueryDNSRequest); decode(m) {
 			_, err := s.QueryDNS(ctx, m)

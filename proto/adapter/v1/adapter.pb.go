@@ -856,6 +856,156 @@ func (x *PingRequest) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
+type PingPeersRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Target string                 `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	// The peers' tailnet IPs; 1 to 4096 of them.
+	Peers []string `protobuf:"bytes,2,rep,name=peers,proto3" json:"peers,omitempty"`
+	// As in PingRequest, for every peer.
+	Type          PingType             `protobuf:"varint,3,opt,name=type,proto3,enum=adapter.v1.PingType" json:"type,omitempty"`
+	Count         int32                `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
+	Timeout       *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingPeersRequest) Reset() {
+	*x = PingPeersRequest{}
+	mi := &file_adapter_v1_adapter_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingPeersRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingPeersRequest) ProtoMessage() {}
+
+func (x *PingPeersRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_v1_adapter_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingPeersRequest.ProtoReflect.Descriptor instead.
+func (*PingPeersRequest) Descriptor() ([]byte, []int) {
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *PingPeersRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *PingPeersRequest) GetPeers() []string {
+	if x != nil {
+		return x.Peers
+	}
+	return nil
+}
+
+func (x *PingPeersRequest) GetType() PingType {
+	if x != nil {
+		return x.Type
+	}
+	return PingType_PING_TYPE_UNSPECIFIED
+}
+
+func (x *PingPeersRequest) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *PingPeersRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+type PingPeersResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The peer's index in PingPeersRequest.peers.
+	Index int32 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	// The peer as the request named it.
+	Peer string `protobuf:"bytes,2,opt,name=peer,proto3" json:"peer,omitempty"`
+	// What Ping would have answered for that peer.
+	Ping *PingResponse `protobuf:"bytes,3,opt,name=ping,proto3" json:"ping,omitempty"`
+	// How long that peer's pings took, on the adapter.
+	Took          *durationpb.Duration `protobuf:"bytes,4,opt,name=took,proto3" json:"took,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PingPeersResponse) Reset() {
+	*x = PingPeersResponse{}
+	mi := &file_adapter_v1_adapter_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PingPeersResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PingPeersResponse) ProtoMessage() {}
+
+func (x *PingPeersResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_adapter_v1_adapter_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PingPeersResponse.ProtoReflect.Descriptor instead.
+func (*PingPeersResponse) Descriptor() ([]byte, []int) {
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PingPeersResponse) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *PingPeersResponse) GetPeer() string {
+	if x != nil {
+		return x.Peer
+	}
+	return ""
+}
+
+func (x *PingPeersResponse) GetPing() *PingResponse {
+	if x != nil {
+		return x.Ping
+	}
+	return nil
+}
+
+func (x *PingPeersResponse) GetTook() *durationpb.Duration {
+	if x != nil {
+		return x.Took
+	}
+	return nil
+}
+
 type PingResult struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// 1-based sequence number within the request.
@@ -886,7 +1036,7 @@ type PingResult struct {
 
 func (x *PingResult) Reset() {
 	*x = PingResult{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[7]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -898,7 +1048,7 @@ func (x *PingResult) String() string {
 func (*PingResult) ProtoMessage() {}
 
 func (x *PingResult) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[7]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -911,7 +1061,7 @@ func (x *PingResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResult.ProtoReflect.Descriptor instead.
 func (*PingResult) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{7}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *PingResult) GetSeq() int32 {
@@ -1015,7 +1165,7 @@ type PingResponse struct {
 
 func (x *PingResponse) Reset() {
 	*x = PingResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[8]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1177,7 @@ func (x *PingResponse) String() string {
 func (*PingResponse) ProtoMessage() {}
 
 func (x *PingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[8]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1190,7 @@ func (x *PingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PingResponse.ProtoReflect.Descriptor instead.
 func (*PingResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{8}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *PingResponse) GetTarget() string {
@@ -1105,7 +1255,7 @@ type QueryDNSRequest struct {
 
 func (x *QueryDNSRequest) Reset() {
 	*x = QueryDNSRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[9]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1117,7 +1267,7 @@ func (x *QueryDNSRequest) String() string {
 func (*QueryDNSRequest) ProtoMessage() {}
 
 func (x *QueryDNSRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[9]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1130,7 +1280,7 @@ func (x *QueryDNSRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryDNSRequest.ProtoReflect.Descriptor instead.
 func (*QueryDNSRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{9}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QueryDNSRequest) GetTarget() string {
@@ -1165,7 +1315,7 @@ type DNSResolver struct {
 
 func (x *DNSResolver) Reset() {
 	*x = DNSResolver{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[10]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1177,7 +1327,7 @@ func (x *DNSResolver) String() string {
 func (*DNSResolver) ProtoMessage() {}
 
 func (x *DNSResolver) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[10]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1190,7 +1340,7 @@ func (x *DNSResolver) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSResolver.ProtoReflect.Descriptor instead.
 func (*DNSResolver) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{10}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DNSResolver) GetAddr() string {
@@ -1220,7 +1370,7 @@ type DNSAnswer struct {
 
 func (x *DNSAnswer) Reset() {
 	*x = DNSAnswer{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[11]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1232,7 +1382,7 @@ func (x *DNSAnswer) String() string {
 func (*DNSAnswer) ProtoMessage() {}
 
 func (x *DNSAnswer) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[11]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1245,7 +1395,7 @@ func (x *DNSAnswer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSAnswer.ProtoReflect.Descriptor instead.
 func (*DNSAnswer) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{11}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *DNSAnswer) GetName() string {
@@ -1293,7 +1443,7 @@ type QueryDNSResponse struct {
 
 func (x *QueryDNSResponse) Reset() {
 	*x = QueryDNSResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[12]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1455,7 @@ func (x *QueryDNSResponse) String() string {
 func (*QueryDNSResponse) ProtoMessage() {}
 
 func (x *QueryDNSResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[12]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1468,7 @@ func (x *QueryDNSResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QueryDNSResponse.ProtoReflect.Descriptor instead.
 func (*QueryDNSResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{12}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *QueryDNSResponse) GetTarget() string {
@@ -1365,7 +1515,7 @@ type PrefsRequest struct {
 
 func (x *PrefsRequest) Reset() {
 	*x = PrefsRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[13]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1527,7 @@ func (x *PrefsRequest) String() string {
 func (*PrefsRequest) ProtoMessage() {}
 
 func (x *PrefsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[13]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1540,7 @@ func (x *PrefsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefsRequest.ProtoReflect.Descriptor instead.
 func (*PrefsRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{13}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *PrefsRequest) GetTarget() string {
@@ -1436,7 +1586,7 @@ type PrefsResponse struct {
 
 func (x *PrefsResponse) Reset() {
 	*x = PrefsResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[14]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1448,7 +1598,7 @@ func (x *PrefsResponse) String() string {
 func (*PrefsResponse) ProtoMessage() {}
 
 func (x *PrefsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[14]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1461,7 +1611,7 @@ func (x *PrefsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrefsResponse.ProtoReflect.Descriptor instead.
 func (*PrefsResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{14}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *PrefsResponse) GetTarget() string {
@@ -1648,7 +1798,7 @@ type DNSConfigRequest struct {
 
 func (x *DNSConfigRequest) Reset() {
 	*x = DNSConfigRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[15]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1660,7 +1810,7 @@ func (x *DNSConfigRequest) String() string {
 func (*DNSConfigRequest) ProtoMessage() {}
 
 func (x *DNSConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[15]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1673,7 +1823,7 @@ func (x *DNSConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfigRequest.ProtoReflect.Descriptor instead.
 func (*DNSConfigRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{15}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *DNSConfigRequest) GetTarget() string {
@@ -1695,7 +1845,7 @@ type DNSRoute struct {
 
 func (x *DNSRoute) Reset() {
 	*x = DNSRoute{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[16]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1707,7 +1857,7 @@ func (x *DNSRoute) String() string {
 func (*DNSRoute) ProtoMessage() {}
 
 func (x *DNSRoute) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[16]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1720,7 +1870,7 @@ func (x *DNSRoute) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRoute.ProtoReflect.Descriptor instead.
 func (*DNSRoute) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{16}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *DNSRoute) GetSuffix() string {
@@ -1748,7 +1898,7 @@ type DNSRecord struct {
 
 func (x *DNSRecord) Reset() {
 	*x = DNSRecord{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[17]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1760,7 +1910,7 @@ func (x *DNSRecord) String() string {
 func (*DNSRecord) ProtoMessage() {}
 
 func (x *DNSRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[17]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1773,7 +1923,7 @@ func (x *DNSRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSRecord.ProtoReflect.Descriptor instead.
 func (*DNSRecord) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{17}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *DNSRecord) GetName() string {
@@ -1823,7 +1973,7 @@ type DNSConfigResponse struct {
 
 func (x *DNSConfigResponse) Reset() {
 	*x = DNSConfigResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[18]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1835,7 +1985,7 @@ func (x *DNSConfigResponse) String() string {
 func (*DNSConfigResponse) ProtoMessage() {}
 
 func (x *DNSConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[18]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1848,7 +1998,7 @@ func (x *DNSConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DNSConfigResponse.ProtoReflect.Descriptor instead.
 func (*DNSConfigResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{18}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *DNSConfigResponse) GetTarget() string {
@@ -1951,7 +2101,7 @@ type ServeConfigRequest struct {
 
 func (x *ServeConfigRequest) Reset() {
 	*x = ServeConfigRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[19]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1963,7 +2113,7 @@ func (x *ServeConfigRequest) String() string {
 func (*ServeConfigRequest) ProtoMessage() {}
 
 func (x *ServeConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[19]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1976,7 +2126,7 @@ func (x *ServeConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeConfigRequest.ProtoReflect.Descriptor instead.
 func (*ServeConfigRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{19}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ServeConfigRequest) GetTarget() string {
@@ -2000,7 +2150,7 @@ type ServeTCPPort struct {
 
 func (x *ServeTCPPort) Reset() {
 	*x = ServeTCPPort{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[20]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2012,7 +2162,7 @@ func (x *ServeTCPPort) String() string {
 func (*ServeTCPPort) ProtoMessage() {}
 
 func (x *ServeTCPPort) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[20]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2025,7 +2175,7 @@ func (x *ServeTCPPort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeTCPPort.ProtoReflect.Descriptor instead.
 func (*ServeTCPPort) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{20}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ServeTCPPort) GetPort() uint32 {
@@ -2079,7 +2229,7 @@ type ServeWebHandler struct {
 
 func (x *ServeWebHandler) Reset() {
 	*x = ServeWebHandler{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[21]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2241,7 @@ func (x *ServeWebHandler) String() string {
 func (*ServeWebHandler) ProtoMessage() {}
 
 func (x *ServeWebHandler) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[21]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2254,7 @@ func (x *ServeWebHandler) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeWebHandler.ProtoReflect.Descriptor instead.
 func (*ServeWebHandler) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{21}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ServeWebHandler) GetHostPort() string {
@@ -2158,7 +2308,7 @@ type ServeConfigResponse struct {
 
 func (x *ServeConfigResponse) Reset() {
 	*x = ServeConfigResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[22]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2170,7 +2320,7 @@ func (x *ServeConfigResponse) String() string {
 func (*ServeConfigResponse) ProtoMessage() {}
 
 func (x *ServeConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[22]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2183,7 +2333,7 @@ func (x *ServeConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServeConfigResponse.ProtoReflect.Descriptor instead.
 func (*ServeConfigResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{22}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ServeConfigResponse) GetTarget() string {
@@ -2230,7 +2380,7 @@ type NetcheckRequest struct {
 
 func (x *NetcheckRequest) Reset() {
 	*x = NetcheckRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[23]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2242,7 +2392,7 @@ func (x *NetcheckRequest) String() string {
 func (*NetcheckRequest) ProtoMessage() {}
 
 func (x *NetcheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[23]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2255,7 +2405,7 @@ func (x *NetcheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetcheckRequest.ProtoReflect.Descriptor instead.
 func (*NetcheckRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{23}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *NetcheckRequest) GetTarget() string {
@@ -2278,7 +2428,7 @@ type RegionLatency struct {
 
 func (x *RegionLatency) Reset() {
 	*x = RegionLatency{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[24]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2290,7 +2440,7 @@ func (x *RegionLatency) String() string {
 func (*RegionLatency) ProtoMessage() {}
 
 func (x *RegionLatency) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[24]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2303,7 +2453,7 @@ func (x *RegionLatency) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegionLatency.ProtoReflect.Descriptor instead.
 func (*RegionLatency) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{24}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *RegionLatency) GetRegionId() int32 {
@@ -2376,7 +2526,7 @@ type NetcheckResponse struct {
 
 func (x *NetcheckResponse) Reset() {
 	*x = NetcheckResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[25]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2388,7 +2538,7 @@ func (x *NetcheckResponse) String() string {
 func (*NetcheckResponse) ProtoMessage() {}
 
 func (x *NetcheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[25]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2401,7 +2551,7 @@ func (x *NetcheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NetcheckResponse.ProtoReflect.Descriptor instead.
 func (*NetcheckResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{25}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *NetcheckResponse) GetTarget() string {
@@ -2555,7 +2705,7 @@ type WhoIsRequest struct {
 
 func (x *WhoIsRequest) Reset() {
 	*x = WhoIsRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[26]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2567,7 +2717,7 @@ func (x *WhoIsRequest) String() string {
 func (*WhoIsRequest) ProtoMessage() {}
 
 func (x *WhoIsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[26]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2580,7 +2730,7 @@ func (x *WhoIsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoIsRequest.ProtoReflect.Descriptor instead.
 func (*WhoIsRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{26}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WhoIsRequest) GetTarget() string {
@@ -2611,7 +2761,7 @@ type WhoIsResponse struct {
 
 func (x *WhoIsResponse) Reset() {
 	*x = WhoIsResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[27]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +2773,7 @@ func (x *WhoIsResponse) String() string {
 func (*WhoIsResponse) ProtoMessage() {}
 
 func (x *WhoIsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[27]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +2786,7 @@ func (x *WhoIsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WhoIsResponse.ProtoReflect.Descriptor instead.
 func (*WhoIsResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{27}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WhoIsResponse) GetTarget() string {
@@ -2683,7 +2833,7 @@ type DERPMapRequest struct {
 
 func (x *DERPMapRequest) Reset() {
 	*x = DERPMapRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[28]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2695,7 +2845,7 @@ func (x *DERPMapRequest) String() string {
 func (*DERPMapRequest) ProtoMessage() {}
 
 func (x *DERPMapRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[28]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2708,7 +2858,7 @@ func (x *DERPMapRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DERPMapRequest.ProtoReflect.Descriptor instead.
 func (*DERPMapRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{28}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *DERPMapRequest) GetTarget() string {
@@ -2734,7 +2884,7 @@ type DERPNode struct {
 
 func (x *DERPNode) Reset() {
 	*x = DERPNode{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[29]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2746,7 +2896,7 @@ func (x *DERPNode) String() string {
 func (*DERPNode) ProtoMessage() {}
 
 func (x *DERPNode) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[29]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2759,7 +2909,7 @@ func (x *DERPNode) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DERPNode.ProtoReflect.Descriptor instead.
 func (*DERPNode) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{29}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *DERPNode) GetName() string {
@@ -2832,7 +2982,7 @@ type DERPRegion struct {
 
 func (x *DERPRegion) Reset() {
 	*x = DERPRegion{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[30]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2844,7 +2994,7 @@ func (x *DERPRegion) String() string {
 func (*DERPRegion) ProtoMessage() {}
 
 func (x *DERPRegion) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[30]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2857,7 +3007,7 @@ func (x *DERPRegion) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DERPRegion.ProtoReflect.Descriptor instead.
 func (*DERPRegion) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{30}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DERPRegion) GetRegionId() int32 {
@@ -2914,7 +3064,7 @@ type DERPMapResponse struct {
 
 func (x *DERPMapResponse) Reset() {
 	*x = DERPMapResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[31]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2926,7 +3076,7 @@ func (x *DERPMapResponse) String() string {
 func (*DERPMapResponse) ProtoMessage() {}
 
 func (x *DERPMapResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[31]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2939,7 +3089,7 @@ func (x *DERPMapResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DERPMapResponse.ProtoReflect.Descriptor instead.
 func (*DERPMapResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{31}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DERPMapResponse) GetTarget() string {
@@ -2972,7 +3122,7 @@ type StreamLogsRequest struct {
 
 func (x *StreamLogsRequest) Reset() {
 	*x = StreamLogsRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[32]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3134,7 @@ func (x *StreamLogsRequest) String() string {
 func (*StreamLogsRequest) ProtoMessage() {}
 
 func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[32]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3147,7 @@ func (x *StreamLogsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsRequest.ProtoReflect.Descriptor instead.
 func (*StreamLogsRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{32}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *StreamLogsRequest) GetTarget() string {
@@ -3019,7 +3169,7 @@ type StreamLogsResponse struct {
 
 func (x *StreamLogsResponse) Reset() {
 	*x = StreamLogsResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[33]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3031,7 +3181,7 @@ func (x *StreamLogsResponse) String() string {
 func (*StreamLogsResponse) ProtoMessage() {}
 
 func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[33]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3044,7 +3194,7 @@ func (x *StreamLogsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamLogsResponse.ProtoReflect.Descriptor instead.
 func (*StreamLogsResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{33}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *StreamLogsResponse) GetLine() string {
@@ -3070,7 +3220,7 @@ type StreamBusEventsRequest struct {
 
 func (x *StreamBusEventsRequest) Reset() {
 	*x = StreamBusEventsRequest{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[34]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3082,7 +3232,7 @@ func (x *StreamBusEventsRequest) String() string {
 func (*StreamBusEventsRequest) ProtoMessage() {}
 
 func (x *StreamBusEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[34]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3095,7 +3245,7 @@ func (x *StreamBusEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBusEventsRequest.ProtoReflect.Descriptor instead.
 func (*StreamBusEventsRequest) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{34}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *StreamBusEventsRequest) GetTarget() string {
@@ -3123,7 +3273,7 @@ type StreamBusEventsResponse struct {
 
 func (x *StreamBusEventsResponse) Reset() {
 	*x = StreamBusEventsResponse{}
-	mi := &file_adapter_v1_adapter_proto_msgTypes[35]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3135,7 +3285,7 @@ func (x *StreamBusEventsResponse) String() string {
 func (*StreamBusEventsResponse) ProtoMessage() {}
 
 func (x *StreamBusEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_adapter_v1_adapter_proto_msgTypes[35]
+	mi := &file_adapter_v1_adapter_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3148,7 +3298,7 @@ func (x *StreamBusEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamBusEventsResponse.ProtoReflect.Descriptor instead.
 func (*StreamBusEventsResponse) Descriptor() ([]byte, []int) {
-	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{35}
+	return file_adapter_v1_adapter_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *StreamBusEventsResponse) GetType() string {
@@ -3258,7 +3408,18 @@ const file_adapter_v1_adapter_proto_rawDesc = "" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12(\n" +
 	"\x04type\x18\x03 \x01(\x0e2\x14.adapter.v1.PingTypeR\x04type\x12\x14\n" +
 	"\x05count\x18\x04 \x01(\x05R\x05count\x123\n" +
-	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xa0\x03\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\xb5\x01\n" +
+	"\x10PingPeersRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\x12\x14\n" +
+	"\x05peers\x18\x02 \x03(\tR\x05peers\x12(\n" +
+	"\x04type\x18\x03 \x01(\x0e2\x14.adapter.v1.PingTypeR\x04type\x12\x14\n" +
+	"\x05count\x18\x04 \x01(\x05R\x05count\x123\n" +
+	"\atimeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x9a\x01\n" +
+	"\x11PingPeersResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x05R\x05index\x12\x12\n" +
+	"\x04peer\x18\x02 \x01(\tR\x04peer\x12,\n" +
+	"\x04ping\x18\x03 \x01(\v2\x18.adapter.v1.PingResponseR\x04ping\x12-\n" +
+	"\x04took\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x04took\"\xa0\x03\n" +
 	"\n" +
 	"PingResult\x12\x10\n" +
 	"\x03seq\x18\x01 \x01(\x05R\x03seq\x12\x14\n" +
@@ -3483,11 +3644,12 @@ const file_adapter_v1_adapter_proto_rawDesc = "" +
 	"\x0eNetcheckSource\x12\x1f\n" +
 	"\x1bNETCHECK_SOURCE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17NETCHECK_SOURCE_ADAPTER\x10\x01\x12\x1a\n" +
-	"\x16NETCHECK_SOURCE_TARGET\x10\x022\xf1\x06\n" +
+	"\x16NETCHECK_SOURCE_TARGET\x10\x022\xbd\a\n" +
 	"\x0eAdapterService\x12N\n" +
 	"\vListTargets\x12\x1e.adapter.v1.ListTargetsRequest\x1a\x1f.adapter.v1.ListTargetsResponse\x12?\n" +
 	"\x06Status\x12\x19.adapter.v1.StatusRequest\x1a\x1a.adapter.v1.StatusResponse\x129\n" +
-	"\x04Ping\x12\x17.adapter.v1.PingRequest\x1a\x18.adapter.v1.PingResponse\x12E\n" +
+	"\x04Ping\x12\x17.adapter.v1.PingRequest\x1a\x18.adapter.v1.PingResponse\x12J\n" +
+	"\tPingPeers\x12\x1c.adapter.v1.PingPeersRequest\x1a\x1d.adapter.v1.PingPeersResponse0\x01\x12E\n" +
 	"\bQueryDNS\x12\x1b.adapter.v1.QueryDNSRequest\x1a\x1c.adapter.v1.QueryDNSResponse\x12<\n" +
 	"\x05Prefs\x12\x18.adapter.v1.PrefsRequest\x1a\x19.adapter.v1.PrefsResponse\x12H\n" +
 	"\tDNSConfig\x12\x1c.adapter.v1.DNSConfigRequest\x1a\x1d.adapter.v1.DNSConfigResponse\x12N\n" +
@@ -3515,7 +3677,7 @@ func file_adapter_v1_adapter_proto_rawDescGZIP() []byte {
 }
 
 var file_adapter_v1_adapter_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_adapter_v1_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 36)
+var file_adapter_v1_adapter_proto_msgTypes = make([]protoimpl.MessageInfo, 38)
 var file_adapter_v1_adapter_proto_goTypes = []any{
 	(PingType)(0),                   // 0: adapter.v1.PingType
 	(PathKind)(0),                   // 1: adapter.v1.PathKind
@@ -3527,106 +3689,114 @@ var file_adapter_v1_adapter_proto_goTypes = []any{
 	(*Node)(nil),                    // 7: adapter.v1.Node
 	(*StatusResponse)(nil),          // 8: adapter.v1.StatusResponse
 	(*PingRequest)(nil),             // 9: adapter.v1.PingRequest
-	(*PingResult)(nil),              // 10: adapter.v1.PingResult
-	(*PingResponse)(nil),            // 11: adapter.v1.PingResponse
-	(*QueryDNSRequest)(nil),         // 12: adapter.v1.QueryDNSRequest
-	(*DNSResolver)(nil),             // 13: adapter.v1.DNSResolver
-	(*DNSAnswer)(nil),               // 14: adapter.v1.DNSAnswer
-	(*QueryDNSResponse)(nil),        // 15: adapter.v1.QueryDNSResponse
-	(*PrefsRequest)(nil),            // 16: adapter.v1.PrefsRequest
-	(*PrefsResponse)(nil),           // 17: adapter.v1.PrefsResponse
-	(*DNSConfigRequest)(nil),        // 18: adapter.v1.DNSConfigRequest
-	(*DNSRoute)(nil),                // 19: adapter.v1.DNSRoute
-	(*DNSRecord)(nil),               // 20: adapter.v1.DNSRecord
-	(*DNSConfigResponse)(nil),       // 21: adapter.v1.DNSConfigResponse
-	(*ServeConfigRequest)(nil),      // 22: adapter.v1.ServeConfigRequest
-	(*ServeTCPPort)(nil),            // 23: adapter.v1.ServeTCPPort
-	(*ServeWebHandler)(nil),         // 24: adapter.v1.ServeWebHandler
-	(*ServeConfigResponse)(nil),     // 25: adapter.v1.ServeConfigResponse
-	(*NetcheckRequest)(nil),         // 26: adapter.v1.NetcheckRequest
-	(*RegionLatency)(nil),           // 27: adapter.v1.RegionLatency
-	(*NetcheckResponse)(nil),        // 28: adapter.v1.NetcheckResponse
-	(*WhoIsRequest)(nil),            // 29: adapter.v1.WhoIsRequest
-	(*WhoIsResponse)(nil),           // 30: adapter.v1.WhoIsResponse
-	(*DERPMapRequest)(nil),          // 31: adapter.v1.DERPMapRequest
-	(*DERPNode)(nil),                // 32: adapter.v1.DERPNode
-	(*DERPRegion)(nil),              // 33: adapter.v1.DERPRegion
-	(*DERPMapResponse)(nil),         // 34: adapter.v1.DERPMapResponse
-	(*StreamLogsRequest)(nil),       // 35: adapter.v1.StreamLogsRequest
-	(*StreamLogsResponse)(nil),      // 36: adapter.v1.StreamLogsResponse
-	(*StreamBusEventsRequest)(nil),  // 37: adapter.v1.StreamBusEventsRequest
-	(*StreamBusEventsResponse)(nil), // 38: adapter.v1.StreamBusEventsResponse
-	(*timestamppb.Timestamp)(nil),   // 39: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),     // 40: google.protobuf.Duration
+	(*PingPeersRequest)(nil),        // 10: adapter.v1.PingPeersRequest
+	(*PingPeersResponse)(nil),       // 11: adapter.v1.PingPeersResponse
+	(*PingResult)(nil),              // 12: adapter.v1.PingResult
+	(*PingResponse)(nil),            // 13: adapter.v1.PingResponse
+	(*QueryDNSRequest)(nil),         // 14: adapter.v1.QueryDNSRequest
+	(*DNSResolver)(nil),             // 15: adapter.v1.DNSResolver
+	(*DNSAnswer)(nil),               // 16: adapter.v1.DNSAnswer
+	(*QueryDNSResponse)(nil),        // 17: adapter.v1.QueryDNSResponse
+	(*PrefsRequest)(nil),            // 18: adapter.v1.PrefsRequest
+	(*PrefsResponse)(nil),           // 19: adapter.v1.PrefsResponse
+	(*DNSConfigRequest)(nil),        // 20: adapter.v1.DNSConfigRequest
+	(*DNSRoute)(nil),                // 21: adapter.v1.DNSRoute
+	(*DNSRecord)(nil),               // 22: adapter.v1.DNSRecord
+	(*DNSConfigResponse)(nil),       // 23: adapter.v1.DNSConfigResponse
+	(*ServeConfigRequest)(nil),      // 24: adapter.v1.ServeConfigRequest
+	(*ServeTCPPort)(nil),            // 25: adapter.v1.ServeTCPPort
+	(*ServeWebHandler)(nil),         // 26: adapter.v1.ServeWebHandler
+	(*ServeConfigResponse)(nil),     // 27: adapter.v1.ServeConfigResponse
+	(*NetcheckRequest)(nil),         // 28: adapter.v1.NetcheckRequest
+	(*RegionLatency)(nil),           // 29: adapter.v1.RegionLatency
+	(*NetcheckResponse)(nil),        // 30: adapter.v1.NetcheckResponse
+	(*WhoIsRequest)(nil),            // 31: adapter.v1.WhoIsRequest
+	(*WhoIsResponse)(nil),           // 32: adapter.v1.WhoIsResponse
+	(*DERPMapRequest)(nil),          // 33: adapter.v1.DERPMapRequest
+	(*DERPNode)(nil),                // 34: adapter.v1.DERPNode
+	(*DERPRegion)(nil),              // 35: adapter.v1.DERPRegion
+	(*DERPMapResponse)(nil),         // 36: adapter.v1.DERPMapResponse
+	(*StreamLogsRequest)(nil),       // 37: adapter.v1.StreamLogsRequest
+	(*StreamLogsResponse)(nil),      // 38: adapter.v1.StreamLogsResponse
+	(*StreamBusEventsRequest)(nil),  // 39: adapter.v1.StreamBusEventsRequest
+	(*StreamBusEventsResponse)(nil), // 40: adapter.v1.StreamBusEventsResponse
+	(*timestamppb.Timestamp)(nil),   // 41: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),     // 42: google.protobuf.Duration
 }
 var file_adapter_v1_adapter_proto_depIdxs = []int32{
 	4,  // 0: adapter.v1.ListTargetsResponse.targets:type_name -> adapter.v1.Target
-	39, // 1: adapter.v1.Node.last_handshake:type_name -> google.protobuf.Timestamp
-	39, // 2: adapter.v1.Node.last_write:type_name -> google.protobuf.Timestamp
-	39, // 3: adapter.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
-	39, // 4: adapter.v1.Node.created:type_name -> google.protobuf.Timestamp
-	39, // 5: adapter.v1.Node.key_expiry:type_name -> google.protobuf.Timestamp
+	41, // 1: adapter.v1.Node.last_handshake:type_name -> google.protobuf.Timestamp
+	41, // 2: adapter.v1.Node.last_write:type_name -> google.protobuf.Timestamp
+	41, // 3: adapter.v1.Node.last_seen:type_name -> google.protobuf.Timestamp
+	41, // 4: adapter.v1.Node.created:type_name -> google.protobuf.Timestamp
+	41, // 5: adapter.v1.Node.key_expiry:type_name -> google.protobuf.Timestamp
 	7,  // 6: adapter.v1.StatusResponse.self:type_name -> adapter.v1.Node
 	7,  // 7: adapter.v1.StatusResponse.peers:type_name -> adapter.v1.Node
 	0,  // 8: adapter.v1.PingRequest.type:type_name -> adapter.v1.PingType
-	40, // 9: adapter.v1.PingRequest.timeout:type_name -> google.protobuf.Duration
-	40, // 10: adapter.v1.PingResult.latency:type_name -> google.protobuf.Duration
-	1,  // 11: adapter.v1.PingResult.path:type_name -> adapter.v1.PathKind
-	10, // 12: adapter.v1.PingResponse.results:type_name -> adapter.v1.PingResult
-	40, // 13: adapter.v1.PingResponse.min_latency:type_name -> google.protobuf.Duration
-	40, // 14: adapter.v1.PingResponse.avg_latency:type_name -> google.protobuf.Duration
-	40, // 15: adapter.v1.PingResponse.max_latency:type_name -> google.protobuf.Duration
-	14, // 16: adapter.v1.QueryDNSResponse.answers:type_name -> adapter.v1.DNSAnswer
-	13, // 17: adapter.v1.QueryDNSResponse.resolvers:type_name -> adapter.v1.DNSResolver
-	13, // 18: adapter.v1.DNSRoute.resolvers:type_name -> adapter.v1.DNSResolver
-	13, // 19: adapter.v1.DNSConfigResponse.resolvers:type_name -> adapter.v1.DNSResolver
-	13, // 20: adapter.v1.DNSConfigResponse.fallback_resolvers:type_name -> adapter.v1.DNSResolver
-	19, // 21: adapter.v1.DNSConfigResponse.routes:type_name -> adapter.v1.DNSRoute
-	20, // 22: adapter.v1.DNSConfigResponse.extra_records:type_name -> adapter.v1.DNSRecord
-	23, // 23: adapter.v1.ServeConfigResponse.tcp:type_name -> adapter.v1.ServeTCPPort
-	24, // 24: adapter.v1.ServeConfigResponse.web:type_name -> adapter.v1.ServeWebHandler
-	40, // 25: adapter.v1.RegionLatency.latency:type_name -> google.protobuf.Duration
-	40, // 26: adapter.v1.RegionLatency.v4_latency:type_name -> google.protobuf.Duration
-	40, // 27: adapter.v1.RegionLatency.v6_latency:type_name -> google.protobuf.Duration
-	27, // 28: adapter.v1.NetcheckResponse.regions:type_name -> adapter.v1.RegionLatency
-	39, // 29: adapter.v1.NetcheckResponse.time:type_name -> google.protobuf.Timestamp
-	40, // 30: adapter.v1.NetcheckResponse.took:type_name -> google.protobuf.Duration
-	2,  // 31: adapter.v1.NetcheckResponse.source:type_name -> adapter.v1.NetcheckSource
-	7,  // 32: adapter.v1.NetcheckResponse.self:type_name -> adapter.v1.Node
-	7,  // 33: adapter.v1.WhoIsResponse.node:type_name -> adapter.v1.Node
-	32, // 34: adapter.v1.DERPRegion.nodes:type_name -> adapter.v1.DERPNode
-	33, // 35: adapter.v1.DERPMapResponse.regions:type_name -> adapter.v1.DERPRegion
-	39, // 36: adapter.v1.StreamLogsResponse.time:type_name -> google.protobuf.Timestamp
-	39, // 37: adapter.v1.StreamBusEventsResponse.time:type_name -> google.protobuf.Timestamp
-	3,  // 38: adapter.v1.AdapterService.ListTargets:input_type -> adapter.v1.ListTargetsRequest
-	6,  // 39: adapter.v1.AdapterService.Status:input_type -> adapter.v1.StatusRequest
-	9,  // 40: adapter.v1.AdapterService.Ping:input_type -> adapter.v1.PingRequest
-	12, // 41: adapter.v1.AdapterService.QueryDNS:input_type -> adapter.v1.QueryDNSRequest
-	16, // 42: adapter.v1.AdapterService.Prefs:input_type -> adapter.v1.PrefsRequest
-	18, // 43: adapter.v1.AdapterService.DNSConfig:input_type -> adapter.v1.DNSConfigRequest
-	22, // 44: adapter.v1.AdapterService.ServeConfig:input_type -> adapter.v1.ServeConfigRequest
-	26, // 45: adapter.v1.AdapterService.Netcheck:input_type -> adapter.v1.NetcheckRequest
-	29, // 46: adapter.v1.AdapterService.WhoIs:input_type -> adapter.v1.WhoIsRequest
-	31, // 47: adapter.v1.AdapterService.DERPMap:input_type -> adapter.v1.DERPMapRequest
-	35, // 48: adapter.v1.AdapterService.StreamLogs:input_type -> adapter.v1.StreamLogsRequest
-	37, // 49: adapter.v1.AdapterService.StreamBusEvents:input_type -> adapter.v1.StreamBusEventsRequest
-	5,  // 50: adapter.v1.AdapterService.ListTargets:output_type -> adapter.v1.ListTargetsResponse
-	8,  // 51: adapter.v1.AdapterService.Status:output_type -> adapter.v1.StatusResponse
-	11, // 52: adapter.v1.AdapterService.Ping:output_type -> adapter.v1.PingResponse
-	15, // 53: adapter.v1.AdapterService.QueryDNS:output_type -> adapter.v1.QueryDNSResponse
-	17, // 54: adapter.v1.AdapterService.Prefs:output_type -> adapter.v1.PrefsResponse
-	21, // 55: adapter.v1.AdapterService.DNSConfig:output_type -> adapter.v1.DNSConfigResponse
-	25, // 56: adapter.v1.AdapterService.ServeConfig:output_type -> adapter.v1.ServeConfigResponse
-	28, // 57: adapter.v1.AdapterService.Netcheck:output_type -> adapter.v1.NetcheckResponse
-	30, // 58: adapter.v1.AdapterService.WhoIs:output_type -> adapter.v1.WhoIsResponse
-	34, // 59: adapter.v1.AdapterService.DERPMap:output_type -> adapter.v1.DERPMapResponse
-	36, // 60: adapter.v1.AdapterService.StreamLogs:output_type -> adapter.v1.StreamLogsResponse
-	38, // 61: adapter.v1.AdapterService.StreamBusEvents:output_type -> adapter.v1.StreamBusEventsResponse
-	50, // [50:62] is the sub-list for method output_type
-	38, // [38:50] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	42, // 9: adapter.v1.PingRequest.timeout:type_name -> google.protobuf.Duration
+	0,  // 10: adapter.v1.PingPeersRequest.type:type_name -> adapter.v1.PingType
+	42, // 11: adapter.v1.PingPeersRequest.timeout:type_name -> google.protobuf.Duration
+	13, // 12: adapter.v1.PingPeersResponse.ping:type_name -> adapter.v1.PingResponse
+	42, // 13: adapter.v1.PingPeersResponse.took:type_name -> google.protobuf.Duration
+	42, // 14: adapter.v1.PingResult.latency:type_name -> google.protobuf.Duration
+	1,  // 15: adapter.v1.PingResult.path:type_name -> adapter.v1.PathKind
+	12, // 16: adapter.v1.PingResponse.results:type_name -> adapter.v1.PingResult
+	42, // 17: adapter.v1.PingResponse.min_latency:type_name -> google.protobuf.Duration
+	42, // 18: adapter.v1.PingResponse.avg_latency:type_name -> google.protobuf.Duration
+	42, // 19: adapter.v1.PingResponse.max_latency:type_name -> google.protobuf.Duration
+	16, // 20: adapter.v1.QueryDNSResponse.answers:type_name -> adapter.v1.DNSAnswer
+	15, // 21: adapter.v1.QueryDNSResponse.resolvers:type_name -> adapter.v1.DNSResolver
+	15, // 22: adapter.v1.DNSRoute.resolvers:type_name -> adapter.v1.DNSResolver
+	15, // 23: adapter.v1.DNSConfigResponse.resolvers:type_name -> adapter.v1.DNSResolver
+	15, // 24: adapter.v1.DNSConfigResponse.fallback_resolvers:type_name -> adapter.v1.DNSResolver
+	21, // 25: adapter.v1.DNSConfigResponse.routes:type_name -> adapter.v1.DNSRoute
+	22, // 26: adapter.v1.DNSConfigResponse.extra_records:type_name -> adapter.v1.DNSRecord
+	25, // 27: adapter.v1.ServeConfigResponse.tcp:type_name -> adapter.v1.ServeTCPPort
+	26, // 28: adapter.v1.ServeConfigResponse.web:type_name -> adapter.v1.ServeWebHandler
+	42, // 29: adapter.v1.RegionLatency.latency:type_name -> google.protobuf.Duration
+	42, // 30: adapter.v1.RegionLatency.v4_latency:type_name -> google.protobuf.Duration
+	42, // 31: adapter.v1.RegionLatency.v6_latency:type_name -> google.protobuf.Duration
+	29, // 32: adapter.v1.NetcheckResponse.regions:type_name -> adapter.v1.RegionLatency
+	41, // 33: adapter.v1.NetcheckResponse.time:type_name -> google.protobuf.Timestamp
+	42, // 34: adapter.v1.NetcheckResponse.took:type_name -> google.protobuf.Duration
+	2,  // 35: adapter.v1.NetcheckResponse.source:type_name -> adapter.v1.NetcheckSource
+	7,  // 36: adapter.v1.NetcheckResponse.self:type_name -> adapter.v1.Node
+	7,  // 37: adapter.v1.WhoIsResponse.node:type_name -> adapter.v1.Node
+	34, // 38: adapter.v1.DERPRegion.nodes:type_name -> adapter.v1.DERPNode
+	35, // 39: adapter.v1.DERPMapResponse.regions:type_name -> adapter.v1.DERPRegion
+	41, // 40: adapter.v1.StreamLogsResponse.time:type_name -> google.protobuf.Timestamp
+	41, // 41: adapter.v1.StreamBusEventsResponse.time:type_name -> google.protobuf.Timestamp
+	3,  // 42: adapter.v1.AdapterService.ListTargets:input_type -> adapter.v1.ListTargetsRequest
+	6,  // 43: adapter.v1.AdapterService.Status:input_type -> adapter.v1.StatusRequest
+	9,  // 44: adapter.v1.AdapterService.Ping:input_type -> adapter.v1.PingRequest
+	10, // 45: adapter.v1.AdapterService.PingPeers:input_type -> adapter.v1.PingPeersRequest
+	14, // 46: adapter.v1.AdapterService.QueryDNS:input_type -> adapter.v1.QueryDNSRequest
+	18, // 47: adapter.v1.AdapterService.Prefs:input_type -> adapter.v1.PrefsRequest
+	20, // 48: adapter.v1.AdapterService.DNSConfig:input_type -> adapter.v1.DNSConfigRequest
+	24, // 49: adapter.v1.AdapterService.ServeConfig:input_type -> adapter.v1.ServeConfigRequest
+	28, // 50: adapter.v1.AdapterService.Netcheck:input_type -> adapter.v1.NetcheckRequest
+	31, // 51: adapter.v1.AdapterService.WhoIs:input_type -> adapter.v1.WhoIsRequest
+	33, // 52: adapter.v1.AdapterService.DERPMap:input_type -> adapter.v1.DERPMapRequest
+	37, // 53: adapter.v1.AdapterService.StreamLogs:input_type -> adapter.v1.StreamLogsRequest
+	39, // 54: adapter.v1.AdapterService.StreamBusEvents:input_type -> adapter.v1.StreamBusEventsRequest
+	5,  // 55: adapter.v1.AdapterService.ListTargets:output_type -> adapter.v1.ListTargetsResponse
+	8,  // 56: adapter.v1.AdapterService.Status:output_type -> adapter.v1.StatusResponse
+	13, // 57: adapter.v1.AdapterService.Ping:output_type -> adapter.v1.PingResponse
+	11, // 58: adapter.v1.AdapterService.PingPeers:output_type -> adapter.v1.PingPeersResponse
+	17, // 59: adapter.v1.AdapterService.QueryDNS:output_type -> adapter.v1.QueryDNSResponse
+	19, // 60: adapter.v1.AdapterService.Prefs:output_type -> adapter.v1.PrefsResponse
+	23, // 61: adapter.v1.AdapterService.DNSConfig:output_type -> adapter.v1.DNSConfigResponse
+	27, // 62: adapter.v1.AdapterService.ServeConfig:output_type -> adapter.v1.ServeConfigResponse
+	30, // 63: adapter.v1.AdapterService.Netcheck:output_type -> adapter.v1.NetcheckResponse
+	32, // 64: adapter.v1.AdapterService.WhoIs:output_type -> adapter.v1.WhoIsResponse
+	36, // 65: adapter.v1.AdapterService.DERPMap:output_type -> adapter.v1.DERPMapResponse
+	38, // 66: adapter.v1.AdapterService.StreamLogs:output_type -> adapter.v1.StreamLogsResponse
+	40, // 67: adapter.v1.AdapterService.StreamBusEvents:output_type -> adapter.v1.StreamBusEventsResponse
+	55, // [55:68] is the sub-list for method output_type
+	42, // [42:55] is the sub-list for method input_type
+	42, // [42:42] is the sub-list for extension type_name
+	42, // [42:42] is the sub-list for extension extendee
+	0,  // [0:42] is the sub-list for field type_name
 }
 
 func init() { file_adapter_v1_adapter_proto_init() }
@@ -3640,7 +3810,7 @@ func file_adapter_v1_adapter_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_adapter_v1_adapter_proto_rawDesc), len(file_adapter_v1_adapter_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   36,
+			NumMessages:   38,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	AdapterService_ListTargets_FullMethodName     = "/adapter.v1.AdapterService/ListTargets"
 	AdapterService_Status_FullMethodName          = "/adapter.v1.AdapterService/Status"
 	AdapterService_Ping_FullMethodName            = "/adapter.v1.AdapterService/Ping"
+	AdapterService_PingPeers_FullMethodName       = "/adapter.v1.AdapterService/PingPeers"
 	AdapterService_QueryDNS_FullMethodName        = "/adapter.v1.AdapterService/QueryDNS"
 	AdapterService_Prefs_FullMethodName           = "/adapter.v1.AdapterService/Prefs"
 	AdapterService_DNSConfig_FullMethodName       = "/adapter.v1.AdapterService/DNSConfig"
@@ -60,6 +61,12 @@ type AdapterServiceClient interface {
 	// Ping pings a peer count times with one ping type and reports each
 	// round trip's latency and the path it took.
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
+	// PingPeers pings many peers the way Ping pings one, a bounded number at
+	// once, and streams one message per peer as its pings finish (not in
+	// request order). The stream ends after the last peer, on the caller's
+	// cancel, or with Unavailable when the daemon goes away. Adapters older
+	// than this method answer Unimplemented; callers fall back to Ping.
+	PingPeers(ctx context.Context, in *PingPeersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PingPeersResponse], error)
 	// QueryDNS resolves a name through the daemon's own resolver.
 	QueryDNS(ctx context.Context, in *QueryDNSRequest, opts ...grpc.CallOption) (*QueryDNSResponse, error)
 	// Prefs are the daemon's preferences, with secrets left out.
@@ -124,6 +131,25 @@ func (c *adapterServiceClient) Ping(ctx context.Context, in *PingRequest, opts .
 	}
 	return out, nil
 }
+
+func (c *adapterServiceClient) PingPeers(ctx context.Context, in *PingPeersRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[PingPeersResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &AdapterService_ServiceDesc.Streams[0], AdapterService_PingPeers_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PingPeersRequest, PingPeersResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdapterService_PingPeersClient = grpc.ServerStreamingClient[PingPeersResponse]
 
 func (c *adapterServiceClient) QueryDNS(ctx context.Context, in *QueryDNSRequest, opts ...grpc.CallOption) (*QueryDNSResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
@@ -197,7 +223,7 @@ func (c *adapterServiceClient) DERPMap(ctx context.Context, in *DERPMapRequest, 
 
 func (c *adapterServiceClient) StreamLogs(ctx context.Context, in *StreamLogsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamLogsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AdapterService_ServiceDesc.Streams[0], AdapterService_StreamLogs_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AdapterService_ServiceDesc.Streams[1], AdapterService_StreamLogs_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -216,7 +242,7 @@ type AdapterService_StreamLogsClient = grpc.ServerStreamingClient[StreamLogsResp
 
 func (c *adapterServiceClient) StreamBusEvents(ctx context.Context, in *StreamBusEventsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamBusEventsResponse], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &AdapterService_ServiceDesc.Streams[1], AdapterService_StreamBusEvents_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &AdapterService_ServiceDesc.Streams[2], AdapterService_StreamBusEvents_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -254,6 +280,12 @@ type AdapterServiceServer interface {
 	// Ping pings a peer count times with one ping type and reports each
 	// round trip's latency and the path it took.
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
+	// PingPeers pings many peers the way Ping pings one, a bounded number at
+	// once, and streams one message per peer as its pings finish (not in
+	// request order). The stream ends after the last peer, on the caller's
+	// cancel, or with Unavailable when the daemon goes away. Adapters older
+	// than this method answer Unimplemented; callers fall back to Ping.
+	PingPeers(*PingPeersRequest, grpc.ServerStreamingServer[PingPeersResponse]) error
 	// QueryDNS resolves a name through the daemon's own resolver.
 	QueryDNS(context.Context, *QueryDNSRequest) (*QueryDNSResponse, error)
 	// Prefs are the daemon's preferences, with secrets left out.
@@ -297,6 +329,9 @@ func (UnimplementedAdapterServiceServer) Status(context.Context, *StatusRequest)
 }
 func (UnimplementedAdapterServiceServer) Ping(context.Context, *PingRequest) (*PingResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Ping not implemented")
+}
+func (UnimplementedAdapterServiceServer) PingPeers(*PingPeersRequest, grpc.ServerStreamingServer[PingPeersResponse]) error {
+	return status.Error(codes.Unimplemented, "method PingPeers not implemented")
 }
 func (UnimplementedAdapterServiceServer) QueryDNS(context.Context, *QueryDNSRequest) (*QueryDNSResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method QueryDNS not implemented")
@@ -399,6 +434,17 @@ func _AdapterService_Ping_Handler(srv interface{}, ctx context.Context, dec func
 	}
 	return interceptor(ctx, in, info, handler)
 }
+
+func _AdapterService_PingPeers_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(PingPeersRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(AdapterServiceServer).PingPeers(m, &grpc.GenericServerStream[PingPeersRequest, PingPeersResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type AdapterService_PingPeersServer = grpc.ServerStreamingServer[PingPeersResponse]
 
 func _AdapterService_QueryDNS_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(QueryDNSRequest)
@@ -597,6 +643,11 @@ var AdapterService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PingPeers",
+			Handler:       _AdapterService_PingPeers_Handler,
+			ServerStreams: true,
+		},
 		{
 			StreamName:    "StreamLogs",
 			Handler:       _AdapterService_StreamLogs_Handler,
