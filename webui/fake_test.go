@@ -33,6 +33,8 @@ type fakeAdapter struct {
 	// takes (the round trip it reports) and, when fail is set, that the
 	// peer did not answer. The browser benchmark spreads it per pair.
 	rtt func(peer string) (d time.Duration, fail bool)
+	// noPingPeers makes it an adapter from before PingPeers.
+	noPingPeers bool
 
 	mu    sync.Mutex
 	pings int
@@ -47,6 +49,50 @@ func (f *fakeAdapter) Status(context.Context, *adapterv1.StatusRequest) (*adapte
 }
 
 func (f *fakeAdapter) Ping(ctx context.Context, req *adapterv1.PingRequest) (*adapterv1.PingResponse, error) {
+	return f.ping(ctx, req.Peer)
+}
+
+// fakePingPeersConcurrency is the real adapter's pingPeersConcurrency.
+const fakePingPeersConcurrency = 16
+
+// PingPeers pings like Ping, fakePingPeersConcurrency peers at once, as
+// the real adapter does; block holds every ping until the stream ends.
+func (f *fakeAdapter) PingPeers(req *adapterv1.PingPeersRequest, s adapterv1.AdapterService_PingPeersServer) error {
+	if f.noPingPeers {
+		return status.Error(codes.Unimplemented, "method PingPeers not implemented")
+	}
+	if len(req.Peers) == 0 {
+		return status.Error(codes.InvalidArgument, "peers is empty")
+	}
+	ctx := s.Context()
+	var sendMu sync.Mutex // Send is not safe for concurrent use
+	sem := make(chan struct{}, fakePingPeersConcurrency)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for i, p := range req.Peers {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			start := time.Now()
+			resp, err := f.ping(ctx, p)
+			if err != nil {
+				return // the stream ended
+			}
+			sendMu.Lock()
+			defer sendMu.Unlock()
+			_ = s.Send(&adapterv1.PingPeersResponse{Index: int32(i), Peer: p, Ping: resp, Took: durationpb.New(time.Since(start))})
+		}()
+	}
+	return nil
+}
+
+func (f *fakeAdapter) ping(ctx context.Context, peer string) (*adapterv1.PingResponse, error) {
 	f.mu.Lock()
 	f.pings++
 	f.mu.Unlock()
@@ -56,7 +102,7 @@ func (f *fakeAdapter) Ping(ctx context.Context, req *adapterv1.PingRequest) (*ad
 	}
 	wait, fail := f.delay, false
 	if f.rtt != nil {
-		wait, fail = f.rtt(req.Peer)
+		wait, fail = f.rtt(peer)
 	}
 	t := time.NewTimer(wait)
 	defer t.Stop()
@@ -66,14 +112,14 @@ func (f *fakeAdapter) Ping(ctx context.Context, req *adapterv1.PingRequest) (*ad
 		return nil, status.FromContextError(ctx.Err()).Err()
 	}
 	if fail {
-		return &adapterv1.PingResponse{Ip: req.Peer, Results: []*adapterv1.PingResult{{Seq: 1, Error: "no UDP or DERP addr"}}}, nil
+		return &adapterv1.PingResponse{Ip: peer, Results: []*adapterv1.PingResult{{Seq: 1, Error: "no UDP or DERP addr"}}}, nil
 	}
 	lat := durationpb.New(3 * time.Millisecond)
 	if f.rtt != nil {
 		lat = durationpb.New(wait)
 	}
 	return &adapterv1.PingResponse{
-		Ip: req.Peer, Succeeded: 1, AvgLatency: lat, MinLatency: lat, MaxLatency: lat,
+		Ip: peer, Succeeded: 1, AvgLatency: lat, MinLatency: lat, MaxLatency: lat,
 		Results: []*adapterv1.PingResult{{Seq: 1, Latency: lat, Path: adapterv1.PathKind_PATH_KIND_DIRECT, Endpoint: "127.0.0.1:41641"}},
 	}, nil
 }
@@ -301,6 +347,53 @@ func TestFakeGraphAndPingAll(t *testing.T) {
 	}
 }
 
+// TestFakePingPeersFallback mixes adapters with PingPeers and adapters
+// from before it: every pair is pinged once, by a stream or by Ping.
+func TestFakePingPeersFallback(t *testing.T) {
+	addrs, fakes := fakeMesh(t, 4, func(i int, f *fakeAdapter) { f.noPingPeers = i%2 == 0 })
+	_, hs := newTestServer(t, addrs, nil)
+	st := startFanoutHTTP(t, hs.URL, FanoutRequest{Kind: "ping", Count: 2})
+	results, done := readEvents(t, hs.URL+"/api/fanouts/"+st.ID+"/events", nil)
+	if st.Total != 12 || len(results) != 12 || done.Completed != 12 || done.Failed != 0 {
+		t.Fatalf("total %d, %d results, done %+v", st.Total, len(results), done)
+	}
+	pairs := map[string]bool{}
+	for _, r := range results {
+		if !r.OK || r.Sent != 2 || r.Received != 1 || r.Path != PathDirect || r.PeerIP == "" || r.StartedAt == "" {
+			t.Errorf("result %+v", r)
+		}
+		pairs[r.HostNode+">"+r.Peer] = true
+	}
+	if len(pairs) != 12 {
+		t.Errorf("%d distinct pairs, want 12", len(pairs))
+	}
+	for i, f := range fakes {
+		f.mu.Lock()
+		if f.pings != 3 {
+			t.Errorf("adapter %d (noPingPeers %v) made %d pings, want 3", i, f.noPingPeers, f.pings)
+		}
+		f.mu.Unlock()
+	}
+}
+
+// TestFakePingPeersStalled: a stream that sends nothing fails its peers
+// with a deadline once one peer's pings should have ended.
+func TestFakePingPeersStalled(t *testing.T) {
+	addrs, fakes := fakeMesh(t, 3, func(i int, f *fakeAdapter) { f.block = i == 0 })
+	_, hs := newTestServer(t, addrs, nil)
+	st := startFanoutHTTP(t, hs.URL, FanoutRequest{Kind: "ping", TimeoutMS: 100})
+	results, done := readEvents(t, hs.URL+"/api/fanouts/"+st.ID+"/events", nil)
+	if done.Completed != 6 || done.Failed != 2 {
+		t.Fatalf("done %+v", done)
+	}
+	for _, r := range results {
+		stuck := r.HostNode == fakes[0].self.Id
+		if r.OK == stuck || stuck && (r.Code != "DeadlineExceeded" || !strings.Contains(r.Error, "did not answer in time")) {
+			t.Errorf("result %+v (host stuck: %v)", r, stuck)
+		}
+	}
+}
+
 func TestFakeDNSFanout(t *testing.T) {
 	addrs, _ := fakeMesh(t, 3, nil)
 	_, hs := newTestServer(t, addrs, nil)
@@ -451,9 +544,10 @@ func TestHealthAndMetrics(t *testing.T) {
 	}
 	for _, want := range []string{
 		`tsymbiote_webui_fanouts_total{kind="ping",outcome="completed"} 1`,
-		`tsymbiote_webui_adapter_calls_total{adapter="` + addrs[0] + `",method="Ping",outcome="OK"} 1`,
+		// A ping all is one PingPeers stream per host.
+		`tsymbiote_webui_adapter_calls_total{adapter="` + addrs[0] + `",method="PingPeers",outcome="OK"} 1`,
 		`tsymbiote_webui_adapters 2`,
-		`tsymbiote_webui_adapter_call_duration_seconds_bucket{method="Ping"`,
+		`tsymbiote_webui_adapter_call_duration_seconds_bucket{method="Status"`,
 	} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("metrics lack %s", want)

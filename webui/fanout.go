@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -212,6 +214,19 @@ func (f *Fanout) run(ctx context.Context, calls []call, m *metrics) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if streamable(hostCalls) {
+				// One PingPeers stream for all the host's peers takes
+				// one slot of each bound: the adapter bounds the pings
+				// within it. An adapter without PingPeers hands the
+				// calls back, to be made one by one below.
+				if !acquire(ctx, perHost, adapter, global) {
+					return
+				}
+				hostCalls = f.pingStream(ctx, hostCalls)
+				<-global
+				<-adapter
+				<-perHost
+			}
 			var hwg sync.WaitGroup
 			defer hwg.Wait()
 			for _, c := range hostCalls {
@@ -261,6 +276,109 @@ func (f *Fanout) run(ctx context.Context, calls []call, m *metrics) {
 	}
 }
 
+// acquire takes a slot of each of sems, in order, or none when ctx ends
+// first.
+func acquire(ctx context.Context, sems ...chan struct{}) bool {
+	for i, sem := range sems {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			for _, held := range sems[:i] {
+				<-held
+			}
+			return false
+		}
+	}
+	return true
+}
+
+// streamable reports whether calls, all from one host, can go over one
+// PingPeers stream: pings to peers, from a host whose status answered.
+func streamable(calls []call) bool {
+	for _, c := range calls {
+		if c.peer == nil || c.host.Err != nil || c.host.client == nil {
+			return false
+		}
+	}
+	return len(calls) > 0
+}
+
+// pingStream pings calls, all from one host, over one PingPeers stream,
+// adding each peer's result as the adapter sends it. It returns the calls
+// still to make: all of them when the adapter predates PingPeers
+// (Unimplemented before any answer), none otherwise; peers the stream did
+// not answer get its error as their result.
+func (f *Fanout) pingStream(ctx context.Context, calls []call) []call {
+	req := &f.Request
+	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
+	h := calls[0].host
+	peers := make([]string, len(calls))
+	for i, c := range calls {
+		peers[i] = c.peerAddr
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// The adapter bounds each peer's pings by timeout each; a stream
+	// silent for longer than one peer's pings plus a second is stuck,
+	// as a unary Ping would be past its deadline.
+	idle := timeout*time.Duration(req.Count) + time.Second
+	var stalled atomic.Bool
+	timer := time.AfterFunc(idle, func() { stalled.Store(true); cancel() })
+	defer timer.Stop()
+	start := time.Now()
+	s, err := h.client.PingPeers(sctx, &adapterv1.PingPeersRequest{
+		Target: h.Target, Peers: peers, Type: pingTypes[req.PingType],
+		Count: int32(req.Count), Timeout: durationpb.New(timeout),
+	})
+	answered := make([]bool, len(calls))
+	n := 0
+	for err == nil {
+		var m *adapterv1.PingPeersResponse
+		if m, err = s.Recv(); err != nil {
+			break
+		}
+		timer.Reset(idle)
+		i := int(m.GetIndex())
+		if i < 0 || i >= len(calls) || answered[i] {
+			err = status.Errorf(codes.Internal, "adapter answered for peer index %d of %d twice or out of range", i, len(calls))
+			break
+		}
+		answered[i] = true
+		n++
+		r := f.pingBase(calls[i])
+		took := time.Since(start)
+		if m.GetTook() != nil {
+			took = m.GetTook().AsDuration()
+		}
+		r.StartedAt = time.Now().Add(-took).UTC().Format(time.RFC3339Nano)
+		r.Millis = float64(took.Microseconds()) / 1000
+		fillPing(&r, m.GetPing())
+		f.add(r)
+	}
+	if n == 0 && status.Code(err) == codes.Unimplemented {
+		return calls
+	}
+	if errors.Is(err, io.EOF) && n < len(calls) {
+		err = status.Errorf(codes.Internal, "adapter ended the stream after %d of %d peers", n, len(calls))
+	}
+	if n == len(calls) {
+		return nil
+	}
+	msg, code := callError(ctx, err), status.Code(err).String()
+	if stalled.Load() && ctx.Err() == nil {
+		msg, code = "deadline exceeded: the adapter did not answer in time", codes.DeadlineExceeded.String()
+	}
+	took := float64(time.Since(start).Microseconds()) / 1000
+	for i, c := range calls {
+		if !answered[i] {
+			r := f.pingBase(c)
+			r.Error, r.Code, r.Millis = msg, code, took
+			f.add(r)
+		}
+	}
+	return nil
+}
+
 func (f *Fanout) add(r Result) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -278,10 +396,7 @@ func (f *Fanout) notifyLocked() {
 func (f *Fanout) do(ctx context.Context, c call, _ *metrics) (r Result) {
 	req := &f.Request
 	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
-	r = Result{Kind: req.Kind, Host: c.host.ID, Adapter: c.host.Adapter, HostName: c.host.Target, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
-	if st := c.host.Status; st != nil && st.GetSelf() != nil {
-		r.HostNode, r.HostName = st.GetSelf().GetId(), st.GetSelf().GetHostname()
-	}
+	r = f.base(c)
 	start := time.Now()
 	defer func() { r.Millis = float64(time.Since(start).Microseconds()) / 1000 }()
 	if c.host.Err != nil && req.Kind == FanoutPing {
@@ -290,7 +405,7 @@ func (f *Fanout) do(ctx context.Context, c call, _ *metrics) (r Result) {
 	}
 	switch req.Kind {
 	case FanoutPing:
-		r.Peer, r.PeerName, r.PeerIP, r.PingType, r.Sent = c.peer.GetId(), c.peer.GetHostname(), c.peerAddr, req.PingType, req.Count
+		r = f.pingBase(c)
 		// The deadline covers every ping of the call plus the adapter's
 		// own overhead; each ping gets the whole budget as its timeout so
 		// that one slow answer still counts.
@@ -323,6 +438,22 @@ func (f *Fanout) do(ctx context.Context, c call, _ *metrics) (r Result) {
 			r.Error = "rcode " + res.GetRcode()
 		}
 	}
+	return r
+}
+
+// base is c's result before the call: who calls, from where.
+func (f *Fanout) base(c call) Result {
+	r := Result{Kind: f.Request.Kind, Host: c.host.ID, Adapter: c.host.Adapter, HostName: c.host.Target, StartedAt: time.Now().UTC().Format(time.RFC3339Nano)}
+	if st := c.host.Status; st != nil && st.GetSelf() != nil {
+		r.HostNode, r.HostName = st.GetSelf().GetId(), st.GetSelf().GetHostname()
+	}
+	return r
+}
+
+// pingBase is base with the pinged peer.
+func (f *Fanout) pingBase(c call) Result {
+	r := f.base(c)
+	r.Peer, r.PeerName, r.PeerIP, r.PingType, r.Sent = c.peer.GetId(), c.peer.GetHostname(), c.peerAddr, f.Request.PingType, f.Request.Count
 	return r
 }
 
