@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"io"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -133,33 +133,44 @@ func (p *Process) killGroup() {
 // Output is the process's last output (up to 256 KiB).
 func (p *Process) Output() string { return p.out.String() }
 
-// WaitFor waits until the process's output holds mark. It fails when the
-// process exits first or ctx ends, with the output in the error.
+// WaitFor waits until the process's output holds mark: in the kept tail
+// when it is called, or in anything written after, however much follows
+// it (a chatty daemon can push a mark out of the tail within one poll).
+// It fails when the process exits first or ctx ends, with the output in
+// the error.
 func (p *Process) WaitFor(ctx context.Context, mark string) error {
-	for {
-		if strings.Contains(p.Output(), mark) {
-			return nil
-		}
+	seen, cancel := p.out.watch(mark)
+	defer cancel()
+	select {
+	case <-seen:
+		return nil
+	case <-p.done:
 		select {
-		case <-p.done:
-			if strings.Contains(p.Output(), mark) {
-				return nil
-			}
-			return fmt.Errorf("%s exited (%w) before saying %q:\n%s", p.Name, cmp.Or(p.err, errExitedCleanly), mark, p.Output())
-		case <-ctx.Done():
-			return fmt.Errorf("%s did not say %q: %w\n%s", p.Name, mark, ctx.Err(), p.Output())
-		case <-time.After(50 * time.Millisecond):
+		case <-seen:
+			return nil
+		default:
 		}
+		return fmt.Errorf("%s exited (%w) before saying %q:\n%s", p.Name, cmp.Or(p.err, errExitedCleanly), mark, p.Output())
+	case <-ctx.Done():
+		return fmt.Errorf("%s did not say %q: %w\n%s", p.Name, mark, ctx.Err(), p.Output())
 	}
 }
 
 var errExitedCleanly = errors.New("exit status 0")
 
-// tailBuffer keeps the last 256 KiB written to it: enough to find start-up
-// marks and to show why a process failed, bounded for chatty daemons.
+// tailBuffer keeps the last 256 KiB written to it: enough to show why a
+// process failed, bounded for chatty daemons. It also tells watchers when
+// a mark is written, whatever is written after it.
 type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
+	mu       sync.Mutex
+	buf      []byte
+	watchers map[*markWatch]struct{}
+}
+
+// markWatch is one WaitFor's mark; seen is closed when it is written.
+type markWatch struct {
+	mark string
+	seen chan struct{}
 }
 
 const tailSize = 256 << 10
@@ -167,11 +178,42 @@ const tailSize = 256 << 10
 func (b *tailBuffer) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	old := len(b.buf)
 	b.buf = append(b.buf, p...)
+	for w := range b.watchers {
+		// A mark may straddle two writes: look from len(mark)-1 bytes
+		// before this one.
+		from := max(0, old-len(w.mark)+1)
+		if bytes.Contains(b.buf[from:], []byte(w.mark)) {
+			close(w.seen)
+			delete(b.watchers, w)
+		}
+	}
 	if len(b.buf) > tailSize {
 		b.buf = append(b.buf[:0], b.buf[len(b.buf)-tailSize:]...)
 	}
 	return len(p), nil
+}
+
+// watch returns a channel closed once mark is in the tail or written; the
+// cancel func stops watching.
+func (b *tailBuffer) watch(mark string) (<-chan struct{}, func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	w := &markWatch{mark: mark, seen: make(chan struct{})}
+	if bytes.Contains(b.buf, []byte(mark)) {
+		close(w.seen)
+		return w.seen, func() {}
+	}
+	if b.watchers == nil {
+		b.watchers = map[*markWatch]struct{}{}
+	}
+	b.watchers[w] = struct{}{}
+	return w.seen, func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		delete(b.watchers, w)
+	}
 }
 
 func (b *tailBuffer) String() string {
