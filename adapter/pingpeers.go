@@ -17,16 +17,18 @@ const (
 	// maxPingPeers bounds one PingPeers request: a node with more peers
 	// than this is beyond any tailnet the WebUI draws.
 	maxPingPeers = 4096
-	// pingPeersConcurrency is how many of a PingPeers request's peers are
-	// pinged at once. The LocalAPI serves each ping on its own goroutine;
-	// 16 keeps a 250-peer stream near 16 round trips long without one
-	// caller crowding out the daemon's other clients.
-	pingPeersConcurrency = 16
+	// defaultPingPeersConcurrency is how many of a PingPeers request's
+	// peers are pinged at once when it does not say. The LocalAPI serves
+	// each ping on its own goroutine, mostly waiting for the answer;
+	// maxPingPeersConcurrency keeps one caller from crowding out the
+	// daemon's other clients.
+	defaultPingPeersConcurrency = 16
+	maxPingPeersConcurrency     = 64
 )
 
-// PingPeers pings every peer of req like Ping, pingPeersConcurrency at
-// once, and sends each peer's answer as soon as it has it. When the stream
-// ends, for whatever reason, no goroutine of it is left.
+// PingPeers pings every peer of req like Ping, req.concurrency at once,
+// and sends each peer's answer as soon as it has it. When the stream ends,
+// for whatever reason, no goroutine of it is left.
 func (s *Service) PingPeers(req *adapterv1.PingPeersRequest, stream grpc.ServerStreamingServer[adapterv1.PingPeersResponse]) error {
 	tg, d, err := s.target(req.GetTarget())
 	if err != nil {
@@ -55,6 +57,14 @@ func (s *Service) PingPeers(req *adapterv1.PingPeersRequest, stream grpc.ServerS
 		return err
 	}
 
+	conc := int(req.GetConcurrency())
+	if conc == 0 {
+		conc = defaultPingPeersConcurrency
+	}
+	if conc < 0 || conc > maxPingPeersConcurrency {
+		return invalidArg("concurrency is %d; it must be between 1 and %d", conc, maxPingPeersConcurrency)
+	}
+
 	ctx, cancel := context.WithCancel(stream.Context())
 	type answer struct {
 		msg *adapterv1.PingPeersResponse
@@ -65,7 +75,7 @@ func (s *Service) PingPeers(req *adapterv1.PingPeersRequest, stream grpc.ServerS
 	var wg sync.WaitGroup
 	defer wg.Wait() // after cancel (deferred later, runs first) stops the workers
 	defer cancel()
-	for range min(pingPeersConcurrency, len(ips)) {
+	for range min(conc, len(ips)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

@@ -1,6 +1,7 @@
 package adapter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -96,9 +97,13 @@ func TestPingPeers(t *testing.T) {
 		{name: "no-type", req: &adapterv1.PingPeersRequest{Peers: peerIPs(2)}, wantCode: codes.InvalidArgument, wantErr: "not a ping type"},
 		{name: "bad-count", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(2), Count: 21}, wantCode: codes.InvalidArgument, wantErr: "count is 21"},
 		{name: "bad-timeout", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(2), Timeout: durationpb.New(-1)}, wantCode: codes.InvalidArgument, wantErr: "timeout is"},
+		{name: "bad-concurrency", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(2), Concurrency: 65}, wantCode: codes.InvalidArgument, wantErr: "concurrency is 65; it must be between 1 and 64"},
+		{name: "negative-concurrency", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(2), Concurrency: -1}, wantCode: codes.InvalidArgument, wantErr: "concurrency is -1"},
 		{name: "unknown-target", req: &adapterv1.PingPeersRequest{Target: "nope", Type: disco, Peers: peerIPs(2)}, wantCode: codes.NotFound},
 		{name: "one", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(1)}, wantSent: 1},
 		{name: "many", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(250), Count: 2}, wantSent: 250, wantFails: 1},
+		{name: "concurrency-64", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(300), Concurrency: 64}, wantSent: 300, wantFails: 2},
+		{name: "concurrency-1", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(30), Concurrency: 1}, wantSent: 30},
 		{name: "tsmp-paths", req: &adapterv1.PingPeersRequest{Type: adapterv1.PingType_PING_TYPE_TSMP, Peers: peerIPs(40)}, wantSent: 40},
 		{name: "daemon-down", req: &adapterv1.PingPeersRequest{Type: disco, Peers: peerIPs(40)}, d: &manyPeers{down: true}, wantCode: codes.Unavailable},
 		// The first peer answers, every other ping hangs, and the caller
@@ -126,8 +131,9 @@ func TestPingPeers(t *testing.T) {
 			if n := d.inFlight.Load(); n != 0 {
 				t.Errorf("%d pings still in flight after PingPeers returned", n)
 			}
-			if d.most.Load() > pingPeersConcurrency {
-				t.Errorf("%d pings at once; the bound is %d", d.most.Load(), pingPeersConcurrency)
+			bound := cmp.Or(tc.req.Concurrency, defaultPingPeersConcurrency)
+			if d.most.Load() > max(bound, 0) {
+				t.Errorf("%d pings at once; the bound is %d", d.most.Load(), bound)
 			}
 			if tc.wantCode != codes.OK {
 				return

@@ -2,6 +2,7 @@ package webui
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -52,21 +53,19 @@ func (f *fakeAdapter) Ping(ctx context.Context, req *adapterv1.PingRequest) (*ad
 	return f.ping(ctx, req.Peer)
 }
 
-// fakePingPeersConcurrency is the real adapter's pingPeersConcurrency.
-const fakePingPeersConcurrency = 16
-
-// PingPeers pings like Ping, fakePingPeersConcurrency peers at once, as
-// the real adapter does; block holds every ping until the stream ends.
+// PingPeers pings like Ping, req.Concurrency peers at once (16 when
+// zero), as the real adapter does; block holds every ping until the
+// stream ends.
 func (f *fakeAdapter) PingPeers(req *adapterv1.PingPeersRequest, s adapterv1.AdapterService_PingPeersServer) error {
 	if f.noPingPeers {
 		return status.Error(codes.Unimplemented, "method PingPeers not implemented")
 	}
-	if len(req.Peers) == 0 {
-		return status.Error(codes.InvalidArgument, "peers is empty")
+	if len(req.Peers) == 0 || req.Concurrency < 0 || req.Concurrency > 64 {
+		return status.Errorf(codes.InvalidArgument, "%d peers, concurrency %d", len(req.Peers), req.Concurrency)
 	}
 	ctx := s.Context()
 	var sendMu sync.Mutex // Send is not safe for concurrent use
-	sem := make(chan struct{}, fakePingPeersConcurrency)
+	sem := make(chan struct{}, cmp.Or(req.Concurrency, 16))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for i, p := range req.Peers {

@@ -62,7 +62,7 @@ type AdapterServiceClient interface {
 	// round trip's latency and the path it took.
 	Ping(ctx context.Context, in *PingRequest, opts ...grpc.CallOption) (*PingResponse, error)
 	// PingPeers pings many peers the way Ping pings one, a bounded number at
-	// once, and streams one message per peer as its pings finish (not in
+	// once (concurrency), and streams one message per peer as its pings finish (not in
 	// request order). The stream ends after the last peer, on the caller's
 	// cancel, or with Unavailable when the daemon goes away. Adapters older
 	// than this method answer Unimplemented; callers fall back to Ping.
@@ -281,7 +281,7 @@ type AdapterServiceServer interface {
 	// round trip's latency and the path it took.
 	Ping(context.Context, *PingRequest) (*PingResponse, error)
 	// PingPeers pings many peers the way Ping pings one, a bounded number at
-	// once, and streams one message per peer as its pings finish (not in
+	// once (concurrency), and streams one message per peer as its pings finish (not in
 	// request order). The stream ends after the last peer, on the caller's
 	// cancel, or with Unavailable when the daemon goes away. Adapters older
 	// than this method answer Unimplemented; callers fall back to Ping.
