@@ -122,6 +122,15 @@ try {
   // when large.
   const matrix = page.getByTestId("matrix");
   const isCanvas = await matrix.evaluate((el) => el.tagName === "CANVAS");
+  // The canvas redraws on a throttle, so it may lag the graph by a frame
+  // or a few hundred ms: wait for its count (failing below if it never
+  // gets there).
+  if (isCanvas) {
+    await page.waitForFunction(
+      (want) => Number(document.querySelector('[data-testid="matrix"]')?.getAttribute("data-cells")) === want,
+      total, { timeout: 15000 },
+    ).catch(() => {});
+  }
   const cells = isCanvas
     ? Number(await matrix.getAttribute("data-cells"))
     : await page.locator('[data-testid="matrix"] td.ok, [data-testid="matrix"] td.fail').count();
