@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
-	"runtime/metrics"
 	"strconv"
 	"syscall"
 	"time"
@@ -302,35 +301,18 @@ func podSource(getenv func(string) string) (*podmeta.Client, error) {
 // 128) from pools that a burst fills and the GC later frees; Go's scavenger
 // returns those pages slowly, so without this the daemon's RSS stays at its
 // high-water mark, several MiB per pod.
-//
-// A release is a full collection, and at 110 pods a full collection is most
-// of an idle daemon's CPU: so it runs only when the collector has left at
-// least releaseThreshold of free pages the kernel has not got back.
 func releaseMemory(ctx context.Context) {
 	t := time.NewTicker(30 * time.Second)
 	defer t.Stop()
-	sample := []metrics.Sample{{Name: heapFreeMetric}}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			metrics.Read(sample)
-			if sample[0].Value.Kind() == metrics.KindUint64 && sample[0].Value.Uint64() < releaseThreshold {
-				continue
-			}
 			debug.FreeOSMemory()
 		}
 	}
 }
-
-// heapFreeMetric is the heap's free pages that are still resident: what
-// FreeOSMemory would hand back (besides what its collection frees).
-const heapFreeMetric = "/memory/classes/heap/free:bytes"
-
-// releaseThreshold is the free resident heap worth a forced collection: a
-// burst of ADDs or traffic frees tens of MiB, an idle daemon well under one.
-const releaseThreshold = 4 << 20
 
 // verifyLoop marks the daemon ready once the control plane answers, and
 // keeps checking so that STATUS and /healthz tell the truth.
