@@ -351,7 +351,7 @@ func TestDemoTopology(t *testing.T) {
 		var lines []string
 		sc := bufio.NewScanner(res.Body)
 		for sc.Scan() {
-			if strings.HasPrefix(sc.Text(), "tsymbiote_webui_adapter_calls_total{") && strings.Contains(sc.Text(), `method="Ping"`) {
+			if strings.HasPrefix(sc.Text(), "tsymbiote_webui_adapter_calls_total{") && (strings.Contains(sc.Text(), `method="Ping"`) || strings.Contains(sc.Text(), `method="PingPeers"`)) {
 				lines = append(lines, sc.Text())
 			}
 		}
@@ -361,7 +361,7 @@ func TestDemoTopology(t *testing.T) {
 			adapters[a] = true
 		}
 		if len(adapters) != nodes {
-			t.Errorf("Ping call metrics for %d adapters, want %d: %v", len(lines), nodes, lines)
+			t.Errorf("Ping or PingPeers call metrics for %d adapters, want %d: %v", len(adapters), nodes, lines)
 		}
 	})
 
