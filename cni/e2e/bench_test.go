@@ -82,7 +82,9 @@ func firstReply(b testing.TB, p *pod, dst string) time.Time {
 }
 
 // iperf runs iperf3 for secs from client's netns to server's address (the
-// server runs in server's netns) and returns Gbit/s received.
+// server runs in server's netns) and returns Gbit/s received. It has a
+// deadline: an iperf3 client whose path breaks mid-run waits for its
+// results for ever.
 func iperf(b testing.TB, client, server *pod, addr string, secs int) float64 {
 	b.Helper()
 	srv := exec.Command("ip", "netns", "exec", server.netns, "iperf3", "-s", "-1", "-B", addr)
@@ -90,12 +92,14 @@ func iperf(b testing.TB, client, server *pod, addr string, secs int) float64 {
 		b.Fatal(err)
 	}
 	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
+	defer cancel()
 	var out []byte
 	var err error
 	for range 50 {
 		time.Sleep(100 * time.Millisecond)
-		out, err = exec.Command("ip", "netns", "exec", client.netns, "iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-J").Output()
-		if err == nil {
+		out, err = exec.CommandContext(ctx, "ip", "netns", "exec", client.netns, "iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-J").Output()
+		if err == nil || ctx.Err() != nil {
 			break
 		}
 	}
@@ -110,7 +114,7 @@ func iperf(b testing.TB, client, server *pod, addr string, secs int) float64 {
 		} `json:"end"`
 	}
 	if err := json.Unmarshal(out, &r); err != nil {
-		b.Fatal(err)
+		b.Fatalf("iperf3 output: %v\n%s", err, out)
 	}
 	return r.End.SumReceived.BitsPerSecond / 1e9
 }

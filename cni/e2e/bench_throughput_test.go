@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -119,44 +118,8 @@ func measure(b testing.TB, client, server *pod, addr string, secs int, pids ...i
 		return s
 	}
 	c0 := cpu()
-	g := iperfWithin(b, client, server, addr, secs)
+	g := iperf(b, client, server, addr, secs)
 	return run{gbps: g, cpuSec: cpu() - c0, secs: secs}
-}
-
-// iperfWithin is iperf with a deadline: an iperf3 client whose path
-// breaks mid-run waits for its results for ever.
-func iperfWithin(b testing.TB, client, server *pod, addr string, secs int) float64 {
-	b.Helper()
-	srv := exec.Command("ip", "netns", "exec", server.netns, "iperf3", "-s", "-1", "-B", addr)
-	if err := srv.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { _ = srv.Process.Kill(); _ = srv.Wait() }()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(secs+30)*time.Second)
-	defer cancel()
-	var out []byte
-	var err error
-	for range 50 {
-		time.Sleep(100 * time.Millisecond)
-		out, err = exec.CommandContext(ctx, "ip", "netns", "exec", client.netns, "iperf3", "-c", addr, "-t", strconv.Itoa(secs), "-J").Output()
-		if err == nil || ctx.Err() != nil {
-			break
-		}
-	}
-	if err != nil {
-		b.Fatalf("iperf3 to %s: %v\n%s", addr, err, out)
-	}
-	var r struct {
-		End struct {
-			SumReceived struct {
-				BitsPerSecond float64 `json:"bits_per_second"`
-			} `json:"sum_received"`
-		} `json:"end"`
-	}
-	if err := json.Unmarshal(out, &r); err != nil {
-		b.Fatalf("iperf3 output: %v\n%s", err, out)
-	}
-	return r.End.SumReceived.BitsPerSecond / 1e9
 }
 
 func median(rs []run, f func(run) float64) float64 {
@@ -281,7 +244,7 @@ func BenchmarkThroughput(b *testing.B) {
 		b.Logf("round %d: daemon %.2f Gbit/s (%.3f CPU-s/Gbit), stock pair %.2f Gbit/s (%.3f CPU-s/Gbit)",
 			i+1, o.gbps, o.cpuPerGbit(), s.gbps, s.cpuPerGbit())
 	}
-	plain := iperfWithin(b, a, c, c.result.IPs[0].Address.IP.String(), secs)
+	plain := iperf(b, a, c, c.result.IPs[0].Address.IP.String(), secs)
 
 	gbps := func(r run) float64 { return r.gbps }
 	perGbit := func(r run) float64 { return r.cpuPerGbit() }
