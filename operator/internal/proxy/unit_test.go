@@ -2,16 +2,10 @@ package proxy
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -25,6 +19,7 @@ import (
 	"tailscale.com/ipn"
 	"tailscale.com/tstest"
 	"tsymbiote.dhouti.dev/operator/internal/proxyconfig"
+	"tsymbiote.dhouti.dev/testkit/testca"
 )
 
 func TestRouteTable(t *testing.T) {
@@ -78,30 +73,11 @@ func TestRouteTable(t *testing.T) {
 	}
 }
 
-// testCert makes a self-signed certificate for names, as PEM.
+// testCert makes a certificate for names, as PEM, signed by a CA of its
+// own (these tests only load and pick certificates, never verify them).
 func testCert(t testing.TB, names ...string) (certPEM, keyPEM []byte) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()),
-		Subject:      pkix.Name{CommonName: names[0]},
-		DNSNames:     names,
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-		pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder})
+	return testca.New(t, "tsymbiote proxy unit test CA").Issue(t, time.Now().UnixNano(), names...)
 }
 
 func TestCerts(t *testing.T) {
