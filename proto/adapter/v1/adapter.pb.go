@@ -865,9 +865,9 @@ type PingPeersRequest struct {
 	Type    PingType             `protobuf:"varint,3,opt,name=type,proto3,enum=adapter.v1.PingType" json:"type,omitempty"`
 	Count   int32                `protobuf:"varint,4,opt,name=count,proto3" json:"count,omitempty"`
 	Timeout *durationpb.Duration `protobuf:"bytes,5,opt,name=timeout,proto3" json:"timeout,omitempty"`
-	// Peers pinged at once; 16 when zero, at most 64. A host far from
+	// Peers pinged at once; 16 when zero, at most 256. A host far from
 	// every peer needs the higher figures: 250 peers at 400 ms each take
-	// 6 s at 16 at once and 1.6 s at 64.
+	// 6 s at 16 at once, 1.6 s at 64 and 0.4 s at 256.
 	Concurrency   int32 `protobuf:"varint,6,opt,name=concurrency,proto3" json:"concurrency,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
