@@ -36,9 +36,13 @@ type fakeAdapter struct {
 	rtt func(peer string) (d time.Duration, fail bool)
 	// noPingPeers makes it an adapter from before PingPeers.
 	noPingPeers bool
+	// maxConc is the most peers PingPeers takes at once (256 when zero):
+	// 64 makes it an adapter from before 256.
+	maxConc int32
 
 	mu    sync.Mutex
 	pings int
+	conc  int32 // the concurrency of the last PingPeers it took
 }
 
 func (f *fakeAdapter) ListTargets(context.Context, *adapterv1.ListTargetsRequest) (*adapterv1.ListTargetsResponse, error) {
@@ -60,9 +64,12 @@ func (f *fakeAdapter) PingPeers(req *adapterv1.PingPeersRequest, s adapterv1.Ada
 	if f.noPingPeers {
 		return status.Error(codes.Unimplemented, "method PingPeers not implemented")
 	}
-	if len(req.Peers) == 0 || req.Concurrency < 0 || req.Concurrency > 64 {
+	if len(req.Peers) == 0 || req.Concurrency < 0 || req.Concurrency > cmp.Or(f.maxConc, 256) {
 		return status.Errorf(codes.InvalidArgument, "%d peers, concurrency %d", len(req.Peers), req.Concurrency)
 	}
+	f.mu.Lock()
+	f.conc = req.Concurrency
+	f.mu.Unlock()
 	ctx := s.Context()
 	var sendMu sync.Mutex // Send is not safe for concurrent use
 	sem := make(chan struct{}, cmp.Or(req.Concurrency, 16))
@@ -370,6 +377,34 @@ func TestFakePingPeersFallback(t *testing.T) {
 		f.mu.Lock()
 		if f.pings != 3 {
 			t.Errorf("adapter %d (noPingPeers %v) made %d pings, want 3", i, f.noPingPeers, f.pings)
+		}
+		f.mu.Unlock()
+	}
+}
+
+// TestFakePingPeersOldConcurrency mixes adapters that take 256 pings at
+// once with adapters from before, which take 64 and refuse more: every
+// pair is pinged once, each over a stream at what its adapter takes.
+func TestFakePingPeersOldConcurrency(t *testing.T) {
+	addrs, fakes := fakeMesh(t, 4, func(i int, f *fakeAdapter) {
+		if i%2 == 0 {
+			f.maxConc = oldStreamConcurrency
+		}
+	})
+	_, hs := newTestServer(t, addrs, nil)
+	st := startFanoutHTTP(t, hs.URL, FanoutRequest{Kind: "ping"})
+	results, done := readEvents(t, hs.URL+"/api/fanouts/"+st.ID+"/events", nil)
+	if st.Total != 12 || len(results) != 12 || done.Completed != 12 || done.Failed != 0 {
+		t.Fatalf("total %d, %d results, done %+v", st.Total, len(results), done)
+	}
+	for i, f := range fakes {
+		f.mu.Lock()
+		want := int32(streamConcurrency)
+		if f.maxConc != 0 {
+			want = f.maxConc
+		}
+		if f.pings != 3 || f.conc != want {
+			t.Errorf("adapter %d (max %d at once) made %d pings at %d at once, want 3 at %d", i, f.maxConc, f.pings, f.conc, want)
 		}
 		f.mu.Unlock()
 	}

@@ -42,12 +42,17 @@ const (
 	// queue 800 pings until a third of them missed their deadline.
 	perAdapter = 128
 	// streamConcurrency is how many of a host's peers its PingPeers
-	// stream pings at once (the adapter allows 1 to 64). The stream is
-	// one call of the bounds above. At 64 the 250-host benchmark's API
-	// alone took 4.1-4.7 s instead of 8.3 s (its farthest host's pings
-	// sum to 100 s), but the browser fell behind the denser stream of
-	// results: click to last result 10-12 s against 7.1 s at 16.
-	streamConcurrency = 16
+	// stream pings at once (the adapter allows 1 to 256). The stream is
+	// one call of the bounds above. A host's slowest peers set how long
+	// a ping all takes: in the 250-host benchmark the farthest host's
+	// 249 round trips sum to 100 s, so the API alone took 7.9 s at 16 at
+	// once and 4.1-4.7 s at 64; at 256 every peer is pinged at once and
+	// the slowest round trip sets the pace.
+	streamConcurrency = 256
+	// oldStreamConcurrency is the most adapters from before 256 take:
+	// they refuse more with InvalidArgument, and the stream is asked
+	// again at this.
+	oldStreamConcurrency = 64
 )
 
 var pingTypes = map[PingType]adapterv1.PingType{
@@ -229,7 +234,7 @@ func (f *Fanout) run(ctx context.Context, calls []call, m *metrics) {
 				if !acquire(ctx, perHost, adapter, global) {
 					return
 				}
-				hostCalls = f.pingStream(ctx, hostCalls)
+				hostCalls = f.pingStream(ctx, hostCalls, streamConcurrency)
 				<-global
 				<-adapter
 				<-perHost
@@ -314,8 +319,9 @@ func streamable(calls []call) bool {
 // adding each peer's result as the adapter sends it. It returns the calls
 // still to make: all of them when the adapter predates PingPeers
 // (Unimplemented before any answer), none otherwise; peers the stream did
-// not answer get its error as their result.
-func (f *Fanout) pingStream(ctx context.Context, calls []call) []call {
+// not answer get its error as their result. conc is how many peers the
+// adapter pings at once.
+func (f *Fanout) pingStream(ctx context.Context, calls []call, conc int) []call {
 	req := &f.Request
 	timeout := time.Duration(req.TimeoutMS) * time.Millisecond
 	h := calls[0].host
@@ -335,7 +341,7 @@ func (f *Fanout) pingStream(ctx context.Context, calls []call) []call {
 	start := time.Now()
 	s, err := h.client.PingPeers(sctx, &adapterv1.PingPeersRequest{
 		Target: h.Target, Peers: peers, Type: pingTypes[req.PingType],
-		Count: int32(req.Count), Timeout: durationpb.New(timeout), Concurrency: streamConcurrency,
+		Count: int32(req.Count), Timeout: durationpb.New(timeout), Concurrency: int32(conc),
 	})
 	answered := make([]bool, len(calls))
 	n := 0
@@ -364,6 +370,11 @@ func (f *Fanout) pingStream(ctx context.Context, calls []call) []call {
 	}
 	if n == 0 && status.Code(err) == codes.Unimplemented {
 		return calls
+	}
+	if n == 0 && status.Code(err) == codes.InvalidArgument && conc > oldStreamConcurrency && ctx.Err() == nil {
+		// An adapter from before 256 at once refuses the request whole.
+		timer.Stop()
+		return f.pingStream(ctx, calls, oldStreamConcurrency)
 	}
 	if errors.Is(err, io.EOF) && n < len(calls) {
 		err = status.Errorf(codes.Internal, "adapter ended the stream after %d of %d peers", n, len(calls))

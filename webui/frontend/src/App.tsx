@@ -52,7 +52,7 @@ export function App({ nav }: { nav?: ReactNode }) {
   const bigFanout = (fanout.state?.total ?? 0) > BIG_FANOUT;
   // The live views take each batch as it comes: the matrix of a big
   // fan-out, and the graph when it has too many edges to draw them all.
-  const live = useLive(graph, deferredFilters, pingKind ? fanout.results : NO_RESULTS, DRAWN_EDGES);
+  const live = useLive(graph, deferredFilters, pingKind ? fanout.results : NO_RESULTS, DRAWN_EDGES, pingKind ? fanout.state : null);
   const deferredResults = useThrottled(fanout.results, running && bigFanout ? 1000 : 0);
   // A live graph also redraws once a second while results stream in:
   // cytoscape repaints the whole canvas for any change.

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { NO_FILTERS, buildElements } from "./graph";
-import { Feed, LiveGraph, LiveMatrix, rgba, scaleBounds } from "./live";
+import { Feed, LiveGraph, LiveMatrix, matrixAxes, rgba, scaleBounds } from "./live";
 import { FAILED_COLOR, buildMatrix, cellKey } from "./matrix";
 import { mesh, ping } from "./fixtures";
 
@@ -74,6 +74,20 @@ describe("LiveMatrix", () => {
     expect(m.add([ping("2", "3", { latencyMs: 400 })])).toBe("all"); // the scale grew
   });
 
+  it("lays out axes known ahead once", () => {
+    const m = new LiveMatrix({ rows: [{ id: "2", name: "b" }, { id: "1", name: "a" }], cols: [{ id: "1", name: "a" }, { id: "2", name: "b" }, { id: "3", name: "c" }] });
+    expect(m.rows.map((r) => r.id)).toEqual(["1", "2"]);
+    expect(m.cols.map((c) => c.id)).toEqual(["1", "2", "3"]);
+    expect(m.take()).toBe("all");
+    expect(m.add([ping("1", "2", { latencyMs: 10 }), ping("2", "1", { latencyMs: 15 })])).toBe("all"); // the scale
+    // Rows and columns were there: only the cells.
+    expect(m.add([ping("1", "3", { latencyMs: 11 })])).toEqual([cellKey("1", "3")]);
+    expect(m.at(1, 2)).toMatchObject({ row: { id: "2" }, col: { id: "3" }, result: undefined });
+    // One the axes left out still shows.
+    expect(m.add([ping("4", "1", { latencyMs: 11 })])).toBe("all");
+    expect(m.rows.map((r) => r.id)).toEqual(["1", "2", "4"]);
+  });
+
   it("collects what changed until the canvas takes it", () => {
     const m = new LiveMatrix();
     m.add([ping("1", "2", { latencyMs: 10 }), ping("2", "1", { latencyMs: 15 })]);
@@ -82,6 +96,20 @@ describe("LiveMatrix", () => {
     m.add([ping("2", "1", { latencyMs: 11 })]);
     expect(m.take()).toEqual([cellKey("1", "2"), cellKey("2", "1")]);
     expect(m.take()).toEqual([]);
+  });
+});
+
+describe("matrixAxes", () => {
+  it("lists the hosts and the peers a ping fan-out pings", () => {
+    const g = mesh(4);
+    g.nodes[3].online = false;
+    const all = matrixAxes(g, {});
+    expect(all.rows.map((r) => r.id).sort()).toEqual(["1", "2", "3", "4"]);
+    expect(all.cols.map((c) => c.id).sort()).toEqual(["1", "2", "3"]);
+    expect(matrixAxes(g, { includeOffline: true }).cols).toHaveLength(4);
+    const one = matrixAxes(g, { hosts: [g.edges.find((e) => e.source === "2")!.host], peers: ["1", "3"] });
+    expect(one.rows).toEqual([{ id: "2", name: g.nodes[1].name }]);
+    expect(one.cols.map((c) => c.id).sort()).toEqual(["1", "3"]);
   });
 });
 

@@ -3,7 +3,7 @@
 // of them on every batch cost the page hundreds of milliseconds per
 // update. These keep what was built and take each batch in work
 // proportional to the batch. Pure: the tests drive them by hand.
-import type { Graph, Result } from "./api";
+import type { FanoutRequest, Graph, Result } from "./api";
 import type { EdgeCategory, EdgeData, Element, Elements, Filters, NodeData } from "./graph";
 import { EDGE_COLORS, buildElements, edgeCategory, formatLatency, pairKey } from "./graph";
 import { FAILED_COLOR, cellKey, heatColor, heatHue } from "./matrix";
@@ -48,9 +48,33 @@ export interface Axis {
   name: string;
 }
 
+// matrixAxes are the rows (hosts) and columns (peers) a ping fan-out of
+// req over graph g is to fill, as LiveMatrix lays them out: the graph's
+// edges are each host's peers as its status lists them, which the
+// server's plan pings (online ones unless req says offline too).
+export function matrixAxes(g: Graph, req: Pick<FanoutRequest, "hosts" | "peers" | "includeOffline">): { rows: Axis[]; cols: Axis[] } {
+  const hosts = req.hosts?.length ? new Set(req.hosts) : null;
+  const peers = req.peers?.length ? new Set(req.peers) : null;
+  const nodes = new Map(g.nodes.map((n) => [n.id, n]));
+  const rows = new Map<string, string>();
+  const cols = new Map<string, string>();
+  for (const e of g.edges) {
+    if (hosts && !hosts.has(e.host)) continue;
+    if (peers && !peers.has(e.target)) continue;
+    const peer = nodes.get(e.target);
+    if (!peer || (!peer.online && !req.includeOffline)) continue;
+    rows.set(e.source, nodes.get(e.source)?.name ?? e.source);
+    cols.set(e.target, peer.name || e.target);
+  }
+  return { rows: [...rows].map(([id, name]) => ({ id, name })), cols: [...cols].map(([id, name]) => ({ id, name })) };
+}
+
 // LiveMatrix is the latency matrix built up batch by batch. add says
 // which cells to draw: only the new ones, or all when a row or column
-// appeared or the colour scale moved.
+// appeared or the colour scale moved. Axes known ahead (matrixAxes) lay
+// the matrix out once: in a 250-host ping all the rows and columns
+// otherwise kept appearing until the last results, and each one
+// redrew every cell.
 export class LiveMatrix {
   rows: Axis[] = [];
   cols: Axis[] = [];
@@ -65,6 +89,13 @@ export class LiveMatrix {
   private rowNames = new Map<string, string>();
   private colNames = new Map<string, string>();
   private dirty: Set<string> | "all" = "all";
+
+  constructor(axes?: { rows: Axis[]; cols: Axis[] }) {
+    if (!axes) return;
+    for (const r of axes.rows) this.rowNames.set(r.id, r.name);
+    for (const c of axes.cols) this.colNames.set(c.id, c.name);
+    this.layout();
+  }
 
   // take returns the cells changed since the last take (all of them
   // after a change of rows, columns or scale) for the canvas to draw.
@@ -114,14 +145,19 @@ export class LiveMatrix {
       structural = true;
     }
     if (structural) {
-      const byName = (a: Axis, b: Axis) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id);
-      this.rows = [...this.rowNames].map(([id, name]) => ({ id, name })).sort(byName);
-      this.cols = [...this.colNames].map(([id, name]) => ({ id, name })).sort(byName);
-      this.rowIndex = new Map(this.rows.map((r, i) => [r.id, i]));
-      this.colIndex = new Map(this.cols.map((c, i) => [c.id, i]));
+      this.layout();
       return "all";
     }
     return changed;
+  }
+
+  // layout sorts the rows and the columns by name.
+  private layout() {
+    const byName = (a: Axis, b: Axis) => a.name.localeCompare(b.name) || a.id.localeCompare(b.id);
+    this.rows = [...this.rowNames].map(([id, name]) => ({ id, name })).sort(byName);
+    this.cols = [...this.colNames].map(([id, name]) => ({ id, name })).sort(byName);
+    this.rowIndex = new Map(this.rows.map((r, i) => [r.id, i]));
+    this.colIndex = new Map(this.cols.map((c, i) => [c.id, i]));
   }
 
   // color is a cell's colour on the current scale.

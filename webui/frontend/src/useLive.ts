@@ -1,7 +1,7 @@
 import { useEffect, useMemo, useRef, useState } from "react";
-import type { Graph, Result } from "./api";
+import type { FanoutRequest, Graph, Result } from "./api";
 import type { Filters } from "./graph";
-import { Feed, LiveGraph, LiveMatrix } from "./live";
+import { Feed, LiveGraph, LiveMatrix, matrixAxes } from "./live";
 
 // Live is the incremental view of the last ping fan-out (live.ts).
 export interface Live {
@@ -17,8 +17,10 @@ export interface Live {
 // useLive feeds each new batch of results to the live matrix, and to a
 // live graph when the graph is too big to draw every edge. Both keep
 // what they built, so a batch costs work in proportion to its size.
-export function useLive(graph: Graph | null, filters: Filters, results: Result[], maxEdges: number): Live {
-  const st = useRef({ feed: new Feed(), matrix: new LiveMatrix(), graph: null as LiveGraph | null });
+// fanout is the fan-out results belong to: its matrix is laid out from
+// the graph when it starts.
+export function useLive(graph: Graph | null, filters: Filters, results: Result[], maxEdges: number, fanout?: { id: string; request: FanoutRequest } | null): Live {
+  const st = useRef({ feed: new Feed(), matrix: new LiveMatrix(), graph: null as LiveGraph | null, id: "" });
   const lg = useMemo(() => {
     if (!graph) return null;
     const l = new LiveGraph(graph, filters);
@@ -32,8 +34,14 @@ export function useLive(graph: Graph | null, filters: Filters, results: Result[]
     void tick;
     const s = st.current;
     const { fresh, reset, left } = s.feed.next(results, PER_FRAME);
-    if (reset) s.matrix = new LiveMatrix();
-    s.matrix.add(fresh);
+    const id = fanout?.id ?? "";
+    if (reset || id !== s.id) {
+      s.id = id;
+      s.matrix = new LiveMatrix(graph && fanout ? matrixAxes(graph, fanout.request) : undefined);
+      s.matrix.add(results.slice(0, s.feed.taken));
+    } else {
+      s.matrix.add(fresh);
+    }
     if (lg !== s.graph || reset) {
       // A new graph (or fan-out) takes everything taken so far, once.
       s.graph = lg;
@@ -43,6 +51,7 @@ export function useLive(graph: Graph | null, filters: Filters, results: Result[]
       lg?.add(fresh);
     }
     return { graph: lg, matrix: s.matrix, results: s.feed.taken, left };
+    // graph and fanout are read only when a fan-out starts.
   }, [results, lg, tick]);
   useEffect(() => {
     if (live.left === 0) return;
