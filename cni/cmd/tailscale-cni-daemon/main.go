@@ -30,6 +30,7 @@ import (
 	"tailscale.com/envknob"
 	"tailscale.com/net/netmon"
 	"tailscale.com/types/logger"
+	"tailscale.com/util/eventbus"
 	"tsymbiote.dhouti.dev/cni/internal/daemon"
 	"tsymbiote.dhouti.dev/cni/internal/poddns"
 	"tsymbiote.dhouti.dev/cni/internal/podmeta"
@@ -178,7 +179,10 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 
 	// Offline-clean: no log upload, no support telemetry.
 	envknob.SetNoLogsNoSupport()
-	netmon.RegisterInterfaceGetter(hostInterfaces)
+	ifaces := newIfaceCache(hostInterfaces)
+	netmon.RegisterInterfaceGetter(ifaces.get)
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
 	if u, err := url.Parse(cpCfg.EffectiveControlURL()); err == nil && u.Scheme == "http" && getenv("TS_DEBUG_USE_DERP_HTTP") == "" {
 		// A control server on plain HTTP (a Headscale in a lab or test)
 		// serves its embedded DERP on plain HTTP too.
@@ -201,8 +205,14 @@ func run(ctx context.Context, getenv func(string) string, fl flags) error {
 		ControlPlane: cp,
 		Network:      podnet.Host{},
 		StartBackend: daemon.StartPodBackend,
-		NewNetMon:    netmon.New,
-		Metrics:      metrics,
+		NewNetMon: func(bus *eventbus.Bus, logf logger.Logf) (*netmon.Monitor, error) {
+			nm, err := netmon.New(bus, logf)
+			if err == nil {
+				go watchHost(watchCtx, logf, ifaces, nm.Poll)
+			}
+			return nm, err
+		},
+		Metrics: metrics,
 	}
 	if fl.clusterDNS != "" {
 		ip, err := netip.ParseAddr(fl.clusterDNS)
