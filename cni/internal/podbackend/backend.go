@@ -228,6 +228,7 @@ func (b *Backend) startEngine(netMon *netmon.Monitor) error {
 		ControlKnobs:  sys.ControlKnobs(),
 		EventBus:      sys.Bus.Get(),
 		ListenPort:    loadListenPort(b.cfg.StateDir),
+		ForceDiscoKey: discoKey(logf, b.cfg.StateDir),
 	})
 	if err != nil {
 		dev.Close()
