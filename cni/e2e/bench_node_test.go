@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"slices"
@@ -286,6 +287,19 @@ func (nb *nodeBench) restart() {
 	e.daemon = e.launchDaemon(b, e.daemonEnv(), e.daemonLog)
 	d := e.daemon
 	e.mu.Unlock()
+	if nb.profiles != "" {
+		// The daemon serves its profiles before it recovers: profile the
+		// recovery from (nearly) its start.
+		wg.Go(func() {
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if c, err := net.Dial("tcp", nb.debug); err == nil {
+					c.Close()
+					break
+				}
+			}
+			saveProfile(b, nb.profiles, nb.debug, "profile?seconds=10", fmt.Sprintf("cpu-restart-%d.pb.gz", len(nb.pods)))
+		})
+	}
 	ctx, cancel := context.WithTimeout(nb.ctx, 2*time.Minute)
 	defer cancel()
 	mark := fmt.Sprintf("recovered %d pods", len(nb.pods))

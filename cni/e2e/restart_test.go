@@ -2,8 +2,11 @@ package e2e
 
 import (
 	"context"
+	"fmt"
+	"io/fs"
 	"net"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -11,6 +14,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"tsymbiote.dhouti.dev/controlplane"
 )
 
 // ts0Addrs reads ts0's addresses inside p's netns.
@@ -238,5 +242,95 @@ func TestDelIdempotentAndChurn(t *testing.T) {
 	}
 	if after := e.counts(t); after != before {
 		t.Errorf("host objects differ: before %v, after %v", before, after)
+	}
+}
+
+// netmapCaches lists the netmap-cache dirs under the test's state dir:
+// one per pod node that the control plane let cache its netmap.
+func netmapCaches(t testing.TB, e *env) []string {
+	t.Helper()
+	var dirs []string
+	err := filepath.WalkDir(e.dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() && d.Name() == "netmap-cache" {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dirs
+}
+
+// TestRestartHonoursPolicyChange kills the daemon while pods' nodes hold
+// their netmaps on disk (the policy grants tag:k8s-pod cache-network-maps),
+// changes the policy while it is down so that a may no longer reach b,
+// and expects the restarted pods, which come back on their cached netmaps
+// with the old policy, to take the new one from the control plane: a's
+// connections to b refused, b's to a still open. DEL removes the caches
+// with the pods' state.
+func TestRestartHonoursPolicyChange(t *testing.T) {
+	e := newEnv(t)
+	ensureTool(t, "iperf3", "iperf3")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	a, b := e.newPod("pola"), e.newPod("polb")
+	for _, p := range []*pod{a, b} {
+		if _, err := e.add(ctx, p); err != nil {
+			t.Fatalf("ADD %s: %v", p.name, err)
+		}
+	}
+	aIP, bIP := a.tailnetIPv4(t).String(), b.tailnetIPv4(t).String()
+	const port = 5302
+	listenTCP(t, a, aIP, port)
+	listenTCP(t, b, bIP, port)
+	waitFor := func(what string, ok func() bool) time.Duration {
+		t.Helper()
+		start := time.Now()
+		for deadline := start.Add(60 * time.Second); !ok(); time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within 60s", what)
+			}
+		}
+		return time.Since(start)
+	}
+	waitFor("a connects to b under the open policy", func() bool { return tcpConnects(a, bIP, port) })
+	waitFor("both pods' netmaps cached", func() bool { return len(netmapCaches(t, e)) >= 2 })
+
+	e.stopDaemon(true)
+	pe, err := controlplane.AsPolicyEditor(e.cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := pe.GetPolicy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const open = `{"src": ["*"], "dst": ["*"], "ip": ["*"]}`
+	if !strings.Contains(cur.Body, open) {
+		t.Fatalf("test Headscale's policy lacks the open grant %s:\n%s", open, cur.Body)
+	}
+	oneWay := fmt.Sprintf(`{"src": [%q], "dst": [%q], "ip": ["*"]}`, bIP, aIP)
+	if _, err := pe.SetPolicy(ctx, strings.Replace(cur.Body, open, oneWay, 1), cur.Version); err != nil {
+		t.Fatalf("setting a policy that lets only b reach a: %v", err)
+	}
+	start := time.Now()
+	e.startDaemon()
+	t.Logf("daemon restarted after the policy change; recovered in %v", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(e.daemonLog.String(), "loaded netmap from disk cache") {
+		t.Errorf("no pod node started from its cached netmap; daemon log:\n%s", e.daemonLog.String())
+	}
+	d := waitFor("a can no longer connect to b", func() bool { return !tcpConnects(a, bIP, port) })
+	t.Logf("a's connections to b refused %v after the daemon was ready (each try waits up to 3 s)", d.Round(time.Millisecond))
+	if !tcpConnects(b, aIP, port) {
+		t.Error("b cannot connect to a, which the policy allows")
+	}
+	for _, p := range []*pod{a, b} {
+		if err := e.del(ctx, p); err != nil {
+			t.Errorf("DEL %s: %v", p.name, err)
+		}
+	}
+	if left := netmapCaches(t, e); len(left) > 0 {
+		t.Errorf("netmap caches left after DEL: %v", left)
 	}
 }
