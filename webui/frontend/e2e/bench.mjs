@@ -10,7 +10,8 @@
 // "bench: {json}" with the figures and exits 0, or prints "bench: FAIL:"
 // and exits 1 when the page never showed every result. PROFILE=1 adds the
 // functions the page spent its CPU in, TRACE=1 what filled each task over
-// 100 ms (from a Chromium trace).
+// 100 ms (from a Chromium trace), LOAF=1 each animation frame over
+// 100 ms with the scripts that ran in it.
 import { chromium } from "playwright-core";
 
 const url = process.env.WEBUI_URL ?? "http://127.0.0.1:3621";
@@ -30,6 +31,24 @@ function watch() {
   new PerformanceObserver((l) => {
     for (const e of l.getEntries()) b.longTasks.push({ start: e.startTime, ms: e.duration });
   }).observe({ type: "longtask" });
+  // Long animation frames, with the scripts that ran in them and how
+  // long the rendering took (LOAF=1 prints those over 100 ms).
+  b.loafs = [];
+  try {
+    new PerformanceObserver((l) => {
+      for (const e of l.getEntries()) {
+        if (e.duration <= 100) continue;
+        b.loafs.push({
+          start: Math.round(e.startTime), ms: Math.round(e.duration),
+          render: Math.round(e.renderStart ? e.startTime + e.duration - e.renderStart : 0),
+          layout: Math.round(e.styleAndLayoutStart ? e.startTime + e.duration - e.styleAndLayoutStart : 0),
+          scripts: e.scripts.map((x) => `${x.invoker || x.invokerType} ${x.sourceFunctionName || ""} ${Math.round(x.duration)}`),
+        });
+      }
+    }).observe({ type: "long-animation-frame" });
+  } catch {
+    // An older Chromium: no long-animation-frame entries.
+  }
   document.addEventListener("click", (e) => {
     if (e.target.closest?.('[data-testid="ping-all"]')) b.click = e.timeStamp;
   }, { capture: true });
@@ -84,6 +103,7 @@ function figures() {
     drawn: b.drawn,
     progress: b.progress,
     worstGaps: worst.slice(0, 5),
+    loafs: b.loafs.filter((x) => x.start + x.ms >= b.click && x.start <= b.end).map((x) => ({ ...x, start: Math.round(x.start - b.click) })),
   };
 }
 
@@ -145,6 +165,9 @@ try {
       log(`task ${(t.dur / 1000).toFixed(0)} ms: ${top}`);
     }
   }
+  if (process.env.DBG) log("dbg " + JSON.stringify(await page.evaluate(() => ({ click: Math.round(window.__bench.click), ro: window.__ro, ap: window.__ap, rn: window.__rn }))));
+  if (process.env.LOAF) for (const x of f.loafs) log(`long frame ${JSON.stringify(x)}`);
+  delete f.loafs;
   f.throttle = throttle;
   f.edges = edges;
   if (process.env.PROFILE) {

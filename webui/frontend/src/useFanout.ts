@@ -36,7 +36,7 @@ export function useFanout(onDone?: (st: FanoutState) => void): Fanout {
       return null;
     }
     dispatch({ type: "started", state: st });
-    stopStream.current = followFanout(st.id, st.total, {
+    stopStream.current = followFanout(st.id, {
       results: (results) => dispatch({ type: "results", id: st.id, results }),
       done: (final) => {
         dispatch({ type: "done", state: final });

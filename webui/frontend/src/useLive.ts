@@ -10,7 +10,7 @@ export interface Live {
   matrix: LiveMatrix;
   // results counts the results taken in; it changes with every batch.
   results: number;
-  // left counts the results not taken in yet (a render takes PER_FRAME).
+  // left counts the results not taken in yet (a render takes what it can in BUDGET_MS).
   left: number;
 }
 
@@ -26,14 +26,18 @@ export function useLive(graph: Graph | null, filters: Filters, results: Result[]
     const l = new LiveGraph(graph, filters);
     return l.edges > maxEdges ? l : null;
   }, [graph, filters, maxEdges]);
-  // A render takes at most PER_FRAME results; the rest wait for the
-  // next frame, which tick asks for, so that a burst (results pile up
-  // while the page is busy) never holds one frame for long.
+  // A render takes results in chunks of CHUNK for up to BUDGET_MS; the
+  // rest wait for the next frame, which tick asks for, so that a burst
+  // (results pile up while the page is busy) never holds one frame for
+  // long, and a fast machine drains it in few frames. (1,000 a frame
+  // left the last 12,000 results of a 250-host ping all, arriving
+  // within 140 ms, on screen 200 ms later.)
   const [tick, setTick] = useState(0);
   const live = useMemo(() => {
     void tick;
+    const t0 = performance.now();
     const s = st.current;
-    const { fresh, reset, left } = s.feed.next(results, PER_FRAME);
+    let { fresh, reset, left } = s.feed.next(results, CHUNK);
     const id = fanout?.id ?? "";
     if (reset || id !== s.id) {
       s.id = id;
@@ -50,6 +54,11 @@ export function useLive(graph: Graph | null, filters: Filters, results: Result[]
     } else {
       lg?.add(fresh);
     }
+    while (left > 0 && performance.now() - t0 < BUDGET_MS) {
+      ({ fresh, left } = s.feed.next(results, CHUNK));
+      s.matrix.add(fresh);
+      lg?.add(fresh);
+    }
     return { graph: lg, matrix: s.matrix, results: s.feed.taken, left };
     // graph and fanout are read only when a fan-out starts.
   }, [results, lg, tick]);
@@ -61,5 +70,7 @@ export function useLive(graph: Graph | null, filters: Filters, results: Result[]
   return live;
 }
 
-// PER_FRAME bounds the results one render takes in.
-const PER_FRAME = 1000;
+// A render takes in results CHUNK at a time for up to BUDGET_MS: about
+// 5 µs each with throttling off, so 1,000 to 2,000 a frame.
+const CHUNK = 500;
+const BUDGET_MS = 6;
