@@ -23,6 +23,9 @@ type Metrics struct {
 	poolTakes        *prometheus.CounterVec
 	poolRefillErrors prometheus.Counter
 	poolRenameErrors prometheus.Counter
+	poolReleased     prometheus.Counter
+	poolWaits        *prometheus.CounterVec
+	poolWaitSeconds  prometheus.Histogram
 	poolFunc         func() PoolStatus
 }
 
@@ -59,6 +62,32 @@ func NewMetrics() *Metrics {
 		Name: "tailscale_cni_pool_rename_errors_total",
 		Help: "Failed attempts to rename a pod's pool node to the pod's hostname; retried with backoff.",
 	})
+	m.poolReleased = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "tailscale_cni_pool_released_total",
+		Help: "Pool nodes deleted because the pool, grown by a burst of ADDs, shrank back to its size after --pool-idle without ADDs.",
+	})
+	m.poolWaits = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "tailscale_cni_pool_waits_total",
+		Help: "ADDs that found no pool node to take and waited for a starting one due sooner than the slow path: served (took it; counted as a hit too) or timeout (took the slow path; counted as miss_empty too).",
+	}, []string{"result"})
+	m.poolWaitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "tailscale_cni_pool_wait_seconds",
+		Help:    "How long ADDs waited for a starting pool node (tailscale_cni_pool_waits_total).",
+		Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 10, 30},
+	})
+	poolTarget := prometheus.NewDesc("tailscale_cni_pool_target", "How many nodes the pool wants now: its size, more while ADDs find it empty (up to tailscale_cni_pool_max).", nil, nil)
+	poolMax := prometheus.NewDesc("tailscale_cni_pool_max", "How far the pool may grow during a burst of ADDs (--pool-max).", nil, nil)
+	m.reg.MustRegister(m.poolReleased, m.poolWaits, m.poolWaitSeconds,
+		collectorFunc{desc: poolTarget, collect: func(ch chan<- prometheus.Metric) {
+			if m.poolFunc != nil {
+				ch <- prometheus.MustNewConstMetric(poolTarget, prometheus.GaugeValue, float64(m.poolFunc().Target))
+			}
+		}},
+		collectorFunc{desc: poolMax, collect: func(ch chan<- prometheus.Metric) {
+			if m.poolFunc != nil {
+				ch <- prometheus.MustNewConstMetric(poolMax, prometheus.GaugeValue, float64(m.poolFunc().Max))
+			}
+		}})
 	poolNodes := prometheus.NewDesc("tailscale_cni_pool_nodes", "Pool nodes not yet taken by a pod, by state (ready, starting).", []string{"state"}, nil)
 	poolSize := prometheus.NewDesc("tailscale_cni_pool_size", "The pool's configured size (--pool-size).", nil, nil)
 	m.reg.MustRegister(m.poolTakes, m.poolRefillErrors, m.poolRenameErrors,

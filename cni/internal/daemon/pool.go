@@ -31,7 +31,10 @@ import (
 // updates) are paid ahead, and the node's peers already hold its keys,
 // addresses and endpoints, so it is reachable at once. The node is renamed
 // to the pod's hostname just after ADD returns. Pods with other tags, and
-// ADDs that find the pool empty, take the slow path (add.go).
+// ADDs that find the pool empty and no node due sooner than the slow path
+// would take, take the slow path (add.go). How the pool follows bursts
+// (refills in parallel, grows while ADDs find it empty, hands nodes to
+// waiting ADDs) is in pool_grow.go.
 //
 // Every pool node has a record on disk, written before it registers, in
 // StateDir/pool/<pool ID> beside its FileStore; a taken node keeps that
@@ -73,10 +76,15 @@ type poolRecord struct {
 
 // poolEntry is one pool node. Its fields are guarded by Manager.mu.
 type poolEntry struct {
-	rec     poolRecord
-	backend PodBackend
-	ready   bool   // running and published: ADD may take it
-	owner   string // container ID of the pod that took it
+	rec       poolRecord
+	backend   PodBackend
+	published bool   // running and the control plane holds its endpoints: ADD may take it
+	ready     bool   // published and settled: its peers know it
+	owner     string // container ID of the pod that took it
+	// releasing: the node is being deleted; it keeps its table and links
+	// (in pool.entries) until they are gone, but no ADD takes it and it
+	// counts for nothing.
+	releasing bool
 }
 
 func (e *poolEntry) kernel() podnet.Pod {
@@ -85,38 +93,64 @@ func (e *poolEntry) kernel() podnet.Pod {
 
 // pool is the Manager's pool state.
 type pool struct {
-	entries map[string]*poolEntry // untaken nodes by pool ID, starting or ready; guarded by Manager.mu
-	kick    chan struct{}         // a take asks the filler for another node
-	wg      sync.WaitGroup        // the filler and renames
+	tune PoolTuning     // with defaults; read-only after initPool
+	kick chan struct{}  // a take asks the filler for another node
+	wg   sync.WaitGroup // the filler, its fills, renames and releases
+
+	// Guarded by Manager.mu.
+	entries  map[string]*poolEntry // untaken nodes by pool ID, starting, ready or releasing
+	target   int                   // nodes wanted now: PoolSize, more while ADDs find the pool empty
+	lastTake time.Time             // the last ADD the pool could serve, taken or not
+	waiters  []*poolWaiter         // ADDs waiting for the next node to publish, first come first served
+	pubEst   time.Duration         // moving average of a pool node's start to published
 }
 
 func (m *Manager) initPool() {
 	m.pool.entries = map[string]*poolEntry{}
 	m.pool.kick = make(chan struct{}, 1)
+	m.pool.tune = m.cfg.PoolTuning.withDefaults(m.cfg.PoolSize)
+	m.pool.target = m.cfg.PoolSize
 	m.metrics.poolFunc = m.PoolStatus
 }
 
 // PoolStatus reports the pool's configured size and its nodes by state.
 type PoolStatus struct {
 	Size, Ready, Starting int
+	// Target is how many nodes the pool wants now: Size, more while ADDs
+	// find it empty, up to Max.
+	Target, Max int
+	// Waiting is how many ADDs wait for a pool node to publish.
+	Waiting int
 }
 
 func (s PoolStatus) String() string {
 	if s.Size == 0 {
 		return "pool off"
 	}
-	return fmt.Sprintf("pool %d/%d ready (%d starting)", s.Ready, s.Size, s.Starting)
+	out := fmt.Sprintf("pool %d/%d ready (%d starting)", s.Ready, s.Size, s.Starting)
+	if s.Target > s.Size {
+		out += fmt.Sprintf("; grown to %d of at most %d", s.Target, s.Max)
+	}
+	if s.Waiting > 0 {
+		out += fmt.Sprintf("; %d ADDs waiting", s.Waiting)
+	}
+	return out
 }
 
 // PoolStatus reports the pool's figures now.
 func (m *Manager) PoolStatus() PoolStatus {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	st := PoolStatus{Size: m.cfg.PoolSize}
+	st := PoolStatus{Size: m.cfg.PoolSize, Target: m.pool.target, Max: m.pool.tune.Max, Waiting: len(m.pool.waiters)}
+	if st.Size == 0 {
+		st.Target, st.Max = 0, 0
+	}
 	for _, e := range m.pool.entries {
-		if e.ready {
+		switch {
+		case e.releasing:
+		case e.ready:
 			st.Ready++
-		} else {
+		default:
 			st.Starting++
 		}
 	}
@@ -127,85 +161,48 @@ func (m *Manager) poolDir(id string) string {
 	return filepath.Join(m.cfg.StateDir, poolDirName, id)
 }
 
-// StartPool fills the pool in the background, one node at a time, until
-// ctx ends or the Manager closes. Call it once, after Recover.
-func (m *Manager) StartPool(ctx context.Context) {
-	if m.cfg.PoolSize <= 0 {
-		return
-	}
-	m.pool.wg.Go(func() { m.fillPool(ctx) })
-}
-
-func (m *Manager) fillPool(ctx context.Context) {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(m.closing, cancel)
-	defer stop()
-	backoff := time.Second
-	for {
-		for m.poolWants() {
-			if err := m.fillOne(ctx); err != nil {
-				if ctx.Err() != nil {
-					return
-				}
-				m.metrics.poolRefillErrors.Inc()
-				m.logf("pool: starting a node: %v; next try in %v", err, backoff)
-				t, c := m.clock.NewTimer(backoff)
-				select {
-				case <-ctx.Done():
-					t.Stop()
-					return
-				case <-c:
-				}
-				backoff = min(2*backoff, poolBackoffMax)
-				continue
-			}
-			backoff = time.Second
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-m.pool.kick:
-		}
-	}
-}
-
-// poolWants reports whether the pool has fewer nodes than its size.
-func (m *Manager) poolWants() bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.pool.entries) < m.cfg.PoolSize
-}
-
 func newPoolID() string {
 	b := make([]byte, 5)
 	rand.Read(b)
 	return "pool-" + hex.EncodeToString(b)
 }
 
-// fillOne registers and starts one pool node and waits until its peers
-// know it. On failure it deletes whatever it made.
-func (m *Manager) fillOne(ctx context.Context) (err error) {
+// newPoolEntryLocked reserves a new pool node's ID and routing table: it
+// is in the pool (starting) from now on. The caller holds mu.
+func (m *Manager) newPoolEntryLocked() (*poolEntry, error) {
 	id := newPoolID()
 	e := &poolEntry{rec: poolRecord{
 		ID:       id,
 		Hostname: dnsLabel(m.cfg.ClusterName + "-" + id),
 		Created:  m.clock.Now().UTC(),
 	}}
-	m.mu.Lock()
-	t, terr := podnet.PickTable(id, m.tableInUseLocked)
-	if terr == nil {
-		e.rec.Table = t
-		m.pool.entries[id] = e
+	t, err := podnet.PickTable(id, m.tableInUseLocked)
+	if err != nil {
+		return nil, err
 	}
-	m.mu.Unlock()
-	if terr != nil {
-		return terr
-	}
+	e.rec.Table = t
+	m.pool.entries[id] = e
+	return e, nil
+}
+
+// fillOne registers and starts the pool node e (newPoolEntryLocked) and
+// waits until its peers know it, unless an ADD waiting for it takes it
+// once it is published. On failure it deletes whatever it made.
+func (m *Manager) fillOne(ctx context.Context, e *poolEntry) (err error) {
+	id := e.rec.ID
+	start := m.clock.Now()
 	defer func() {
-		if err != nil {
-			m.removePoolEntry(context.WithoutCancel(ctx), e)
+		if err == nil {
+			return
 		}
+		m.mu.Lock()
+		taken := e.owner != ""
+		m.mu.Unlock()
+		if taken {
+			err = nil // the pod's now, whatever the settling did
+			return
+		}
+		m.removePoolEntry(context.WithoutCancel(ctx), e)
 	}()
 	// On disk before the node exists, so that a daemon that dies from
 	// here on finds it and deletes it.
@@ -222,7 +219,6 @@ func (m *Manager) fillOne(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("minting an auth key: %w", err)
 	}
-	memRelease.release() // see startBackend
 	b, err := m.start(m.poolLogf(id), podbackend.Config{
 		Pod:        e.kernel(),
 		Hostname:   e.rec.Hostname,
@@ -257,6 +253,15 @@ func (m *Manager) fillOne(ctx context.Context) (err error) {
 	if !b.WaitPublished(wctx, poolPublishWait) {
 		m.logf("pool: node %s: the control plane does not hold its endpoints after %v; using it anyway", e.rec.Hostname, poolPublishWait)
 	}
+	m.mu.Lock()
+	e.published = true
+	m.notePublishedLocked(m.clock.Since(start))
+	w := m.handToWaiterLocked(e)
+	m.mu.Unlock()
+	if w != nil {
+		m.logf("pool: node %s (%s, %v) published in %v, to a waiting ADD", e.rec.Hostname, run.NodeID, rec.Addrs, m.clock.Since(start).Round(time.Millisecond))
+		return nil
+	}
 	if poolSettle > 0 {
 		t, c := m.clock.NewTimer(poolSettle)
 		select {
@@ -267,9 +272,14 @@ func (m *Manager) fillOne(ctx context.Context) (err error) {
 		}
 	}
 	m.mu.Lock()
+	if m.pool.entries[id] != e || e.owner != "" || e.releasing {
+		// Taken (or released) while it settled.
+		m.mu.Unlock()
+		return nil
+	}
 	e.ready = true
 	m.mu.Unlock()
-	m.logf("pool: node %s (%s, %v) ready", e.rec.Hostname, run.NodeID, rec.Addrs)
+	m.logf("pool: node %s (%s, %v) ready in %v", e.rec.Hostname, run.NodeID, rec.Addrs, m.clock.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -305,10 +315,11 @@ func (m *Manager) poolServes(opts podmeta.Options) (bool, string) {
 	return false, "tags"
 }
 
-// takeFromPool hands a ready pool node to the attachment's pod: in one
-// critical section it leaves the pool and the pod (with the node's table)
-// joins m.pods, so that no refill or sweep sees its table or links free.
-// It returns nil when the pool cannot serve the pod.
+// takeFromPool hands a pool node to the attachment's pod: a ready one
+// (its peers know it), else a published one (as the slow path's node would
+// be), else, when a starting node is due sooner than the slow path would
+// take, the next one to publish (awaitPoolNode). It returns nil when the
+// pool cannot serve the pod.
 func (m *Manager) takeFromPool(a Attachment, opts podmeta.Options) *pod {
 	ok, why := m.poolServes(opts)
 	if !ok {
@@ -317,33 +328,51 @@ func (m *Manager) takeFromPool(a Attachment, opts podmeta.Options) *pod {
 		}
 		return nil
 	}
-	rec := m.newRecord(a, opts)
+	p := &pod{rec: m.newRecord(a, opts), socket: SocketPath(m.cfg.RunDir, a.Namespace, a.Pod, a.ContainerID)}
 	m.mu.Lock()
+	m.pool.lastTake = m.clock.Now()
 	var e *poolEntry
 	for _, c := range m.pool.entries {
-		if c.ready && c.backend != nil && c.backend.State() == ipn.Running && (e == nil || c.rec.Created.Before(e.rec.Created)) {
+		if !c.published || c.releasing || c.backend == nil || c.backend.State() != ipn.Running {
+			continue
+		}
+		if e == nil || (c.ready && !e.ready) || (c.ready == e.ready && c.rec.Created.Before(e.rec.Created)) {
 			e = c
 		}
 	}
-	if e == nil {
+	if e != nil {
+		m.takeEntryLocked(e, p)
 		m.mu.Unlock()
-		m.metrics.poolTakes.WithLabelValues("miss_empty").Inc()
+		m.metrics.poolTakes.WithLabelValues("hit").Inc()
 		m.kickPool()
-		return nil
+		return p
 	}
-	delete(m.pool.entries, e.rec.ID)
-	e.owner = a.ContainerID
-	n := e.kernel().Names
-	rec.Table, rec.NodeID, rec.PoolID = e.rec.Table, e.rec.NodeID, e.rec.ID
-	rec.NodeDir, rec.HostVeth, rec.TUN = m.poolDir(e.rec.ID), n.HostVeth, n.TUN
-	p := &pod{rec: rec, backend: e.backend, socket: SocketPath(m.cfg.RunDir, a.Namespace, a.Pod, a.ContainerID)}
-	addrs := e.rec.Addrs
-	m.pods[a.ContainerID] = p
+	m.growLocked()
+	w := m.newWaiterLocked(p)
 	m.mu.Unlock()
-	p.rec.Addrs = addrs
-	m.metrics.poolTakes.WithLabelValues("hit").Inc()
 	m.kickPool()
-	return p
+	if w != nil && m.awaitPoolNode(w) {
+		m.metrics.poolTakes.WithLabelValues("hit").Inc()
+		m.kickPool()
+		return p
+	}
+	m.metrics.poolTakes.WithLabelValues("miss_empty").Inc()
+	return nil
+}
+
+// takeEntryLocked moves the pool node e to the pod p: in one critical
+// section it leaves the pool and the pod (with the node's table) joins
+// m.pods, so that no refill or sweep sees its table or links free. The
+// caller holds mu.
+func (m *Manager) takeEntryLocked(e *poolEntry, p *pod) {
+	delete(m.pool.entries, e.rec.ID)
+	e.owner = p.rec.ContainerID
+	n := e.kernel().Names
+	p.rec.Table, p.rec.NodeID, p.rec.PoolID = e.rec.Table, e.rec.NodeID, e.rec.ID
+	p.rec.NodeDir, p.rec.HostVeth, p.rec.TUN = m.poolDir(e.rec.ID), n.HostVeth, n.TUN
+	p.rec.Addrs = slices.Clone(e.rec.Addrs)
+	p.backend = e.backend
+	m.pods[p.rec.ContainerID] = p
 }
 
 func (m *Manager) kickPool() {
@@ -469,14 +498,22 @@ func nameMatches(fqdn, hostname string) bool {
 // node in the control plane, its links, rules and table, and its dir
 // (kept, with its record, when the control plane could not be reached, so
 // that the next start deletes the node).
+//
+// The entry stays in pool.entries, releasing, until its links and table
+// are gone, so that no new node or pod picks its table meanwhile.
 func (m *Manager) removePoolEntry(ctx context.Context, e *poolEntry) bool {
 	m.mu.Lock()
 	b := e.backend
-	if m.pool.entries[e.rec.ID] == e {
-		delete(m.pool.entries, e.rec.ID)
-	}
+	e.releasing = true
 	rec := e.rec
 	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		if m.pool.entries[rec.ID] == e {
+			delete(m.pool.entries, rec.ID)
+		}
+		m.mu.Unlock()
+	}()
 	if b != nil {
 		b.Close()
 	}
@@ -535,7 +572,9 @@ func (m *Manager) closePool() {
 	m.mu.Lock()
 	var es []*poolEntry
 	for _, e := range m.pool.entries {
-		es = append(es, e)
+		if !e.releasing {
+			es = append(es, e)
+		}
 	}
 	m.mu.Unlock()
 	var wg sync.WaitGroup

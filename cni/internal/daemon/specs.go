@@ -63,6 +63,8 @@ type Config struct {
 	// ahead of pods with its default tags, so that their ADD only wires
 	// them (see pool.go); 0 turns the pool off.
 	PoolSize int
+	// PoolTuning is how the pool follows bursts of ADDs (pool_grow.go).
+	PoolTuning PoolTuning
 	// Netstack gives every pod's node a netstack serving 100.100.100.100
 	// through ts0, as tailscaled does: the alternative to the daemon's own
 	// DNS service, kept to measure its cost (TS_CNI_DEBUG_NETSTACK).
