@@ -54,6 +54,7 @@ type flags struct {
 	clusterDNS                            string
 	addTimeout, publishWait, sweep        time.Duration
 	poolSize                              int
+	poolTuning                            daemon.PoolTuning
 	waitRunning, verbose                  bool
 }
 
@@ -100,6 +101,10 @@ TS_CNI_EPHEMERAL (default true), TS_CNI_IPV6 (default true).`,
 		poolSize = n
 	}
 	f.IntVar(&fl.poolSize, "pool-size", poolSize, "how many nodes to keep registered and running ahead of pods with the default tags (TS_TAGS), so that their ADD only wires one in; each idle one costs a node's memory and a place in every peer's netmap; 0 turns the pool off (env TS_CNI_POOL_SIZE)")
+	pt, _ := daemon.PoolTuningFromEnv(getenv) // bad values fail in configFromEnv
+	f.IntVar(&fl.poolTuning.Max, "pool-max", pt.Max, "how far the pool may grow while ADDs find it empty (a burst of pods); it shrinks back to --pool-size after --pool-idle without ADDs; 0 is four times --pool-size, --pool-size turns growth off (env TS_CNI_POOL_MAX)")
+	f.IntVar(&fl.poolTuning.Parallel, "pool-parallel", pt.Parallel, "how many pool nodes may start at once; 0 is "+strconv.Itoa(daemon.DefaultPoolParallel)+" (env TS_CNI_POOL_PARALLEL)")
+	f.DurationVar(&fl.poolTuning.Idle, "pool-idle", pt.Idle, "how long a grown pool waits without ADDs before it deletes its nodes beyond --pool-size; 0 is "+daemon.DefaultPoolIdle.String()+" (env TS_CNI_POOL_IDLE)")
 	f.BoolVar(&fl.verbose, "verbose", false, "log every line of the pods' tailscale backends, not only the ones that matter")
 	return cmd
 }
@@ -142,6 +147,13 @@ func configFromEnv(getenv func(string) string, fl flags) (daemon.Config, error) 
 	if fl.poolSize < 0 {
 		return cfg, fmt.Errorf("--pool-size %d: want 0 or more", fl.poolSize)
 	}
+	if _, err := daemon.PoolTuningFromEnv(getenv); err != nil {
+		return cfg, err
+	}
+	if err := fl.poolTuning.Validate(fl.poolSize); err != nil {
+		return cfg, err
+	}
+	cfg.PoolTuning = fl.poolTuning
 	var err error
 	if cfg.Tags, err = daemon.ParseTags(envOr(getenv, "TS_TAGS", contract.TagPod)); err != nil {
 		return cfg, err

@@ -91,9 +91,12 @@ func TestConfigFromEnv(t *testing.T) {
 	if cfg.ClusterName != "prod" || cfg.AuthKeyTTL != 10*time.Minute || cfg.Ephemeral || !cfg.IPv6 || !slices.Equal(cfg.Tags, []string{contract.TagPod}) {
 		t.Errorf("config = %+v", cfg)
 	}
-	for _, bad := range []map[string]string{{"AUTH_KEY_TTL": "-1m"}, {"TS_CNI_IPV6": "maybe"}, {"TS_TAGS": "k8s"}, {"TS_CNI_POOL_SIZE": "-1"}, {"TS_CNI_POOL_SIZE": "two"}} {
+	for _, bad := range []map[string]string{{"AUTH_KEY_TTL": "-1m"}, {"TS_CNI_IPV6": "maybe"}, {"TS_TAGS": "k8s"}, {"TS_CNI_POOL_SIZE": "-1"}, {"TS_CNI_POOL_SIZE": "two"}, {"TS_CNI_POOL_MAX": "x"}, {"TS_CNI_POOL_IDLE": "5"}} {
 		if _, err := configFromEnv(func(k string) string { return bad[k] }, flags{}); err == nil {
 			t.Errorf("configFromEnv(%v) accepted it", bad)
 		}
+	}
+	if _, err := configFromEnv(func(string) string { return "" }, flags{poolSize: 2, poolTuning: daemon.PoolTuning{Max: 1}}); err == nil || err.Error() != "--pool-max 1: want 0 (four times --pool-size) or at least --pool-size (2)" {
+		t.Errorf("--pool-max below --pool-size: %v", err)
 	}
 }
