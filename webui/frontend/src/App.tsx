@@ -32,6 +32,9 @@ const BIG_FANOUT = 2000;
 // still count every one.
 const DRAWN_EDGES = 20000;
 const NO_RESULTS: Result[] = [];
+// RINGS bounds the rings a live graph's redraw adds or takes away while
+// results stream in (LiveGraph.elements).
+const RINGS = 24;
 
 // App is the graph page; nav links to the other pages.
 export function App({ nav }: { nav?: ReactNode }) {
@@ -56,18 +59,21 @@ export function App({ nav }: { nav?: ReactNode }) {
   // fan-out, and the graph when it has too many edges to draw them all.
   const live = useLive(graph, deferredFilters, pingKind ? fanout.results : NO_RESULTS, DRAWN_EDGES, pingKind ? fanout.state : null);
   const deferredResults = useThrottled(fanout.results, running && bigFanout ? 1000 : 0);
-  // A live graph also redraws once a second while results stream in or
-  // wait to be taken in: cytoscape repaints the whole canvas for any
-  // change, and rings appear until the last results (a node's first
-  // failed ping comes after its round trip, up to 500 ms in the
-  // benchmark's tailnet), which redrew it on every frame once the
-  // fan-out was done but the page not yet.
-  const liveGraphResults = useThrottled(live.results, (running || live.left > 0) && live.graph ? 1000 : 0);
+  // A live graph redraws at most four times a second while results
+  // stream in or wait to be taken in, with at most RINGS rings more or
+  // fewer each time: cytoscape repaints the whole canvas for any change
+  // and redraws each node whose ring changed, and rings appear until the
+  // last results (a node's first failed ping comes after its round
+  // trip, up to 500 ms in the benchmark's tailnet). Redrawing on every
+  // frame once the server was done cost 70-120 ms frames; ringing 200
+  // nodes at once a 120-170 ms one.
+  const streaming = running || live.left > 0;
+  const liveGraphResults = useThrottled(live.results, streaming && live.graph ? 250 : 0);
   const elements = useMemo(() => {
     if (!graph) return null;
-    if (live.graph) return live.graph.elements(selected, liveGraphResults);
+    if (live.graph) return live.graph.elements(selected, liveGraphResults, streaming ? RINGS : Infinity);
     return buildElements(graph, pingKind ? deferredResults : NO_RESULTS, deferredFilters);
-  }, [graph, live.graph, liveGraphResults, deferredResults, pingKind, deferredFilters, selected]);
+  }, [graph, live.graph, liveGraphResults, deferredResults, pingKind, deferredFilters, selected, streaming]);
   const matrix = useMemo(() => buildMatrix(pingKind && !bigFanout ? deferredResults : NO_RESULTS), [deferredResults, pingKind, bigFanout]);
   // Benchmarks read how many results of the last fan-out are on screen:
   // effects run after the graph and the matrix drew them.

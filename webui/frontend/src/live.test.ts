@@ -154,6 +154,28 @@ describe("LiveGraph", () => {
     expect(lg.elements(null).counts.idle).toBe(6);
   });
 
+  it("shows or takes away at most maxRings rings a call", () => {
+    const g = mesh(30);
+    const lg = new LiveGraph(g, NO_FILTERS);
+    const a = lg.elements(null);
+    // Every pair from node 1 fails: all 30 nodes are to get a ring.
+    lg.add(g.edges.filter((e) => e.source === "1").map((e) => ping(e.source, e.target, { ok: false, error: "x", latencyMs: undefined })));
+    expect(lg.ringsBehind).toBe(30);
+    const ringed = (el: ReturnType<typeof lg.elements>) => el.nodes.filter((n) => n.classes.includes("failing")).length;
+    const b = lg.elements(null, 1, 8);
+    expect(b.nodes).not.toBe(a.nodes);
+    expect(ringed(b)).toBe(8);
+    expect(lg.ringsBehind).toBe(22);
+    expect(ringed(lg.elements(null, 2, 8))).toBe(16);
+    expect(ringed(lg.elements(null))).toBe(30);
+    expect(lg.ringsBehind).toBe(0);
+    // Caught up: the same nodes until a ring changes.
+    const c = lg.elements(null, 3, 8);
+    expect(lg.elements(null, 4, 8).nodes).toBe(c.nodes);
+    lg.reset();
+    expect(ringed(lg.elements(null))).toBe(0);
+  });
+
   it("hands back the same nodes and edges until what it draws changes", () => {
     const g = mesh(4);
     const lg = new LiveGraph(g, NO_FILTERS);
