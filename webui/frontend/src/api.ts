@@ -4,6 +4,9 @@
 // show it where the call was made.
 import type { AccessAction, AccessOverview, AccessRequest, AccessRequestCreate, Caller, DetailKind, FanoutRequest, FanoutState, Graph, Result } from "./api.gen";
 
+import type { SSEEvent } from "./sse";
+import { sseParser } from "./sse";
+
 export * from "./api.gen";
 
 // Me is who the server says the browser's user is.
@@ -66,7 +69,9 @@ export async function fetchMe(): Promise<Me> {
 // so that a 10,000-call fan-out does not re-render the page 10,000
 // times. (Every 300 ms for big fan-outs held the last results of a
 // 250-host ping all back by up to a third of a second: what follows
-// them is incremental, or throttled on its own.)
+// them is incremental, or throttled on its own.) The events are read
+// through fetch and parsed here (sse.ts), not by EventSource; a stream
+// that breaks is read again, as EventSource would, up to RETRIES times.
 export function followFanout(
   id: string,
   on: {
@@ -77,9 +82,11 @@ export function followFanout(
 ): () => void {
   // Batched events: one JSON array per write of the server, not one
   // event (and one parse) per result.
-  const es = new EventSource(`/api/fanouts/${encodeURIComponent(id)}/events?batch=1`);
+  const url = `/api/fanouts/${encodeURIComponent(id)}/events?batch=1`;
+  const stop = new AbortController();
   let batch: Result[] = [];
   let frame: number | null = null;
+  let finished = false;
   const flush = () => {
     frame = null;
     if (batch.length > 0) {
@@ -88,32 +95,62 @@ export function followFanout(
       on.results(b);
     }
   };
-  // A reconnecting EventSource gets the stream again from the first
-  // result: skip what was already handed over.
+  // A stream read again starts from the first result: skip what was
+  // already handed over.
   let lastSeq = 0;
-  es.addEventListener("results", (ev) => {
-    const rs: Result[] = JSON.parse((ev as MessageEvent).data);
-    for (const r of rs) {
-      if (r.seq <= lastSeq) continue;
-      lastSeq = r.seq;
-      batch.push(r);
+  const handle = (ev: SSEEvent) => {
+    if (ev.type === "results") {
+      const rs: Result[] = JSON.parse(ev.data);
+      for (const r of rs) {
+        if (r.seq <= lastSeq) continue;
+        lastSeq = r.seq;
+        batch.push(r);
+      }
+      if (frame === null && batch.length > 0) frame = requestAnimationFrame(flush);
+    } else if (ev.type === "done") {
+      finished = true;
+      if (frame !== null) cancelAnimationFrame(frame);
+      flush();
+      stop.abort();
+      on.done(JSON.parse(ev.data));
     }
-    if (frame === null && batch.length > 0) frame = requestAnimationFrame(flush);
-  });
-  es.addEventListener("done", (ev) => {
-    if (frame !== null) cancelAnimationFrame(frame);
-    flush();
-    es.close();
-    on.done(JSON.parse((ev as MessageEvent).data));
-  });
-  es.onerror = () => {
-    if (es.readyState === EventSource.CLOSED) on.error("lost the fan-out's event stream");
   };
+  (async () => {
+    let why = "";
+    for (let attempt = 0; attempt <= RETRIES; attempt++) {
+      if (attempt > 0) await new Promise((r) => setTimeout(r, 1000 * attempt));
+      if (stop.signal.aborted) return;
+      try {
+        const res = await fetch(url, { signal: stop.signal, headers: { Accept: "text/event-stream" } });
+        // A fan-out the server does not know will not come back.
+        if (!res.ok) return on.error(`the fan-out's event stream: ${(await errorOf(res)).message}`);
+        if (!res.body) throw new Error("no body");
+        const parse = sseParser();
+        const text = res.body.pipeThrough(new TextDecoderStream()).getReader();
+        for (;;) {
+          const { value, done } = await text.read();
+          if (done) break;
+          for (const ev of parse(value)) {
+            handle(ev);
+            if (finished) return;
+          }
+        }
+        why = "the server ended it early";
+      } catch (e) {
+        if (stop.signal.aborted) return;
+        why = (e as Error).message;
+      }
+    }
+    on.error(`lost the fan-out's event stream: ${why}`);
+  })();
   return () => {
     if (frame !== null) cancelAnimationFrame(frame);
-    es.close();
+    stop.abort();
   };
 }
+
+// RETRIES is how many times a broken event stream is read again.
+const RETRIES = 3;
 
 export async function fetchAccess(): Promise<AccessOverview> {
   const res = await fetch("/api/access");
