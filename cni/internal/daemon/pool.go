@@ -76,11 +76,10 @@ type poolRecord struct {
 
 // poolEntry is one pool node. Its fields are guarded by Manager.mu.
 type poolEntry struct {
-	rec       poolRecord
-	backend   PodBackend
-	published bool   // running and the control plane holds its endpoints: ADD may take it
-	ready     bool   // published and settled: its peers know it
-	owner     string // container ID of the pod that took it
+	rec     poolRecord
+	backend PodBackend
+	ready   bool   // running, published and settled: its peers know it, ADD may take it
+	owner   string // container ID of the pod that took it
 	// releasing: the node is being deleted; it keeps its table and links
 	// (in pool.entries) until they are gone, but no ADD takes it and it
 	// counts for nothing.
@@ -102,7 +101,7 @@ type pool struct {
 	target   int                   // nodes wanted now: PoolSize, more while ADDs find the pool empty
 	lastTake time.Time             // the last ADD the pool could serve, taken or not
 	waiters  []*poolWaiter         // ADDs waiting for the next node to publish, first come first served
-	pubEst   time.Duration         // moving average of a pool node's start to published
+	pubEst   time.Duration         // moving average of a pool node's start to published (the slow path's work)
 }
 
 func (m *Manager) initPool() {
@@ -187,7 +186,7 @@ func (m *Manager) newPoolEntryLocked() (*poolEntry, error) {
 
 // fillOne registers and starts the pool node e (newPoolEntryLocked) and
 // waits until its peers know it, unless an ADD waiting for it takes it
-// once it is published. On failure it deletes whatever it made.
+// once it is ready. On failure it deletes whatever it made.
 func (m *Manager) fillOne(ctx context.Context, e *poolEntry) (err error) {
 	id := e.rec.ID
 	start := m.clock.Now()
@@ -254,14 +253,8 @@ func (m *Manager) fillOne(ctx context.Context, e *poolEntry) (err error) {
 		m.logf("pool: node %s: the control plane does not hold its endpoints after %v; using it anyway", e.rec.Hostname, poolPublishWait)
 	}
 	m.mu.Lock()
-	e.published = true
 	m.notePublishedLocked(m.clock.Since(start))
-	w := m.handToWaiterLocked(e)
 	m.mu.Unlock()
-	if w != nil {
-		m.logf("pool: node %s (%s, %v) published in %v, to a waiting ADD", e.rec.Hostname, run.NodeID, rec.Addrs, m.clock.Since(start).Round(time.Millisecond))
-		return nil
-	}
 	if poolSettle > 0 {
 		t, c := m.clock.NewTimer(poolSettle)
 		select {
@@ -278,8 +271,13 @@ func (m *Manager) fillOne(ctx context.Context, e *poolEntry) (err error) {
 		return nil
 	}
 	e.ready = true
+	w := m.handToWaiterLocked(e)
 	m.mu.Unlock()
-	m.logf("pool: node %s (%s, %v) ready in %v", e.rec.Hostname, run.NodeID, rec.Addrs, m.clock.Since(start).Round(time.Millisecond))
+	to := ""
+	if w != nil {
+		to = ", to a waiting ADD"
+	}
+	m.logf("pool: node %s (%s, %v) ready in %v%s", e.rec.Hostname, run.NodeID, rec.Addrs, m.clock.Since(start).Round(time.Millisecond), to)
 	return nil
 }
 
@@ -316,10 +314,9 @@ func (m *Manager) poolServes(opts podmeta.Options) (bool, string) {
 }
 
 // takeFromPool hands a pool node to the attachment's pod: a ready one
-// (its peers know it), else a published one (as the slow path's node would
-// be), else, when a starting node is due sooner than the slow path would
-// take, the next one to publish (awaitPoolNode). It returns nil when the
-// pool cannot serve the pod.
+// (its peers know it), else, when a starting node is due sooner than the
+// slow path would take, the next one to be ready (awaitPoolNode). It
+// returns nil when the pool cannot serve the pod.
 func (m *Manager) takeFromPool(a Attachment, opts podmeta.Options) *pod {
 	ok, why := m.poolServes(opts)
 	if !ok {
@@ -333,10 +330,7 @@ func (m *Manager) takeFromPool(a Attachment, opts podmeta.Options) *pod {
 	m.pool.lastTake = m.clock.Now()
 	var e *poolEntry
 	for _, c := range m.pool.entries {
-		if !c.published || c.releasing || c.backend == nil || c.backend.State() != ipn.Running {
-			continue
-		}
-		if e == nil || (c.ready && !e.ready) || (c.ready == e.ready && c.rec.Created.Before(e.rec.Created)) {
+		if c.ready && !c.releasing && c.backend != nil && c.backend.State() == ipn.Running && (e == nil || c.rec.Created.Before(e.rec.Created)) {
 			e = c
 		}
 	}

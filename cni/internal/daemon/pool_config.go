@@ -14,7 +14,7 @@ const (
 	DefaultPoolParallel = 4
 	// DefaultPoolIdle is how long a grown pool waits without takes before
 	// it shrinks back to its size.
-	DefaultPoolIdle = time.Minute
+	DefaultPoolIdle = 20 * time.Second
 	// poolMaxFactor gives PoolTuning.Max its default: this many times the
 	// pool's size.
 	poolMaxFactor = 4

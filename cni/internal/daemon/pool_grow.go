@@ -19,15 +19,18 @@ import (
 //     up to PoolTuning.Max, so that the rest of the burst finds nodes
 //     already on their way; after PoolTuning.Idle without an ADD the target
 //     goes back to PoolSize and the nodes beyond it are deleted;
-//   - an ADD that finds no node to take waits for the next one to publish
-//     when that one is due sooner than the slow path would take (the pool
-//     nodes' own start-to-published time, a moving average): it gets the
-//     node as soon as the control plane holds its endpoints, as the slow
-//     path's node would be, skipping the settling that pool nodes otherwise
-//     do. Waiters are served first come first served, each counting on its
-//     own starting node; a waiter whose node is late goes the slow path
-//     once the slow path's time has passed, so that a wait never costs
-//     more than twice the slow path and never outlives the ADD timeout.
+//   - an ADD that finds no node to take waits for the next one to be ready
+//     when that one is due sooner than the slow path would take (the slow
+//     path does what a pool node does up to published: the pool nodes'
+//     start-to-published time, a moving average, estimates it; a node is
+//     due that plus poolSettle after its start). It gets the node settled,
+//     as any pool hit: handing it over once published, before its peers
+//     heard of it, left pods unreachable for a WireGuard retry (5 s) in
+//     the benchmark. Waiters are served first come first served, each
+//     counting on its own starting node; a waiter whose node is late takes
+//     the slow path once the slow path's time has passed, so that a wait
+//     never costs more than twice the slow path and never outlives the
+//     ADD timeout.
 
 // poolPublishGuess is the slow path's time before any pool node has
 // published to measure it: about what Headscale's default batching makes
@@ -38,7 +41,7 @@ const poolPublishGuess = 4 * time.Second
 // start (see startBackend). A variable for tests.
 var poolFreeMemory = debug.FreeOSMemory
 
-// poolWaiter is an ADD waiting for the next pool node to publish. The node
+// poolWaiter is an ADD waiting for the next pool node to be ready. The node
 // is handed to it (takeEntryLocked) under mu, and then done closes.
 type poolWaiter struct {
 	p        *pod
@@ -225,13 +228,13 @@ func (m *Manager) slowPathLocked() time.Duration {
 	return min(d, m.cfg.AddTimeout/2)
 }
 
-// newWaiterLocked queues p for the next pool node to publish when one is
+// newWaiterLocked queues p for the next pool node to be ready when one is
 // due sooner than the slow path would take, counting one starting node per
 // waiter, oldest first; it returns nil when none is. The caller holds mu.
 func (m *Manager) newWaiterLocked(p *pod) *poolWaiter {
 	var starting []*poolEntry
 	for _, e := range m.pool.entries {
-		if !e.published && !e.releasing {
+		if !e.ready && !e.releasing {
 			starting = append(starting, e)
 		}
 	}
@@ -242,7 +245,7 @@ func (m *Manager) newWaiterLocked(p *pod) *poolWaiter {
 	slices.SortFunc(starting, func(a, b *poolEntry) int { return a.rec.Created.Compare(b.rec.Created) })
 	now := m.clock.Now()
 	slow := m.slowPathLocked()
-	due := starting[k].rec.Created.Add(m.pool.pubEst)
+	due := starting[k].rec.Created.Add(m.pool.pubEst + poolSettle)
 	if m.pool.pubEst == 0 || due.Sub(now) >= slow {
 		return nil
 	}
@@ -251,7 +254,7 @@ func (m *Manager) newWaiterLocked(p *pod) *poolWaiter {
 	return w
 }
 
-// handToWaiterLocked gives the just published pool node e to the first
+// handToWaiterLocked gives the just ready pool node e to the first
 // waiting ADD, if any, and returns it. The caller holds mu.
 func (m *Manager) handToWaiterLocked(e *poolEntry) *poolWaiter {
 	if len(m.pool.waiters) == 0 || e.releasing {

@@ -291,7 +291,7 @@ func TestPoolSlowPath(t *testing.T) {
 	// The pool is empty until the refill: the next pod takes the slow path.
 	h.m.mu.Lock()
 	for _, e := range h.m.pool.entries {
-		e.ready, e.published = false, false
+		e.ready = false
 	}
 	h.m.mu.Unlock()
 	other := h.pod("other")
