@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"tailscale.com/types/key"
+	"tsymbiote.dhouti.dev/cni/internal/podbackend"
 	"tsymbiote.dhouti.dev/cni/internal/podnet"
 )
 
@@ -181,6 +183,9 @@ func (m *Manager) recoverPod(ctx context.Context, p *pod, slots chan struct{}) (
 		return t, false
 	}
 	t.queued = lap()
+	// Wall time, not m.clock: it is compared with WireGuard's handshake
+	// times (see retryHandshakesTo).
+	restarted := time.Now()
 	b, err := m.restartNode(p)
 	<-slots
 	if err != nil {
@@ -221,7 +226,94 @@ func (m *Manager) recoverPod(ctx context.Context, p *pod, slots chan struct{}) (
 	}
 	t.wired = lap()
 	m.logf("recover: pod %s/%s back as %s (%v)", p.rec.Namespace, p.rec.Pod, p.rec.Hostname, p.rec.Addrs)
+	m.recovering.Go(func() { m.retryHandshakesTo(b, restarted) })
 	return t, true
+}
+
+// handshakeRetrier is what retryHandshakesTo needs of a node: the real
+// backend's, not the tests' fakes.
+type handshakeRetrier interface {
+	NodeKey() key.NodePublic
+	Handshake(peer key.NodePublic) podbackend.Handshake
+	ResetHandshake(peer key.NodePublic)
+}
+
+// How retryHandshakesTo paces itself: it first looks retryFirst after the
+// node runs (long enough for the node's own first packets to leave), then
+// every retryEvery while a look dropped something, for at most retryWait.
+const (
+	retryFirst = 250 * time.Millisecond
+	retryEvery = time.Second
+	retryWait  = 5 * time.Second
+)
+
+// retryHandshakesTo drops, once b (a node restarted at restarted) runs,
+// the WireGuard handshakes between b and this daemon's other nodes that
+// were lost (see podbackend's Handshake.Lost), so that the next packet
+// starts a new one at once instead of at wireguard-go's retry 5 s later.
+// Every node here died with the daemon: a node that came back earlier and
+// had packets for b sent its handshake while b was down, and b's own
+// first handshakes may have left before its DERP connection was up (a
+// rebind right after start closes it too). The other node's lost
+// handshake is left alone when b has sent it one of its own: that one
+// settles both, where two at once would cross and both wait the 5 s.
+// Peers on other nodes are not nudged: they learn of the restart from the
+// control plane, or from b's own first handshake. A few key lookups per
+// local node and look, cheap next to a start.
+func (m *Manager) retryHandshakesTo(b PodBackend, restarted time.Time) {
+	r, ok := b.(handshakeRetrier)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), retryWait)
+	defer cancel()
+	stop := context.AfterFunc(m.closing, cancel)
+	defer stop()
+	// Best effort: a node that does not run within retryWait is still
+	// worth a look, and one that was closed has nothing to nudge.
+	if _, err := b.WaitRunning(ctx); err != nil && m.closing.Err() != nil {
+		return
+	}
+	self := r.NodeKey()
+	if self.IsZero() {
+		return
+	}
+	wait := retryFirst
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = retryEvery
+		m.mu.Lock()
+		var others []handshakeRetrier
+		for _, q := range m.pods {
+			if o, ok := q.backend.(handshakeRetrier); ok && q.backend != b {
+				others = append(others, o)
+			}
+		}
+		m.mu.Unlock()
+		dropped := 0
+		for _, o := range others {
+			k := o.NodeKey()
+			if k.IsZero() {
+				continue
+			}
+			mine := r.Handshake(k)
+			if mine.Lost(restarted) {
+				r.ResetHandshake(k)
+				dropped++
+			}
+			if !mine.Sent && o.Handshake(self).Lost(restarted) {
+				o.ResetHandshake(self)
+				dropped++
+			}
+		}
+		if dropped == 0 {
+			return
+		}
+	}
 }
 
 // stillWired reports whether the pod's ts0 and host end are as the last

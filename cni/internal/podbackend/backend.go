@@ -28,6 +28,7 @@ import (
 	"tailscale.com/net/tsdial"
 	"tailscale.com/net/tstun"
 	"tailscale.com/tsd"
+	"tailscale.com/types/key"
 	"tailscale.com/types/logger"
 	"tailscale.com/types/logid"
 	"tailscale.com/types/preftype"
@@ -512,6 +513,51 @@ func (b *Backend) MagicDNSSuffix() string {
 
 // State is the backend's state.
 func (b *Backend) State() ipn.State { return b.lb.State() }
+
+// NodeKey is the node's public key; zero before it has one.
+func (b *Backend) NodeKey() key.NodePublic { return b.lb.NodeKey() }
+
+// Handshake is what a node's WireGuard device knows of its session with
+// one peer.
+type Handshake struct {
+	Known bool      // the device has the peer (it created it on traffic)
+	Sent  bool      // the node sent the peer something: at least a handshake
+	Heard bool      // the node received something from the peer
+	Last  time.Time // the last completed handshake; zero for none
+}
+
+// Lost reports whether the node sent the peer a handshake that went
+// nowhere: sent, nothing heard, and none completed since since.
+func (h Handshake) Lost(since time.Time) bool {
+	return h.Known && h.Sent && !h.Heard && h.Last.Before(since)
+}
+
+// Handshake is the node's WireGuard state with peer. Safe for concurrent
+// use.
+func (b *Backend) Handshake(peer key.NodePublic) Handshake {
+	e, ok := b.sys.Engine.GetOK()
+	if !ok || peer.IsZero() {
+		return Handshake{}
+	}
+	wp, ok := e.PeerByKey(peer)
+	if !ok {
+		return Handshake{}
+	}
+	return Handshake{Known: true, Sent: wp.TxBytes() > 0, Heard: wp.RxBytes() > 0, Last: wp.LastHandshake()}
+}
+
+// ResetHandshake drops the node's WireGuard state for peer: the engine
+// re-creates the peer on the node's next packet to it, with a handshake
+// sent at once instead of at wireguard-go's next retry (REKEY_TIMEOUT,
+// 5 s, after the last). Only for a handshake that was Lost: dropping the
+// responder's half of one its initiator took as done would leave the
+// initiator sending into a dead session for 15 s. Safe for concurrent
+// use.
+func (b *Backend) ResetHandshake(peer key.NodePublic) {
+	if e, ok := b.sys.Engine.GetOK(); ok && !peer.IsZero() {
+		e.ResetDevicePeer(peer)
+	}
+}
 
 // LocalBackend is the pod's backend, for status queries.
 func (b *Backend) LocalBackend() *ipnlocal.LocalBackend { return b.lb }
