@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // envNetmapCache is "off" to take the cache-network-maps node attribute out
@@ -17,8 +18,9 @@ import (
 // pods' netmap caches (see the CNI README's recovery section).
 const envNetmapCache = "TSYMBIOTE_BENCH_NETMAP_CACHE"
 
-// nodeAttrsRE matches the policy's nodeAttrs entry, to remove it.
-var nodeAttrsRE = regexp.MustCompile(`(?s)\s*"nodeAttrs":\s*\[.*?\],`)
+// nodeAttrsRE matches the policy's nodeAttrs entry, as headscaletest
+// writes it (its closing bracket on a line of its own), to remove it.
+var nodeAttrsRE = regexp.MustCompile(`(?ms)^\s*"nodeAttrs":\s*\[.*?^\s*\],\n`)
 
 // BenchmarkCNIRestart is BenchmarkCNI's fill and restart phases alone: it
 // fills the node (TSYMBIOTE_BENCH_PODS pods), SIGKILLs the daemon and
@@ -74,5 +76,17 @@ func (nb *nodeBench) stripNodeAttrs() {
 	}
 	if _, err := pe.SetPolicy(ctx, body, cur.Version); err != nil {
 		b.Fatal(fmt.Errorf("removing nodeAttrs from the policy: %w", err))
+	}
+}
+
+func TestNodeAttrsRE(t *testing.T) {
+	for name, policy := range map[string]string{"OpenPolicy": headscaletest.OpenPolicy, "SeedPolicy": headscaletest.SeedPolicy} {
+		got := nodeAttrsRE.ReplaceAllString(policy, "")
+		if got == policy || strings.Contains(got, "nodeAttrs") || strings.Contains(got, "cache-network-maps") {
+			t.Errorf("%s: nodeAttrs not removed:\n%s", name, got)
+		}
+		if !strings.Contains(got, `"grants"`) || !strings.Contains(got, `"tagOwners"`) {
+			t.Errorf("%s: removed more than nodeAttrs:\n%s", name, got)
+		}
 	}
 }
