@@ -196,15 +196,29 @@ func (m *Manager) shrinkIdle(now time.Time) time.Time {
 		e.releasing = true
 	}
 	m.mu.Unlock()
-	for _, e := range extra {
+	if len(extra) > 0 {
+		m.pool.wg.Go(func() { m.releaseIdle(extra) })
+	}
+	return again
+}
+
+// releaseIdle deletes the nodes a shrinking pool no longer wants, then
+// hands their memory back at once: closing nodes frees megabytes without
+// allocating, so the daemon's periodic release, which waits for
+// allocation, would leave them resident (the node benchmark read 13 MiB
+// per pod at 40 pods instead of 3).
+func (m *Manager) releaseIdle(es []*poolEntry) {
+	var wg sync.WaitGroup
+	for _, e := range es {
 		m.metrics.poolReleased.Inc()
-		m.pool.wg.Go(func() {
+		wg.Go(func() {
 			if m.removePoolEntry(context.WithoutCancel(m.closing), e) {
 				m.logf("pool: no ADD for %v: deleted node %s", m.pool.tune.Idle, e.rec.Hostname)
 			}
 		})
 	}
-	return again
+	wg.Wait()
+	poolFreeMemory()
 }
 
 // notePublishedLocked adds a pool node's start-to-published time to the

@@ -289,6 +289,7 @@ func TestPoolSlowPath(t *testing.T) {
 		t.Error("a pod with the default tags and its own hostname did not take a pool node")
 	}
 	// The pool is empty until the refill: the next pod takes the slow path.
+	h.waitPool(1) // no refill in flight to turn ready below
 	h.m.mu.Lock()
 	for _, e := range h.m.pool.entries {
 		e.ready = false
