@@ -17,6 +17,7 @@ type releaser struct {
 	next    chan struct{} // the release the waiters share, once running ends
 	free    func()        // debug.FreeOSMemory outside tests
 	onWait  func()        // tests: called as a caller starts waiting
+	onWoke  func()        // tests: called as a waiter sees its release end
 }
 
 var memRelease = &releaser{free: debug.FreeOSMemory}
@@ -25,7 +26,13 @@ var memRelease = &releaser{free: debug.FreeOSMemory}
 func (r *releaser) release() {
 	r.mu.Lock()
 	if r.running == nil {
-		r.running = make(chan struct{})
+		// Waiters may share a next release nobody has started yet (the
+		// one in flight ended, and they have not woken): this one is it,
+		// or they would wait on it forever.
+		r.running, r.next = r.next, nil
+		if r.running == nil {
+			r.running = make(chan struct{})
+		}
 		r.mu.Unlock()
 		r.run()
 		return
@@ -41,6 +48,9 @@ func (r *releaser) release() {
 		r.onWait()
 	}
 	<-running
+	if r.onWoke != nil {
+		r.onWoke()
+	}
 	r.mu.Lock()
 	if r.running == nil && r.next == next {
 		r.running, r.next = next, nil

@@ -52,3 +52,49 @@ func TestReleaserCoalesces(t *testing.T) {
 		t.Errorf("%d releases, want 3", got)
 	}
 }
+
+// TestReleaserNewCallerServesWaiters has a caller start a release after
+// the one in flight ended but before its waiter woke: that release is the
+// waiter's, which must not wait for a next one nobody runs.
+func TestReleaserNewCallerServesWaiters(t *testing.T) {
+	var runs atomic.Int32
+	first, late := make(chan struct{}), make(chan struct{})
+	lateEntered := make(chan struct{})
+	var r *releaser
+	r = &releaser{free: func() {
+		switch runs.Add(1) {
+		case 1:
+			<-first
+		case 2:
+			close(lateEntered)
+			<-late
+		}
+	}}
+	waiting := make(chan struct{})
+	r.onWait = func() { close(waiting) }
+	// The waiter wakes, and a late caller starts its release before the
+	// waiter looks at what runs.
+	r.onWoke = func() {
+		go r.release()
+		<-lateEntered
+	}
+	go r.release()
+	for runs.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	done := make(chan struct{})
+	go func() { r.release(); close(done) }()
+	<-waiting
+	close(first)
+	<-lateEntered
+	time.Sleep(20 * time.Millisecond) // let the waiter look while the late release runs
+	close(late)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the waiter never returned: it waits on a release nobody runs")
+	}
+	if got := runs.Load(); got != 2 {
+		t.Errorf("%d releases, want 2 (the late caller's serves the waiter)", got)
+	}
+}
