@@ -60,8 +60,7 @@ func TestReleaserNewCallerServesWaiters(t *testing.T) {
 	var runs atomic.Int32
 	first, late := make(chan struct{}), make(chan struct{})
 	lateEntered := make(chan struct{})
-	var r *releaser
-	r = &releaser{free: func() {
+	r := &releaser{free: func() {
 		switch runs.Add(1) {
 		case 1:
 			<-first
