@@ -21,7 +21,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"runtime/debug"
 	"strconv"
 	"syscall"
 	"time"
@@ -316,24 +315,6 @@ func podSource(getenv func(string) string) (*podmeta.Client, error) {
 		return nil, fmt.Errorf("reading pods' annotations: %w", err)
 	}
 	return c, nil
-}
-
-// releaseMemory hands freed heap back to the kernel every 30 s. Each pod's
-// WireGuard device and TUN take packet buffers (64 KiB each, in batches of
-// 128) from pools that a burst fills and the GC later frees; Go's scavenger
-// returns those pages slowly, so without this the daemon's RSS stays at its
-// high-water mark, several MiB per pod.
-func releaseMemory(ctx context.Context) {
-	t := time.NewTicker(30 * time.Second)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			debug.FreeOSMemory()
-		}
-	}
 }
 
 // verifyLoop marks the daemon ready once the control plane answers, and
