@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"tsymbiote.dhouti.dev/testkit"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // The benchmark's knobs, from the environment (the Makefile's bench-cni
@@ -52,9 +53,12 @@ type nodeBench struct {
 	ctx      context.Context
 	n        int    // pods on the node at full
 	batching string // "default" or "short"
-	profiles string // directory for profiles, or ""
-	debug    string // the daemon's debug (pprof) address
-	pool     int    // the daemon's pool size, from its metrics
+	// netmapCache: the policy grants pod nodes cache-network-maps
+	// (envNetmapCache=on).
+	netmapCache bool
+	profiles    string // directory for profiles, or ""
+	debug       string // the daemon's debug (pprof) address
+	pool        int    // the daemon's pool size, from its metrics
 
 	rss0  rss
 	rssAt map[int]rss
@@ -112,14 +116,23 @@ func newNodeBench(b *testing.B) *nodeBench {
 		pool = v
 	}
 	daemonEnv := []string{"TS_CNI_DEBUG_ADDR=" + nb.debug, "TS_CNI_POOL_SIZE=" + pool}
-	nb.e = newEnvWith(b, envOptions{defaultBatching: nb.batching == "default"}, daemonEnv...)
+	opts := envOptions{defaultBatching: nb.batching == "default"}
+	switch v := os.Getenv(envNetmapCache); v {
+	case "", "off":
+	case "on":
+		nb.netmapCache = true
+		opts.policy = headscaletest.NetmapCachePolicy
+	default:
+		b.Fatalf("%s=%q: want on or off", envNetmapCache, v)
+	}
+	nb.e = newEnvWith(b, opts, daemonEnv...)
 	if v, ok := tryMetric(b, nb.e.metrics, "tailscale_cni_pool_size"); ok {
 		nb.pool = int(v)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
 	b.Cleanup(cancel)
 	nb.ctx = ctx
-	b.Logf("node-scale benchmark: %d pods, Headscale batching %s, node pool %d; load average %s", nb.n, nb.batching, nb.pool, loadAvg())
+	b.Logf("node-scale benchmark: %d pods, Headscale batching %s, node pool %d, netmap cache %s; load average %s", nb.n, nb.batching, nb.pool, onOff(nb.netmapCache), loadAvg())
 	nb.rss0 = settledRSS(b, nb.e.daemon.PID())
 	return nb
 }

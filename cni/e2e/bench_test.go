@@ -173,10 +173,6 @@ func (e *env) stockTailscaled(b testing.TB, p *pod, n int) (string, error) {
 // a quarter of an hour at 110 pods.
 func BenchmarkCNI(b *testing.B) {
 	nb := newNodeBench(b)
-	if os.Getenv(envNetmapCache) == "off" {
-		nb.stripNodeAttrs()
-		b.Logf("pods' netmap cache off (%s=off)", envNetmapCache)
-	}
 	nb.latency()
 	nb.fill()
 	nb.idle()

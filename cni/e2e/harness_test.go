@@ -190,6 +190,9 @@ type envOptions struct {
 	// writes and peer updates (what users run; the benchmark's default)
 	// instead of the shortened one that keeps tests fast.
 	defaultBatching bool
+	// policy is Headscale's initial policy; headscaletest.OpenPolicy when
+	// empty.
+	policy string
 }
 
 // newEnvWith is newEnv with opts.
@@ -210,7 +213,7 @@ func newEnvWith(t testing.TB, opts envOptions, extraEnv ...string) *env {
 	// Pods route only this /30 (Headscale's) through the bridge, for the
 	// stock tailscaled the benchmark runs in pod namespaces; nothing else.
 	e.hsNet = fmt.Sprintf("10.250.%d.0/30", b)
-	e.hs = headscaletest.Start(t, headscaletest.Options{ListenAddr: hsAddr, DefaultBatching: opts.defaultBatching})
+	e.hs = headscaletest.Start(t, headscaletest.Options{ListenAddr: hsAddr, DefaultBatching: opts.defaultBatching, Policy: opts.policy})
 	cp, err := controlplane.New(logger.Discard, controlplane.Config{HeadscaleURL: e.hs.URL, HeadscaleAPIKey: controlplane.Secret(e.hs.APIKey)})
 	if err != nil {
 		t.Fatal(err)

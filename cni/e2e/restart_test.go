@@ -15,6 +15,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 	"tsymbiote.dhouti.dev/controlplane"
+	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
 // ts0Addrs reads ts0's addresses inside p's netns.
@@ -270,7 +271,7 @@ func netmapCaches(t testing.TB, e *env) []string {
 // connections to b refused, b's to a still open. DEL removes the caches
 // with the pods' state.
 func TestRestartHonoursPolicyChange(t *testing.T) {
-	e := newEnv(t)
+	e := newEnvWith(t, envOptions{policy: headscaletest.NetmapCachePolicy})
 	ensureTool(t, "iperf3", "iperf3")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

@@ -56,19 +56,10 @@ const webUIAdapterGrant = `    {
     },
 `
 
-// podNodeAttrs grants pod nodes the cache-network-maps attribute: a pod's
-// node then keeps its last netmap on disk and, when the CNI daemon
-// restarts, comes back with it at once instead of waiting for the control
-// plane (the CNI README's recovery section).
-const podNodeAttrs = `  "nodeAttrs": [
-    {"target": ["` + TagPod + `"], "attr": ["cache-network-maps"]},
-  ],
-`
-
 // SeedPolicy is the policy the README asks users to add: the WebUI and the
-// adapters may reach each other on the adapter port, pods may reach
-// anything, and pods cache their netmaps.
-const SeedPolicy = "{\n" + tagOwners + podNodeAttrs + `  "grants": [
+// adapters may reach each other on the adapter port, and pods may reach
+// anything.
+const SeedPolicy = "{\n" + tagOwners + `  "grants": [
 ` + webUIAdapterGrant + `  ],
   "acls": [
     {"action": "accept", "src": ["` + TagPod + `"], "dst": ["*:*"]},
@@ -76,15 +67,25 @@ const SeedPolicy = "{\n" + tagOwners + podNodeAttrs + `  "grants": [
 }
 `
 
-// OpenPolicy is SeedPolicy's grant and node attributes plus a grant that
-// lets every node reach every other, so that tests can show that a
-// service's own checks (not the network policy) refuse a caller. It is the
-// default.
-const OpenPolicy = "{\n" + tagOwners + podNodeAttrs + `  "grants": [
+// OpenPolicy is SeedPolicy's grant plus a grant that lets every node reach
+// every other, so that tests can show that a service's own checks (not
+// the network policy) refuse a caller. It is the default.
+const OpenPolicy = "{\n" + tagOwners + openGrants + "}\n"
+
+const openGrants = `  "grants": [
 ` + webUIAdapterGrant + `    {"src": ["*"], "dst": ["*"], "ip": ["*"]},
   ],
-}
 `
+
+// NetmapCachePolicy is OpenPolicy that also grants pod nodes the node
+// attribute cache-network-maps: a pod's node then keeps its last netmap on
+// disk and, when the CNI daemon restarts, starts on it instead of waiting
+// for the control plane. Not in the defaults: on a node full of pods the
+// caches cost more than they save (the CNI README's recovery section).
+const NetmapCachePolicy = "{\n" + tagOwners + `  "nodeAttrs": [
+    {"target": ["` + TagPod + `"], "attr": ["cache-network-maps"]},
+  ],
+` + openGrants + "}\n"
 
 // User is the Headscale user the harness creates.
 const User = "tsymbiote"
