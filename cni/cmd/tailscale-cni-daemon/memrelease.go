@@ -5,6 +5,8 @@ import (
 	"runtime/debug"
 	"runtime/metrics"
 	"time"
+
+	"tsymbiote.dhouti.dev/cni/internal/daemon"
 )
 
 // releaseEvery is how often releaseMemory considers a release.
@@ -49,7 +51,8 @@ func releaseMemory(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			if p.due(read()) {
+			allocs, live := read()
+			if p.due(allocs, live, daemon.NodesClosed()) {
 				debug.FreeOSMemory()
 			}
 		}
@@ -88,6 +91,9 @@ func sampleUint(s metrics.Sample) uint64 {
 // ADDs or traffic allocates far more, and releases at every tick as
 // before.
 //
+// A DEL frees a node's buffers without allocating: a release is also due
+// once DEL has closed a node since the last one.
+//
 // Every release so caused is followed by another at the next tick: pooled
 // packet buffers (sync.Pool) survive one collection in the pool's victim
 // cache and are freed by the second.
@@ -97,15 +103,16 @@ func sampleUint(s metrics.Sample) uint64 {
 // freed.
 type releasePolicy struct {
 	at       uint64 // allocs at the last release
+	closed   uint64 // nodes DEL had closed at the last release
 	followUp bool   // the next tick releases again
 }
 
 // due reports whether to release now, given the heap's cumulative
-// allocation and its live bytes.
-func (p *releasePolicy) due(allocs, live uint64) bool {
+// allocation, its live bytes, and how many nodes DEL has closed.
+func (p *releasePolicy) due(allocs, live, closed uint64) bool {
 	switch {
-	case allocs-p.at >= releaseAfter(live):
-		p.at, p.followUp = allocs, true
+	case allocs-p.at >= releaseAfter(live), closed != p.closed:
+		p.at, p.closed, p.followUp = allocs, closed, true
 		return true
 	case p.followUp:
 		p.at, p.followUp = allocs, false

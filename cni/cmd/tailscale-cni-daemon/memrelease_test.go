@@ -39,11 +39,35 @@ func TestReleasePolicy(t *testing.T) {
 				{"its follow-up", 101*MiB + 7*a, true},
 				{"idle after it", 102*MiB + 7*a, false},
 			} {
-				if got := p.due(step.allocs, tc.live); got != step.want {
+				if got := p.due(step.allocs, tc.live, 0); got != step.want {
 					t.Fatalf("%s: due(%d MiB, live %d MiB) = %v, want %v", step.name, step.allocs/MiB, tc.live/MiB, got, step.want)
 				}
 			}
 		})
+	}
+}
+
+// TestReleaseAfterDel: a DEL frees a node's buffers without allocating;
+// the next tick releases, and the one after it once more.
+func TestReleaseAfterDel(t *testing.T) {
+	const MiB = 1 << 20
+	p := releasePolicy{at: 100 * MiB}
+	for _, step := range []struct {
+		name   string
+		closed uint64
+		want   bool
+	}{
+		{"idle", 0, false},
+		{"a DEL", 1, true},
+		{"its follow-up", 1, true},
+		{"idle again", 1, false},
+		{"three DELs", 4, true},
+		{"their follow-up", 4, true},
+		{"idle", 4, false},
+	} {
+		if got := p.due(101*MiB, 450*MiB, step.closed); got != step.want {
+			t.Fatalf("%s: due(closed %d) = %v, want %v", step.name, step.closed, got, step.want)
+		}
 	}
 }
 

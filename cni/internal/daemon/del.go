@@ -64,6 +64,7 @@ func (m *Manager) delete(ctx context.Context, p *pod) error {
 	}
 	if p.backend != nil {
 		p.backend.Close()
+		nodesClosed.Add(1)
 	}
 	var errs []error
 	// keepRecord: the node could not be deleted from the control plane.

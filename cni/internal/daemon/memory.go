@@ -3,7 +3,18 @@ package daemon
 import (
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 )
+
+// nodesClosed counts the pods' nodes DEL has closed. Closing one frees its
+// packet buffers (megabytes) without allocating anything, so a release
+// policy that waits for allocation must look at this too (the daemon's
+// releaseMemory does).
+var nodesClosed atomic.Uint64
+
+// NodesClosed is how many pods' nodes DEL has closed since the daemon
+// started. Safe for concurrent use.
+func NodesClosed() uint64 { return nodesClosed.Load() }
 
 // releaser coalesces the memory releases that node starts ask for (see
 // startBackend): each needs one that began after it asked, and one serves
