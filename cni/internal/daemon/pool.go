@@ -218,6 +218,11 @@ func (m *Manager) fillOne(ctx context.Context, e *poolEntry) (err error) {
 	if err != nil {
 		return fmt.Errorf("minting an auth key: %w", err)
 	}
+	// Each fill releases first, for the reason startBackend gives; fills
+	// that run at once share a release (memRelease coalesces them). One
+	// release per batch of fills left a 110-pod node at 12.8 MiB of
+	// anonymous memory per pod, against 5.6 with one per start.
+	memRelease.release()
 	b, err := m.start(m.poolLogf(id), podbackend.Config{
 		Pod:        e.kernel(),
 		Hostname:   e.rec.Hostname,

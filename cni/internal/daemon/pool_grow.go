@@ -37,8 +37,8 @@ import (
 // it (cni/README.md).
 const poolPublishGuess = 4 * time.Second
 
-// poolFreeMemory collects and hands free pages back before pool nodes
-// start (see startBackend). A variable for tests.
+// poolFreeMemory collects and hands free pages back once a shrinking
+// pool's nodes are closed. A variable for tests.
 var poolFreeMemory = debug.FreeOSMemory
 
 // poolWaiter is an ADD waiting for the next pool node to be ready. The node
@@ -92,12 +92,6 @@ func (m *Manager) fillPool(ctx context.Context) {
 				break
 			}
 			batch = append(batch, e)
-		}
-		if len(batch) > 0 {
-			// One release before the nodes of a batch start, for the
-			// reason startBackend gives; done here, once, rather than in
-			// each concurrent fill.
-			poolFreeMemory()
 		}
 		for _, e := range batch {
 			filling++
