@@ -87,22 +87,7 @@ func TestSameNodeDirectPolicy(t *testing.T) {
 	}
 	t.Logf("UDP a -> b: %d datagrams sent, %.1f%% lost", ur.End.Sum.Packets, ur.End.Sum.LostPercent)
 
-	pe, err := controlplane.AsPolicyEditor(e.cp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := pe.GetPolicy(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const open = `{"src": ["*"], "dst": ["*"], "ip": ["*"]}`
-	if !strings.Contains(cur.Body, open) {
-		t.Fatalf("test Headscale's policy lacks the open grant %s:\n%s", open, cur.Body)
-	}
-	oneWay := fmt.Sprintf(`{"src": [%q], "dst": [%q], "ip": ["*"]}`, bIP, aIP)
-	if _, err := pe.SetPolicy(ctx, strings.Replace(cur.Body, open, oneWay, 1), cur.Version); err != nil {
-		t.Fatalf("setting a policy that lets only b reach a: %v", err)
-	}
+	e.allowOnly(ctx, bIP, aIP)
 	waitFor("a can no longer connect to b", func() bool { return !tcpConnects(a, bIP, port) })
 	if !tcpConnects(b, aIP, port) {
 		t.Error("b cannot connect to a, which the policy allows")
@@ -123,5 +108,28 @@ func TestSameNodeDirectPolicy(t *testing.T) {
 		if err := e.del(ctx, p); err != nil {
 			t.Errorf("DEL %s: %v", p.name, err)
 		}
+	}
+}
+
+// allowOnly replaces the test Headscale's open grant with one that lets
+// only src reach dst (tailnet IPs).
+func (e *env) allowOnly(ctx context.Context, src, dst string) {
+	t := e.t
+	t.Helper()
+	pe, err := controlplane.AsPolicyEditor(e.cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur, err := pe.GetPolicy(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const open = `{"src": ["*"], "dst": ["*"], "ip": ["*"]}`
+	if !strings.Contains(cur.Body, open) {
+		t.Fatalf("test Headscale's policy lacks the open grant %s:\n%s", open, cur.Body)
+	}
+	oneWay := fmt.Sprintf(`{"src": [%q], "dst": [%q], "ip": ["*"]}`, src, dst)
+	if _, err := pe.SetPolicy(ctx, strings.Replace(cur.Body, open, oneWay, 1), cur.Version); err != nil {
+		t.Fatalf("setting a policy that lets only %s reach %s: %v", src, dst, err)
 	}
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"io/fs"
 	"net"
 	"os/exec"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
-	"tsymbiote.dhouti.dev/controlplane"
 	"tsymbiote.dhouti.dev/testkit/headscaletest"
 )
 
@@ -299,22 +297,7 @@ func TestRestartHonoursPolicyChange(t *testing.T) {
 	waitFor("both pods' netmaps cached", func() bool { return len(netmapCaches(t, e)) >= 2 })
 
 	e.stopDaemon(true)
-	pe, err := controlplane.AsPolicyEditor(e.cp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cur, err := pe.GetPolicy(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	const open = `{"src": ["*"], "dst": ["*"], "ip": ["*"]}`
-	if !strings.Contains(cur.Body, open) {
-		t.Fatalf("test Headscale's policy lacks the open grant %s:\n%s", open, cur.Body)
-	}
-	oneWay := fmt.Sprintf(`{"src": [%q], "dst": [%q], "ip": ["*"]}`, bIP, aIP)
-	if _, err := pe.SetPolicy(ctx, strings.Replace(cur.Body, open, oneWay, 1), cur.Version); err != nil {
-		t.Fatalf("setting a policy that lets only b reach a: %v", err)
-	}
+	e.allowOnly(ctx, bIP, aIP)
 	start := time.Now()
 	e.startDaemon()
 	t.Logf("daemon restarted after the policy change; recovered in %v", time.Since(start).Round(time.Millisecond))
