@@ -62,6 +62,12 @@ func newHarness(t *testing.T) *harness {
 // (re)starting on the same node.
 func (h *harness) start() {
 	h.t.Helper()
+	h.startWith(h.be.start)
+}
+
+// startWith is start with the Manager's nodes started by startBackend.
+func (h *harness) startWith(startBackend StartBackendFunc) {
+	h.t.Helper()
 	var ctrl ControlPlane = h.cp
 	if h.ctrl != nil {
 		ctrl = h.ctrl
@@ -69,7 +75,7 @@ func (h *harness) start() {
 	m, err := NewManager(logger.WithPrefix(h.t.Logf, "daemon: "), h.cfg, Deps{
 		ControlPlane: ctrl,
 		Network:      h.net,
-		StartBackend: h.be.start,
+		StartBackend: startBackend,
 		NewNetMon:    func(*eventbus.Bus, logger.Logf) (*netmon.Monitor, error) { return netmon.NewStatic(), nil },
 		Clock:        h.clock,
 		Pods:         h.pods,

@@ -7,10 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"tailscale.com/net/netmon"
 	"tailscale.com/types/key"
 	"tailscale.com/types/logger"
-	"tailscale.com/util/eventbus"
 	"tsymbiote.dhouti.dev/cni/internal/podbackend"
 )
 
@@ -37,18 +35,8 @@ func TestRecoverBoundsStarts(t *testing.T) {
 		time.Sleep(2 * time.Millisecond) // long enough for starts to overlap
 		return h.be.start(logf, cfg)
 	}
-	m, err := NewManager(logger.WithPrefix(t.Logf, "daemon: "), h.cfg, Deps{
-		ControlPlane: h.cp,
-		Network:      h.net,
-		StartBackend: start,
-		NewNetMon:    func(*eventbus.Bus, logger.Logf) (*netmon.Monitor, error) { return netmon.NewStatic(), nil },
-		Clock:        h.clock,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.m = m
-	recovered, _ := m.Recover(context.Background())
+	h.startWith(start)
+	recovered, _ := h.m.Recover(context.Background())
 	if recovered != pods {
 		t.Errorf("recovered %d pods, want %d", recovered, pods)
 	}
@@ -104,21 +92,11 @@ func TestRecoverRetriesHandshakes(t *testing.T) {
 		mu.Unlock()
 		return r, nil
 	}
-	m, err := NewManager(logger.WithPrefix(t.Logf, "daemon: "), h.cfg, Deps{
-		ControlPlane: h.cp,
-		Network:      h.net,
-		StartBackend: start,
-		NewNetMon:    func(*eventbus.Bus, logger.Logf) (*netmon.Monitor, error) { return netmon.NewStatic(), nil },
-		Clock:        h.clock,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.m = m
-	if recovered, _ := m.Recover(context.Background()); recovered != pods {
+	h.startWith(start)
+	if recovered, _ := h.m.Recover(context.Background()); recovered != pods {
 		t.Fatalf("recovered %d pods, want %d", recovered, pods)
 	}
-	m.recovering.Wait()
+	h.m.recovering.Wait()
 	asked := func(b *retryBackend, peer key.NodePublic) bool {
 		b.mu.Lock()
 		defer b.mu.Unlock()
